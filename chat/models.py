@@ -1,0 +1,1 @@
+"""Chatbots, conversations and messages (see the grounded-chat issue)."""

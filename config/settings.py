@@ -1,0 +1,252 @@
+"""Django settings for Groundwork.
+
+Every deploy-time value comes from the environment (see `config.env` for the strict parsers and
+README.md for the list). With `DATABASE_URL` / `REDIS_URL` unset, the project starts its own
+PostgreSQL (with pgvector) and Redis under `GROUNDWORK_DATA_DIR`, so a fresh machine needs nothing
+installed but Python.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
+
+# Third-party libraries that phone home at import: switch that off before anything imports them.
+for _name, _value in {
+    "LITELLM_OFFLINE_MODE": "true",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "DO_NOT_TRACK": "1",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("GROUNDWORK_DATA_DIR") or BASE_DIR / ".data").resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in the data folder."""
+    configured = env_str("SECRET_KEY")
+    if configured:
+        if len(configured) < 32:
+            raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters long.")
+        return configured
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def _database_from_url(url: str) -> dict[str, object]:
+    """Django DATABASES entry from a postgres:// URL (host may be a socket dir via ?host=)."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    host = query.pop("host", None) or (unquote(parts.hostname) if parts.hostname else "")
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured("DATABASE_URL has no database name (postgres://user:pass@host:5432/NAME).")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(parts.port or ""),
+        "OPTIONS": query,
+        "CONN_MAX_AGE": env_int("GROUNDWORK_DB_CONN_MAX_AGE", 0, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("GROUNDWORK_DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("GROUNDWORK_CSRF_TRUSTED_ORIGINS", [])
+# The public base URL (used in widget snippets and e-mails); defaults to the run command's address.
+PUBLIC_URL = (env_str("GROUNDWORK_PUBLIC_URL") or "").rstrip("/")
+
+_database_url = env_url("DATABASE_URL", schemes={"postgres", "postgresql"})
+_redis_url = env_url("REDIS_URL", schemes={"redis", "rediss", "unix"})
+USING_EMBEDDED_POSTGRES = _database_url is None
+USING_EMBEDDED_REDIS = _redis_url is None
+if _database_url is None or _redis_url is None:
+    from config import embedded_services
+
+    if _database_url is None:
+        _database_url = embedded_services.ensure_postgres(DATA_DIR)
+        os.environ["DATABASE_URL"] = _database_url  # child processes share this server
+    if _redis_url is None:
+        _redis_url = embedded_services.ensure_redis(DATA_DIR)
+        os.environ["REDIS_URL"] = _redis_url
+REDIS_URL: str = _redis_url
+
+DATABASES = {"default": _database_from_url(_database_url)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "django_htmx",
+    "accounts",
+    "kb",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.CurrentOrganizationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.current_organization",
+            ],
+        },
+    },
+]
+
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "kb:dashboard"
+LOGOUT_REDIRECT_URL = "accounts:login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("GROUNDWORK_TIME_ZONE", "UTC") or "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the finders so `make run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# Uploaded documents live outside the web root and are never served by URL directly.
+MEDIA_ROOT = Path(env_str("GROUNDWORK_MEDIA_ROOT") or DATA_DIR / "media").resolve()
+MEDIA_URL = "/media/"
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Groundwork API",
+    "DESCRIPTION": "Knowledge bases, documents, search and grounded chat.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery: JSON only, late acks so a worker killed mid-task hands the task to another worker.
+def _celery_url(redis_url: str) -> str:
+    # kombu spells a Unix socket `redis+socket:///path`; redis-py spells it `unix:///path`.
+    return "redis+socket://" + redis_url[len("unix://") :] if redis_url.startswith("unix://") else redis_url
+
+
+CELERY_BROKER_URL = _celery_url(REDIS_URL)
+CELERY_RESULT_BACKEND = _celery_url(REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = env_str("GROUNDWORK_CELERY_QUEUE", "groundwork") or "groundwork"
+# A task that overruns its visibility timeout is redelivered: keep it above the longest ingest.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "kb-recover-stuck-documents": {"task": "kb.documents_recover_stuck", "schedule": 60.0},
+}
+
+# Ingestion limits.
+GROUNDWORK_MAX_UPLOAD_BYTES = env_int("GROUNDWORK_MAX_UPLOAD_MB", 50, minimum=1) * 1024 * 1024
+GROUNDWORK_MAX_PAGES = env_int("GROUNDWORK_MAX_PAGES", 2000, minimum=1)
+GROUNDWORK_INGEST_TIME_LIMIT = env_int("GROUNDWORK_INGEST_TIME_LIMIT", 900, minimum=10)
+GROUNDWORK_STUCK_AFTER_SECONDS = env_int("GROUNDWORK_STUCK_AFTER_SECONDS", 1800, minimum=60)
+GROUNDWORK_MAX_ATTEMPTS = env_int("GROUNDWORK_MAX_ATTEMPTS", 3, minimum=1)
+
+# Models: any LiteLLM model string; the `local/...` defaults work offline with nothing configured.
+GROUNDWORK_EMBEDDING_MODEL = env_str("GROUNDWORK_EMBEDDING_MODEL", "local/minilm") or "local/minilm"
+GROUNDWORK_CHAT_MODEL = env_str("GROUNDWORK_CHAT_MODEL", "local/extractive") or "local/extractive"
+GROUNDWORK_RERANK_MODEL = env_str("GROUNDWORK_RERANK_MODEL") or None
+GROUNDWORK_MODEL_TIMEOUT = env_float("GROUNDWORK_MODEL_TIMEOUT", 60.0, minimum=1.0)
+GROUNDWORK_EMBED_BATCH_SIZE = env_int("GROUNDWORK_EMBED_BATCH_SIZE", 32, minimum=1, maximum=2048)
+
+EMAIL_BACKEND = env_str("GROUNDWORK_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("GROUNDWORK_FROM_EMAIL", "groundwork@localhost")
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("GROUNDWORK_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("GROUNDWORK_LOG_LEVEL", "INFO") or "INFO"},
+    "loggers": {
+        "LiteLLM": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}

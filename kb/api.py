@@ -1,0 +1,133 @@
+"""REST API of the kb app. Views parse input, check permission, call one service or selector."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import OrgScopedApiMixin
+from accounts.permissions import Action
+from kb import selectors, services
+from kb.models import KnowledgeBase
+from kb.serializers import (
+    DocumentOutSerializer,
+    DocumentUploadSerializer,
+    KnowledgeBaseInSerializer,
+    KnowledgeBaseOutSerializer,
+    SearchInSerializer,
+    SearchResultSerializer,
+)
+
+
+class KnowledgeBaseScopedMixin(OrgScopedApiMixin):
+    def get_knowledge_base(self, kb_id: int) -> KnowledgeBase:
+        kb = selectors.knowledge_base_get(organization=self.org, pk=kb_id)
+        if kb is None:
+            raise Http404("No such knowledge base in your organisation.")
+        return kb
+
+
+class KnowledgeBaseListCreateApi(KnowledgeBaseScopedMixin, APIView):
+    @extend_schema(responses=KnowledgeBaseOutSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        kbs = selectors.knowledge_bases_for_org(organization=self.org).annotate(document_count=Count("documents"))
+        return Response(KnowledgeBaseOutSerializer(kbs, many=True).data)
+
+    @extend_schema(request=KnowledgeBaseInSerializer, responses={201: KnowledgeBaseOutSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = KnowledgeBaseInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        kb = services.knowledge_base_create(
+            organization=self.org, created_by=self.org_context.user, **serializer.validated_data
+        )
+        return Response(KnowledgeBaseOutSerializer(kb).data, status=status.HTTP_201_CREATED)
+
+
+class KnowledgeBaseDetailApi(KnowledgeBaseScopedMixin, APIView):
+    @extend_schema(responses=KnowledgeBaseOutSerializer)
+    def get(self, request: Request, kb_id: int) -> Response:
+        return Response(KnowledgeBaseOutSerializer(self.get_knowledge_base(kb_id)).data)
+
+
+class DocumentListUploadApi(KnowledgeBaseScopedMixin, APIView):
+    parser_classes = (MultiPartParser, FormParser, JSONParser)
+
+    @extend_schema(responses=DocumentOutSerializer(many=True))
+    def get(self, request: Request, kb_id: int) -> Response:
+        kb = self.get_knowledge_base(kb_id)
+        documents = selectors.documents_for_org(organization=self.org).filter(knowledge_base=kb)
+        return Response(DocumentOutSerializer(documents, many=True).data)
+
+    @extend_schema(request={"multipart/form-data": DocumentUploadSerializer}, responses={201: DocumentOutSerializer})
+    def post(self, request: Request, kb_id: int) -> Response:
+        kb = self.get_knowledge_base(kb_id)
+        serializer = DocumentUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        result = services.document_upload(
+            knowledge_base=kb,
+            upload=upload,
+            filename=upload.name,
+            title=serializer.validated_data.get("title"),
+            uploaded_by=self.org_context.user,
+        )
+        data = dict(DocumentOutSerializer(result.document).data)
+        data["duplicate"] = not result.created
+        return Response(data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class DocumentDetailApi(OrgScopedApiMixin, APIView):
+    def _get(self, doc_id: int):  # type: ignore[no-untyped-def]
+        document = selectors.document_get(organization=self.org, pk=doc_id)
+        if document is None:
+            raise Http404("No such document in your organisation.")
+        return document
+
+    @extend_schema(responses=DocumentOutSerializer)
+    def get(self, request: Request, doc_id: int) -> Response:
+        return Response(DocumentOutSerializer(self._get(doc_id)).data)
+
+    def delete(self, request: Request, doc_id: int) -> Response:
+        services.document_delete(document=self._get(doc_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KnowledgeBaseSearchApi(KnowledgeBaseScopedMixin, APIView):
+    # Searching reads only, although it is a POST.
+    write_action = Action.VIEW
+
+    @extend_schema(request=SearchInSerializer, responses=SearchResultSerializer(many=True))
+    def post(self, request: Request, kb_id: int) -> Response:
+        kb = self.get_knowledge_base(kb_id)
+        serializer = SearchInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        hits = selectors.chunk_search(
+            knowledge_bases=[kb],
+            query=serializer.validated_data["query"],
+            limit=serializer.validated_data["top_k"],
+            mode=serializer.validated_data["mode"],
+        )
+        results = [
+            {
+                "chunk_id": hit.chunk_id,
+                "text": hit.chunk.text,
+                "document_id": hit.chunk.document_id,
+                "document_title": hit.chunk.document.title,
+                "version": hit.chunk.version.number,
+                "page": hit.chunk.page_start,
+                "page_end": hit.chunk.page_end,
+                "section": hit.chunk.section_label,
+                "score": hit.score,
+                "vector_score": hit.vector_score,
+                "keyword_score": hit.keyword_score,
+            }
+            for hit in hits
+            if hit.chunk is not None
+        ]
+        return Response({"query": serializer.validated_data["query"], "results": results})

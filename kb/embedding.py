@@ -1,0 +1,192 @@
+"""Embeddings for the app: the one thin module between Groundwork and LiteLLM.
+
+Every model goes through the same `litellm.embedding(model=..., input=[...])` call: the offline
+default `local/minilm` (an in-process provider registered by `config.llm`) exactly like a hosted
+`openai/text-embedding-3-small` or an `ollama/...` server. This module adds what the pipeline needs
+around that call:
+
+- batching (a provider caps inputs per request, and smaller requests fail and retry cheaper),
+- a timeout on every call,
+- error mapping: `TransientEmbeddingError` for failures worth retrying later (rate limits,
+  timeouts, connection errors, 5xx answers), `EmbeddingError` for everything else.
+
+Passages and queries have separate entry points although MiniLM embeds both the same way: models
+such as e5 want different prefixes for each, and callers should not have to change when one is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+from config.llm import get_litellm
+from kb.exceptions import EmbeddingError, TransientEmbeddingError
+from kb.local_embedder import LOCAL_EMBEDDING_DIMS
+
+logger = logging.getLogger(__name__)
+
+#: The offline default: all-MiniLM-L6-v2 (int8 ONNX) in this process, 384 dimensions.
+LOCAL_EMBEDDING_MODEL: Final = "local/minilm"
+
+#: Texts per request. Hosted APIs accept more (OpenAI: 2048), but a failed request is retried
+#: whole, and ingestion progress is reported per batch.
+DEFAULT_BATCH_SIZE: Final = 64
+#: Seconds per request for ingestion. Generous: a hosted API under load can be slow but still fine.
+DEFAULT_TIMEOUT_SECONDS: Final = 60.0
+#: Seconds for a query embedding: a user is waiting for the answer.
+QUERY_TIMEOUT_SECONDS: Final = 15.0
+
+# Embedded once to learn a hosted model's vector width.
+_PROBE_TEXT: Final = "Groundwork dimension probe"
+
+
+def embed_passages(
+    texts: Sequence[str],
+    *,
+    model: str,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> list[list[float]]:
+    """Vectors for document passages, in input order.
+
+    Sends `batch_size` texts per request. Raises `TransientEmbeddingError` when a retry later may
+    succeed, `EmbeddingError` otherwise; vectors of earlier batches are then discarded, so a retry
+    starts from the first text (callers that want partial progress pass smaller lists).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), batch_size):
+        batch = list(texts[start : start + batch_size])
+        vectors.extend(_embed(batch, model=model, timeout=timeout))
+    return vectors
+
+
+def embed_query(text: str, *, model: str, timeout: float = QUERY_TIMEOUT_SECONDS) -> list[float]:
+    """The vector of one search query (errors as for `embed_passages`)."""
+    (vector,) = _embed([text], model=model, timeout=timeout)
+    return vector
+
+
+def embedding_dimensions(model: str) -> int:
+    """The width of `model`'s vectors, fixed per knowledge base (pgvector columns need it).
+
+    Known for the local model; any other model is asked once per process (one probe embedding),
+    since the same name can mean different widths on different servers (Ollama, vLLM, ...).
+    """
+    if model == LOCAL_EMBEDDING_MODEL:
+        return LOCAL_EMBEDDING_DIMS
+    return _measured_dimensions(model)
+
+
+@functools.cache
+def _measured_dimensions(model: str) -> int:
+    # Cached per process; a failed probe raises and so is not cached.
+    return len(embed_query(_PROBE_TEXT, model=model, timeout=DEFAULT_TIMEOUT_SECONDS))
+
+
+def _embed(texts: list[str], *, model: str, timeout: float) -> list[list[float]]:
+    """One `litellm.embedding` request, with errors mapped and the response checked."""
+    if not texts:
+        return []
+    litellm = get_litellm()
+    try:
+        response = litellm.embedding(model=model, input=texts, timeout=timeout)
+    except Exception as exc:  # LiteLLM raises its own classes, wrapping anything a provider raised
+        original = _passthrough_error(exc)
+        if original is not None:
+            # Already says what happened and what to do; LiteLLM's wrapper adds nothing.
+            raise original from None
+        raise _map_error(exc, model=model) from exc
+    return _vectors(response, model=model, expected=len(texts))
+
+
+def _vectors(response: Any, *, model: str, expected: int) -> list[list[float]]:
+    """Plain float lists in input order, after checking the response is whole and consistent."""
+    data = list(getattr(response, "data", None) or [])
+    if len(data) != expected:
+        raise EmbeddingError(
+            f"The embedding model {model} returned {len(data)} vectors for {expected} "
+            "texts. Check that the model name refers to an embedding model."
+        )
+    # The OpenAI format numbers rows with `index`; not every server returns them in order.
+    rows = sorted(data, key=lambda item: int(item["index"]))
+    vectors: list[list[float]] = []
+    for row in rows:
+        embedding = row["embedding"]
+        if isinstance(embedding, str):
+            raise EmbeddingError(
+                f"The embedding model {model} returned base64 text instead of numbers; "
+                "remove any encoding_format setting."
+            )
+        vectors.append([float(x) for x in embedding])
+    if len({len(v) for v in vectors}) > 1:
+        raise EmbeddingError(f"The embedding model {model} returned vectors of different lengths.")
+    return vectors
+
+
+def _passthrough_error(exc: Exception) -> BaseException | None:
+    """An exception wrapped inside LiteLLM's that must reach the caller unchanged, if any.
+
+    LiteLLM wraps whatever a provider raised (the original stays reachable as `__context__`).
+    Two kinds must not be re-classified by LiteLLM's wrapper class:
+
+    - our own `EmbeddingError` from the local provider (e.g. a model file failing its checksum,
+      which LiteLLM reports as a retryable "connection error");
+    - Celery's `SoftTimeLimitExceeded`, raised into whatever code was running when a task hit its
+      time limit: the task must see it as such, not as a failed (and retried) embedding.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    for link in _exception_chain(exc):
+        if link is not exc and isinstance(link, EmbeddingError | SoftTimeLimitExceeded):
+            return link
+    return None
+
+
+def _map_error(exc: Exception, *, model: str) -> EmbeddingError:
+    """Our exception for a failed `litellm.embedding` call, by LiteLLM's exception class."""
+    litellm = get_litellm()
+    transient: tuple[type[BaseException], ...] = (
+        litellm.RateLimitError,
+        litellm.Timeout,
+        litellm.APIConnectionError,
+        # LiteLLM reports a refused or dropped connection to OpenAI as InternalServerError
+        # ("Connection error."), and 5xx answers are documented as "retry after a brief wait".
+        litellm.InternalServerError,
+        litellm.BadGatewayError,
+        litellm.ServiceUnavailableError,
+    )
+    detail = _first_line(exc)
+    if isinstance(exc, transient):
+        logger.warning("Transient embedding failure with %s: %s", model, detail)
+        return TransientEmbeddingError(
+            f"The embedding service for {model} is busy or unreachable; retrying later may succeed. ({detail})"
+        )
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        hint = "Check the API key configured for this provider."
+    elif isinstance(exc, litellm.NotFoundError):
+        hint = "Check the embedding model name."
+    elif isinstance(exc, litellm.BadRequestError):
+        hint = "The provider rejected the request; check the model name and its settings."
+    else:
+        hint = "See the server log for details."
+    return EmbeddingError(f"Embedding with {model} failed. {hint} ({detail})")
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then its causes/contexts, stopping on a cycle."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """A short, single-line description (LiteLLM messages can carry whole tracebacks)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,206 @@
+"""Knowledge bases, documents, their versions, sections and chunks.
+
+A document's lifecycle lives on each `DocumentVersion`:
+
+    queued ──► parsing ──► embedding ──► ready
+       │          │            │
+       └──────────┴────────────┴──► failed (error_code + a readable error_message)
+
+Only chunks of a document's *live* version (`Document.live_version`) of an enabled document are
+retrieved: `Chunk.is_live` is that fact denormalised onto the chunk row so vector and keyword
+search filter it inside the index scan. Publishing a new version flips the flags of the old and
+new chunks in one transaction, so readers see the old version or the new one, never half.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+from pgvector.django import VectorField
+
+from accounts.models import Organization
+
+
+class KnowledgeBase(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="knowledge_bases")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    # Fixed at creation: the vectors of one knowledge base all share a model and a dimension.
+    embedding_model = models.CharField(max_length=200)
+    embedding_dims = models.PositiveIntegerField()
+    text_search_config = models.CharField(
+        max_length=32, default="english", help_text="Postgres text search configuration for keyword search."
+    )
+    chunk_size = models.PositiveIntegerField(default=1200, help_text="Target chunk size in characters.")
+    chunk_overlap = models.PositiveIntegerField(default=150, help_text="Characters shared by consecutive chunks.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("name",)
+        constraints = [
+            models.UniqueConstraint(fields=("organization", "name"), name="kb_unique_name_per_org"),
+            models.CheckConstraint(condition=models.Q(chunk_overlap__lt=models.F("chunk_size")), name="kb_overlap_lt_size"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DocumentStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    PARSING = "parsing", "Parsing"
+    EMBEDDING = "embedding", "Embedding"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_STATUSES = (DocumentStatus.QUEUED, DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
+
+
+class SourceType(models.TextChoices):
+    FILE = "file", "File"
+    URL = "url", "Web page"
+    TEXT = "text", "Text"
+    QA = "qa", "Q&A"
+
+
+class Document(models.Model):
+    """A source in a knowledge base. Its content lives in versions; one of them is live."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="documents")
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=500)
+    source_type = models.CharField(max_length=8, choices=SourceType.choices, default=SourceType.FILE)
+    source_url = models.URLField(max_length=2000, blank=True)
+    enabled = models.BooleanField(default=True)
+    latest_version = models.ForeignKey(
+        "DocumentVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    live_version = models.ForeignKey(
+        "DocumentVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=("knowledge_base", "title"))]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class DocumentVersion(models.Model):
+    """One upload (or fetch, or edit) of a document, and its trip through the pipeline."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    file = models.FileField(upload_to="documents/%Y/%m/", max_length=500, blank=True)
+    original_filename = models.CharField(max_length=500, blank=True)
+    file_type = models.CharField(max_length=16, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, db_index=True)
+
+    status = models.CharField(max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.QUEUED)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_message = models.TextField(blank=True)
+    pages_total = models.PositiveIntegerField(null=True, blank=True)
+    pages_parsed = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_embedded = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-number",)
+        constraints = [
+            models.UniqueConstraint(fields=("document", "number"), name="version_unique_number"),
+        ]
+        indexes = [models.Index(fields=("status", "heartbeat_at"))]
+
+    def __str__(self) -> str:
+        return f"{self.document} v{self.number}"
+
+    @property
+    def progress_percent(self) -> int:
+        """A rough overall progress: parsing is the first 40 %, embedding the remaining 60 %."""
+        if self.status == DocumentStatus.READY:
+            return 100
+        if self.status == DocumentStatus.QUEUED:
+            return 0
+        parse_part = 0.0
+        if self.pages_total:
+            parse_part = min(1.0, self.pages_parsed / self.pages_total)
+        elif self.status != DocumentStatus.PARSING:
+            parse_part = 1.0
+        embed_part = self.chunks_embedded / self.chunks_total if self.chunks_total else 0.0
+        return int(40 * parse_part + 60 * embed_part)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in (DocumentStatus.READY, DocumentStatus.FAILED)
+
+
+class Section(models.Model):
+    """A heading-delimited part of a version; chunks point to it so a hit can widen to its section."""
+
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="sections")
+    ordinal = models.PositiveIntegerField()
+    path = models.JSONField(default=list)
+    text = models.TextField()
+    page_start = models.PositiveIntegerField(null=True, blank=True)
+    page_end = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("ordinal",)
+
+
+class Chunk(models.Model):
+    """A retrievable passage with its citation target (document, version, pages, section path).
+
+    `embedding` has no fixed dimension because knowledge bases may use different models; each
+    dimension in use gets a partial expression HNSW index (`embedding::vector(N)` where
+    `embedding_dims = N`), which is how pgvector indexes mixed dimensions.
+    """
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="chunks")
+    section = models.ForeignKey(Section, on_delete=models.SET_NULL, null=True, blank=True, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    page_start = models.PositiveIntegerField(null=True, blank=True)
+    page_end = models.PositiveIntegerField(null=True, blank=True)
+    section_path = models.JSONField(default=list)
+    content_hash = models.CharField(max_length=64)
+    is_live = models.BooleanField(default=False)
+
+    embedding_model = models.CharField(max_length=200, blank=True)
+    embedding_dims = models.PositiveIntegerField(null=True, blank=True)
+    embedding = VectorField(null=True, blank=True)
+    search_vector = SearchVectorField(null=True)
+
+    class Meta:
+        ordering = ("version", "ordinal")
+        indexes = [
+            GinIndex(fields=("search_vector",), name="chunk_search_vector_gin"),
+            models.Index(fields=("knowledge_base", "is_live"), name="chunk_kb_live"),
+            models.Index(fields=("knowledge_base", "embedding_model", "content_hash"), name="chunk_reuse_lookup"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.ordinal}"
+
+    @property
+    def section_label(self) -> str:
+        return " › ".join(self.section_path)

@@ -1,0 +1,161 @@
+"""Reads for knowledge bases and documents, and retrieval (vector, keyword, hybrid).
+
+Every selector takes the organisation (or objects already scoped to it); nothing here returns
+rows of another organisation, and a search over no knowledge base returns nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import QuerySet
+
+from accounts.models import Organization
+from kb import embedding as embedding_api
+from kb.models import Chunk, Document, KnowledgeBase
+from kb.vector_indexes import vector_cast
+
+RRF_K = 60  # the usual reciprocal-rank-fusion constant: dampens the weight of top ranks
+
+
+def knowledge_bases_for_org(*, organization: Organization) -> QuerySet[KnowledgeBase]:
+    return KnowledgeBase.objects.filter(organization=organization)
+
+
+def knowledge_base_get(*, organization: Organization, pk: int) -> KnowledgeBase | None:
+    return KnowledgeBase.objects.filter(organization=organization, pk=pk).first()
+
+
+def documents_for_org(*, organization: Organization) -> QuerySet[Document]:
+    return Document.objects.filter(organization=organization).select_related(
+        "knowledge_base", "latest_version", "live_version"
+    )
+
+
+def document_get(*, organization: Organization, pk: int) -> Document | None:
+    return documents_for_org(organization=organization).filter(pk=pk).first()
+
+
+@dataclass
+class SearchHit:
+    """A retrieved chunk with the scores each retriever gave it (None: not found by that one)."""
+
+    chunk_id: int
+    score: float = 0.0
+    vector_score: float | None = None
+    vector_rank: int | None = None
+    keyword_score: float | None = None
+    keyword_rank: int | None = None
+    chunk: Chunk | None = field(default=None, repr=False)
+
+
+def _vector_candidates(
+    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int
+) -> list[tuple[int, float]]:
+    """Nearest chunks by cosine similarity, per embedding model, using the HNSW index.
+
+    Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
+    without them a selective filter silently returns fewer rows.
+    """
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for kb in knowledge_bases:
+        groups[(kb.embedding_model, kb.embedding_dims)].append(kb.pk)
+    results: list[tuple[int, float]] = []
+    for (model, dims), kb_ids in groups.items():
+        query_vector = embedding_api.embed_query(query, model=model)
+        cast = vector_cast(dims)
+        literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute("SET LOCAL hnsw.ef_search = %s" % max(40, min(1000, limit * 2)))
+            cursor.execute(
+                f"""
+                SELECT id, 1 - ((embedding::{cast}) <=> %s::{cast}) AS similarity
+                FROM kb_chunk
+                WHERE embedding_dims = %s AND knowledge_base_id = ANY(%s) AND is_live
+                ORDER BY (embedding::{cast}) <=> %s::{cast}
+                LIMIT %s
+                """,
+                [literal, dims, kb_ids, literal, limit],
+            )
+            results.extend((row[0], float(row[1])) for row in cursor.fetchall())
+    # relaxed_order may return rows slightly out of order: sort them exactly.
+    results.sort(key=lambda r: r[1], reverse=True)
+    return results[:limit]
+
+
+def _keyword_candidates(
+    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int
+) -> list[tuple[int, float]]:
+    """Full-text matches ranked by ts_rank_cd.
+
+    `websearch_to_tsquery` ANDs the words; a question rarely contains only words its answer
+    contains, so the terms are ORed (quoted phrases keep their order) and ranking does the rest.
+    """
+    by_config: dict[str, list[int]] = defaultdict(list)
+    for kb in knowledge_bases:
+        by_config[kb.text_search_config].append(kb.pk)
+    results: list[tuple[int, float]] = []
+    for config, kb_ids in by_config.items():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                WITH q AS (
+                    SELECT replace(websearch_to_tsquery(%s::regconfig, %s)::text, ' & ', ' | ') AS text
+                )
+                SELECT c.id, ts_rank_cd(c.search_vector, to_tsquery(%s::regconfig, q.text), 1) AS rank
+                FROM kb_chunk c, q
+                WHERE q.text <> '' AND c.knowledge_base_id = ANY(%s) AND c.is_live
+                  AND c.search_vector @@ to_tsquery(%s::regconfig, q.text)
+                ORDER BY rank DESC
+                LIMIT %s
+                """,
+                [config, query, config, kb_ids, config, limit],
+            )
+            results.extend((row[0], float(row[1])) for row in cursor.fetchall())
+    results.sort(key=lambda r: r[1], reverse=True)
+    return results[:limit]
+
+
+def chunk_search(
+    *,
+    knowledge_bases: Iterable[KnowledgeBase],
+    query: str,
+    limit: int = 5,
+    mode: str = "hybrid",
+    candidates: int = 50,
+) -> list[SearchHit]:
+    """Best live chunks for `query` over the given knowledge bases.
+
+    `mode`: "hybrid" (vector + keyword fused by reciprocal rank), "vector" or "keyword".
+    The knowledge bases must already be scoped to the caller's organisation.
+    """
+    kbs = list(knowledge_bases)
+    query = query.strip()
+    if not kbs or not query:
+        return []
+    pool = max(limit, candidates)
+    hits: dict[int, SearchHit] = {}
+    if mode in ("hybrid", "vector"):
+        for rank, (chunk_id, similarity) in enumerate(_vector_candidates(kbs, query, pool), start=1):
+            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
+            hit.vector_score, hit.vector_rank = similarity, rank
+    if mode in ("hybrid", "keyword"):
+        for rank, (chunk_id, rank_score) in enumerate(_keyword_candidates(kbs, query, pool), start=1):
+            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
+            hit.keyword_score, hit.keyword_rank = rank_score, rank
+    for hit in hits.values():
+        if mode == "vector":
+            hit.score = hit.vector_score or 0.0
+        elif mode == "keyword":
+            hit.score = hit.keyword_score or 0.0
+        else:
+            hit.score = sum(1.0 / (RRF_K + r) for r in (hit.vector_rank, hit.keyword_rank) if r is not None)
+    ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[:limit]
+    chunks = Chunk.objects.select_related("document", "version").in_bulk([h.chunk_id for h in ranked])
+    for hit in ranked:
+        hit.chunk = chunks.get(hit.chunk_id)
+    return [h for h in ranked if h.chunk is not None]

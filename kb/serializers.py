@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from kb.models import Document, KnowledgeBase
+
+
+class KnowledgeBaseInSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    embedding_model = serializers.CharField(required=False, max_length=200)
+    chunk_size = serializers.IntegerField(required=False, min_value=200, max_value=8000, default=1200)
+    chunk_overlap = serializers.IntegerField(required=False, min_value=0, max_value=2000, default=150)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["chunk_overlap"] >= attrs["chunk_size"]:
+            raise serializers.ValidationError({"chunk_overlap": "Must be smaller than chunk_size."})
+        return attrs
+
+
+class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
+    document_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = KnowledgeBase
+        fields = (
+            "id",
+            "name",
+            "description",
+            "embedding_model",
+            "embedding_dims",
+            "chunk_size",
+            "chunk_overlap",
+            "document_count",
+            "created_at",
+        )
+
+    def get_document_count(self, kb: KnowledgeBase) -> int:
+        annotated = getattr(kb, "document_count", None)
+        return annotated if annotated is not None else kb.documents.count()
+
+
+class DocumentUploadSerializer(serializers.Serializer[Any]):
+    file = serializers.FileField(allow_empty_file=True)
+    title = serializers.CharField(required=False, max_length=500)
+
+
+class DocumentOutSerializer(serializers.ModelSerializer[Document]):
+    status = serializers.CharField(source="latest_version.status", default=None)
+    error = serializers.SerializerMethodField()
+    error_code = serializers.CharField(source="latest_version.error_code", default="")
+    version = serializers.IntegerField(source="latest_version.number", default=None)
+    live_version = serializers.IntegerField(source="live_version.number", default=None)
+    filename = serializers.CharField(source="latest_version.original_filename", default="")
+    file_type = serializers.CharField(source="latest_version.file_type", default="")
+    pages = serializers.IntegerField(source="latest_version.pages_total", default=None)
+    chunks = serializers.IntegerField(source="latest_version.chunks_total", default=0)
+    chunks_embedded = serializers.IntegerField(source="latest_version.chunks_embedded", default=0)
+    progress = serializers.IntegerField(source="latest_version.progress_percent", default=0)
+    attempts = serializers.IntegerField(source="latest_version.attempts", default=0)
+
+    class Meta:
+        model = Document
+        fields = (
+            "id",
+            "knowledge_base",
+            "title",
+            "source_type",
+            "source_url",
+            "enabled",
+            "status",
+            "error",
+            "error_code",
+            "version",
+            "live_version",
+            "filename",
+            "file_type",
+            "pages",
+            "chunks",
+            "chunks_embedded",
+            "progress",
+            "attempts",
+            "created_at",
+            "updated_at",
+        )
+
+    def get_error(self, document: Document) -> str | None:
+        version = document.latest_version
+        return version.error_message or None if version else None
+
+
+class SearchInSerializer(serializers.Serializer[Any]):
+    query = serializers.CharField(max_length=2000)
+    top_k = serializers.IntegerField(required=False, min_value=1, max_value=50, default=5)
+    mode = serializers.ChoiceField(choices=("hybrid", "vector", "keyword"), required=False, default="hybrid")
+
+
+class SearchResultSerializer(serializers.Serializer[Any]):
+    chunk_id = serializers.IntegerField()
+    text = serializers.CharField()
+    document_id = serializers.IntegerField()
+    document_title = serializers.CharField()
+    version = serializers.IntegerField()
+    page = serializers.IntegerField(allow_null=True)
+    page_end = serializers.IntegerField(allow_null=True)
+    section = serializers.CharField()
+    score = serializers.FloatField()
+    vector_score = serializers.FloatField(allow_null=True)
+    keyword_score = serializers.FloatField(allow_null=True)

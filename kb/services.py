@@ -1,0 +1,448 @@
+"""Writes for knowledge bases and documents, and the ingestion pipeline.
+
+Pipeline of one `DocumentVersion` (run by the `kb.document_ingest` task):
+
+    claim (QUEUED → PARSING, conditional UPDATE)
+      → parse the file (outside any transaction)
+      → store sections + chunks, not yet live (EMBEDDING)
+      → embed in batches, re-using vectors of identical chunks already embedded with that model
+      → publish: one short transaction flips the live chunks of the document to this version (READY)
+
+A failure on the way marks the version FAILED with a code and a sentence a person understands;
+only transient model errors are retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path, PurePath
+from typing import IO
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files.base import File
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Organization, User
+from kb import embedding as embedding_api
+from kb.exceptions import EmbeddingError, KnowledgeBaseError, ParseFailure, TransientEmbeddingError, UploadRejected
+from kb.models import (
+    Chunk,
+    Document,
+    DocumentStatus,
+    DocumentVersion,
+    KnowledgeBase,
+    Section,
+    SourceType,
+)
+from kb.vector_indexes import ensure_vector_index
+
+logger = logging.getLogger(__name__)
+
+
+# --- knowledge bases -----------------------------------------------------------------------
+
+
+def knowledge_base_create(
+    *,
+    organization: Organization,
+    name: str,
+    created_by: User | None,
+    description: str = "",
+    embedding_model: str | None = None,
+    chunk_size: int = 1200,
+    chunk_overlap: int = 150,
+) -> KnowledgeBase:
+    """Create a knowledge base; its embedding model and dimension are fixed from here on."""
+    name = name.strip()
+    if KnowledgeBase.objects.filter(organization=organization, name__iexact=name).exists():
+        raise KnowledgeBaseError("name_taken", f"A knowledge base called “{name}” already exists. Choose another name.")
+    model = (embedding_model or settings.GROUNDWORK_EMBEDDING_MODEL).strip()
+    dims = embedding_api.embedding_dimensions(model)
+    ensure_vector_index(dims)
+    return KnowledgeBase.objects.create(
+        organization=organization,
+        name=name,
+        description=description,
+        embedding_model=model,
+        embedding_dims=dims,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        created_by=created_by,
+    )
+
+
+# --- documents -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    document: Document
+    version: DocumentVersion
+    created: bool  # False when the bytes were already in this knowledge base (nothing queued)
+
+
+def _sha256_of(stream: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    stream.seek(0)
+    for block in iter(lambda: stream.read(1024 * 1024), b""):
+        digest.update(block)
+        size += len(block)
+    stream.seek(0)
+    return digest.hexdigest(), size
+
+
+def _safe_storage_name(organization_id: int, original_name: str) -> str:
+    """A storage path that never uses the uploader's file name (no traversal, no collisions)."""
+    suffix = PurePath(original_name).suffix.lower()
+    if not suffix[1:].isalnum() or len(suffix) > 10:
+        suffix = ""
+    return f"org-{organization_id}/{uuid.uuid4().hex}{suffix}"
+
+
+def _clean_filename(name: str) -> str:
+    name = PurePath(name.replace("\\", "/")).name.strip()
+    return name[:255] or "untitled"
+
+
+def document_upload(
+    *,
+    knowledge_base: KnowledgeBase,
+    upload: IO[bytes],
+    filename: str,
+    uploaded_by: User | None,
+    title: str | None = None,
+    replace_document: Document | None = None,
+) -> UploadResult:
+    """Store an uploaded file and queue it for ingestion.
+
+    - Byte-identical to a version already in this knowledge base: nothing is queued, the existing
+      document is returned (`created=False`).
+    - Same file name as an existing document (or `replace_document` given): a new version of it;
+      the old version keeps answering until the new one is ready.
+    - Otherwise: a new document.
+    """
+    filename = _clean_filename(filename)
+    sha256, size = _sha256_of(upload)
+    if size == 0:
+        raise UploadRejected("empty_file", f"“{filename}” is empty (0 bytes). Choose a file with content.")
+    if size > settings.GROUNDWORK_MAX_UPLOAD_BYTES:
+        limit_mb = settings.GROUNDWORK_MAX_UPLOAD_BYTES // (1024 * 1024)
+        raise UploadRejected("too_large", f"“{filename}” is larger than the {limit_mb} MB upload limit.")
+
+    duplicate = (
+        DocumentVersion.objects.select_related("document")
+        .filter(document__knowledge_base=knowledge_base, sha256=sha256)
+        .exclude(status=DocumentStatus.FAILED)
+        .order_by("-number")
+        .first()
+    )
+    if duplicate is not None and (replace_document is None or duplicate.document_id == replace_document.pk):
+        return UploadResult(document=duplicate.document, version=duplicate, created=False)
+
+    with transaction.atomic():
+        document = replace_document
+        if document is None:
+            same_name_id = (
+                Document.objects.filter(
+                    knowledge_base=knowledge_base, source_type=SourceType.FILE, versions__original_filename=filename
+                )
+                .values_list("pk", flat=True)
+                .first()
+            )
+            document = Document.objects.filter(pk=same_name_id).first() if same_name_id else None
+        if document is None:
+            document = Document.objects.create(
+                organization_id=knowledge_base.organization_id,
+                knowledge_base=knowledge_base,
+                title=(title or filename)[:500],
+                source_type=SourceType.FILE,
+                created_by=uploaded_by,
+            )
+        else:
+            document = Document.objects.select_for_update().get(pk=document.pk)
+        number = (document.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+        version = DocumentVersion(
+            document=document,
+            number=number,
+            original_filename=filename,
+            size_bytes=size,
+            sha256=sha256,
+            created_by=uploaded_by,
+            heartbeat_at=timezone.now(),
+        )
+        version.file.save(_safe_storage_name(knowledge_base.organization_id, filename), File(upload), save=False)
+        version.save()
+        document.latest_version = version
+        document.save(update_fields=["latest_version", "updated_at"])
+        transaction.on_commit(lambda: _enqueue_ingest(version.pk))
+    return UploadResult(document=document, version=version, created=True)
+
+
+def _enqueue_ingest(version_id: int) -> None:
+    from kb.tasks import document_ingest as document_ingest_task
+
+    document_ingest_task.delay(version_id)
+
+
+# --- ingestion -----------------------------------------------------------------------------
+
+
+def _fail(version_id: int, code: str, message: str) -> None:
+    DocumentVersion.objects.filter(pk=version_id).update(
+        status=DocumentStatus.FAILED, error_code=code, error_message=message, finished_at=timezone.now()
+    )
+
+
+def _update(version_id: int, **fields: object) -> None:
+    DocumentVersion.objects.filter(pk=version_id).update(heartbeat_at=timezone.now(), **fields)
+
+
+def version_ingest(*, version_id: int) -> None:
+    """Run the whole pipeline for one version. Safe to call twice: a second call finds it claimed."""
+    now = timezone.now()
+    claimed = DocumentVersion.objects.filter(pk=version_id, status=DocumentStatus.QUEUED).update(
+        status=DocumentStatus.PARSING,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=F("attempts") + 1,
+        error_code="",
+        error_message="",
+    )
+    if claimed != 1:
+        return  # gone, already done, or another worker has it
+    version = DocumentVersion.objects.select_related("document__knowledge_base").get(pk=version_id)
+    try:
+        _ingest_claimed(version)
+    except TransientEmbeddingError:
+        # Hand it back to the queue; the task retries with backoff.
+        DocumentVersion.objects.filter(pk=version_id).update(status=DocumentStatus.QUEUED)
+        raise
+    except ParseFailure as failure:
+        _fail(version_id, failure.code, failure.message)
+    except SoftTimeLimitExceeded:
+        _fail(
+            version_id,
+            "timeout",
+            f"Processing took longer than the {settings.GROUNDWORK_INGEST_TIME_LIMIT}-second limit. "
+            "Try splitting the file into smaller parts.",
+        )
+    except EmbeddingError as exc:
+        _fail(version_id, "embedding_failed", f"The embedding model could not process this document: {exc}")
+    except Exception:
+        logger.exception("Unexpected failure ingesting version %s", version_id)
+        _fail(
+            version_id,
+            "internal_error",
+            "Something unexpected went wrong while processing this document. Try re-indexing it; "
+            "if it fails again, the server log has the details.",
+        )
+
+
+def _ingest_claimed(version: DocumentVersion) -> None:
+    from kb import ingestion
+
+    knowledge_base = version.document.knowledge_base
+    parsed = ingestion.parse_version(version)
+    _update(version.pk, pages_total=parsed.page_count, pages_parsed=parsed.page_count or 0, file_type=parsed.file_type)
+    sections, drafts = ingestion.chunk_parsed(parsed, knowledge_base=knowledge_base, title=version.document.title)
+    if not drafts:
+        raise ParseFailure("empty", "No text could be extracted from this document.")
+
+    with transaction.atomic():
+        # Idempotent: a retried run replaces what an interrupted one stored.
+        Chunk.objects.filter(version=version).delete()
+        Section.objects.filter(version=version).delete()
+        section_rows = Section.objects.bulk_create(
+            [
+                Section(
+                    version=version,
+                    ordinal=s.ordinal,
+                    path=s.path,
+                    text=s.text,
+                    page_start=s.page_start,
+                    page_end=s.page_end,
+                )
+                for s in sections
+            ]
+        )
+        section_by_ordinal = {s.ordinal: s for s in section_rows}
+        chunks = Chunk.objects.bulk_create(
+            [
+                Chunk(
+                    knowledge_base=knowledge_base,
+                    document_id=version.document_id,
+                    version=version,
+                    section=section_by_ordinal.get(d.section_ordinal) if d.section_ordinal is not None else None,
+                    ordinal=d.ordinal,
+                    text=d.text,
+                    page_start=d.page_start,
+                    page_end=d.page_end,
+                    section_path=d.section_path,
+                    content_hash=d.content_hash,
+                )
+                for d in drafts
+            ]
+        )
+        DocumentVersion.objects.filter(pk=version.pk).update(
+            status=DocumentStatus.EMBEDDING, chunks_total=len(chunks), chunks_embedded=0, heartbeat_at=timezone.now()
+        )
+
+    embedding_texts = {d.ordinal: d.embedding_text for d in drafts}
+    _embed_chunks(version, knowledge_base, chunks, embedding_texts)
+    _fill_search_vectors(version, knowledge_base)
+    version_publish(version_id=version.pk)
+
+
+def _embed_chunks(
+    version: DocumentVersion, knowledge_base: KnowledgeBase, chunks: list[Chunk], texts: dict[int, str]
+) -> None:
+    """Embed chunks in batches; identical text already embedded with this model is copied, not re-embedded."""
+    model = knowledge_base.embedding_model
+    reusable = dict(
+        Chunk.objects.filter(
+            knowledge_base=knowledge_base,
+            embedding_model=model,
+            content_hash__in={c.content_hash for c in chunks},
+            embedding__isnull=False,
+        )
+        .exclude(version=version)
+        .values_list("content_hash", "embedding")
+    )
+    done = 0
+    pending: list[Chunk] = []
+    for chunk in chunks:
+        if chunk.content_hash in reusable:
+            chunk.embedding = reusable[chunk.content_hash]
+            chunk.embedding_model, chunk.embedding_dims = model, knowledge_base.embedding_dims
+            done += 1
+        else:
+            pending.append(chunk)
+    if done:
+        Chunk.objects.bulk_update(
+            [c for c in chunks if c.embedding is not None], ["embedding", "embedding_model", "embedding_dims"]
+        )
+        _update(version.pk, chunks_embedded=done)
+
+    batch_size = settings.GROUNDWORK_EMBED_BATCH_SIZE
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        vectors = embedding_api.embed_passages([texts[c.ordinal] for c in batch], model=model)
+        for chunk, vector in zip(batch, vectors, strict=True):
+            if len(vector) != knowledge_base.embedding_dims:
+                raise EmbeddingError(
+                    f"the model returned {len(vector)} dimensions, the knowledge base expects "
+                    f"{knowledge_base.embedding_dims}"
+                )
+            chunk.embedding = vector
+            chunk.embedding_model, chunk.embedding_dims = model, knowledge_base.embedding_dims
+        Chunk.objects.bulk_update(batch, ["embedding", "embedding_model", "embedding_dims"])
+        done += len(batch)
+        _update(version.pk, chunks_embedded=done)
+
+
+def _fill_search_vectors(version: DocumentVersion, knowledge_base: KnowledgeBase) -> None:
+    """Keyword-search vectors; the section path is included so headings match queries too."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE kb_chunk SET search_vector =
+                setweight(to_tsvector(%s::regconfig, coalesce(section_path::text, '')), 'B')
+                || setweight(to_tsvector(%s::regconfig, text), 'A')
+            WHERE version_id = %s
+            """,
+            [knowledge_base.text_search_config, knowledge_base.text_search_config, version.pk],
+        )
+
+
+def version_publish(*, version_id: int) -> None:
+    """Make a fully embedded version the live one of its document, atomically."""
+    with transaction.atomic():
+        version = DocumentVersion.objects.select_related("document").get(pk=version_id)
+        document = Document.objects.select_for_update().get(pk=version.document_id)
+        live = document.live_version
+        if live is not None and live.number > version.number:
+            # A newer version went live while this one was processing; keep this one as history.
+            DocumentVersion.objects.filter(pk=version_id).update(
+                status=DocumentStatus.READY, finished_at=timezone.now()
+            )
+            return
+        Chunk.objects.filter(document=document, is_live=True).exclude(version_id=version_id).update(is_live=False)
+        Chunk.objects.filter(version_id=version_id).update(is_live=document.enabled)
+        document.live_version_id = version_id
+        document.save(update_fields=["live_version", "updated_at"])
+        DocumentVersion.objects.filter(pk=version_id).update(
+            status=DocumentStatus.READY, finished_at=timezone.now(), heartbeat_at=timezone.now()
+        )
+
+
+def document_set_enabled(*, document: Document, enabled: bool) -> Document:
+    """Include or exclude a document from retrieval at once, without deleting it."""
+    with transaction.atomic():
+        document = Document.objects.select_for_update().get(pk=document.pk)
+        document.enabled = enabled
+        document.save(update_fields=["enabled", "updated_at"])
+        if document.live_version_id is not None:
+            Chunk.objects.filter(version_id=document.live_version_id).update(is_live=enabled)
+    return document
+
+
+def document_delete(*, document: Document) -> None:
+    """Remove a document, its versions, files and chunks; it leaves retrieval at once."""
+    files = [v.file.name for v in document.versions.all() if v.file]
+    storage = DocumentVersion._meta.get_field("file").storage  # type: ignore[attr-defined]
+    document.delete()
+    for name in files:
+        try:
+            storage.delete(name)
+        except OSError:
+            logger.warning("Could not delete stored file %s", name)
+
+
+def version_requeue(*, version: DocumentVersion) -> DocumentVersion:
+    """Re-run ingestion of a version (re-index button, or recovery of a stuck one)."""
+    DocumentVersion.objects.filter(pk=version.pk).update(
+        status=DocumentStatus.QUEUED, error_code="", error_message="", heartbeat_at=timezone.now()
+    )
+    transaction.on_commit(lambda: _enqueue_ingest(version.pk))
+    version.refresh_from_db()
+    return version
+
+
+def documents_recover_stuck() -> int:
+    """Find versions whose worker went silent and re-queue them (or fail them after too many tries).
+
+    A worker killed mid-document leaves its version in PARSING/EMBEDDING with an old heartbeat;
+    queued ones whose message was lost stay QUEUED. Returns how many were touched.
+    """
+    deadline = timezone.now() - timedelta(seconds=settings.GROUNDWORK_STUCK_AFTER_SECONDS)
+    stuck = DocumentVersion.objects.filter(
+        status__in=(DocumentStatus.QUEUED, DocumentStatus.PARSING, DocumentStatus.EMBEDDING),
+        heartbeat_at__lt=deadline,
+    )
+    touched = 0
+    for version in stuck:
+        if version.attempts >= settings.GROUNDWORK_MAX_ATTEMPTS:
+            _fail(
+                version.pk,
+                "stuck",
+                f"Processing stopped responding {version.attempts} times; the file may be too large or complex. "
+                "Try splitting it, or re-index to try again.",
+            )
+        else:
+            with transaction.atomic():
+                version_requeue(version=version)
+        touched += 1
+    return touched
+
+
+def stored_file_path(version: DocumentVersion) -> Path:
+    return Path(os.fspath(version.file.path))

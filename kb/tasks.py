@@ -1,0 +1,42 @@
+"""Celery tasks of the kb app: thin wrappers around services, arguments are IDs only."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_init
+from django.conf import settings
+
+from kb import services
+from kb.exceptions import TransientEmbeddingError
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="kb.document_ingest",
+    autoretry_for=(TransientEmbeddingError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+    soft_time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT,
+    time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
+)
+def document_ingest(version_id: int) -> None:
+    services.version_ingest(version_id=version_id)
+
+
+@shared_task(name="kb.documents_recover_stuck")
+def documents_recover_stuck() -> int:
+    return services.documents_recover_stuck()
+
+
+@worker_init.connect
+def _warm_up(**_: Any) -> None:
+    """Load the parser and the local embedder before forking, so children share them and a
+    missing model fails loudly at start rather than on the first document."""
+    from kb import ingestion
+
+    ingestion.warm_up()

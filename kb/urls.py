@@ -1,0 +1,13 @@
+from django.urls import path
+
+from kb import views
+
+app_name = "kb"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("knowledge-bases/new/", views.knowledge_base_create, name="create"),
+    path("knowledge-bases/<int:kb_id>/", views.knowledge_base_detail, name="detail"),
+    path("knowledge-bases/<int:kb_id>/documents/table/", views.document_table, name="document_table"),
+    path("knowledge-bases/<int:kb_id>/documents/upload/", views.document_upload, name="document_upload"),
+]

@@ -1,0 +1,42 @@
+"""One partial HNSW index per embedding dimension in use.
+
+`kb_chunk.embedding` holds vectors of several dimensions (knowledge bases may use different
+models). pgvector indexes such a column with an expression index per dimension:
+`(embedding::vector(N))` restricted to `embedding_dims = N`. Queries must use the same expression
+and predicate (see `kb.selectors`) for the planner to pick the index. Above 2,000 dimensions
+(HNSW's limit for `vector`) the index is built on `halfvec`.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+
+HNSW_MAX_VECTOR_DIMS = 2000
+HNSW_MAX_HALFVEC_DIMS = 4000
+
+
+def vector_cast(dims: int) -> str:
+    """The SQL type the index for `dims` uses; query with the same cast."""
+    if dims <= HNSW_MAX_VECTOR_DIMS:
+        return f"vector({int(dims)})"
+    if dims <= HNSW_MAX_HALFVEC_DIMS:
+        return f"halfvec({int(dims)})"
+    raise ValueError(f"Embeddings of {dims} dimensions cannot be indexed (maximum {HNSW_MAX_HALFVEC_DIMS}).")
+
+
+def opclass(dims: int) -> str:
+    return "vector_cosine_ops" if dims <= HNSW_MAX_VECTOR_DIMS else "halfvec_cosine_ops"
+
+
+def index_sql(dims: int) -> str:
+    dims = int(dims)
+    return (
+        f"CREATE INDEX IF NOT EXISTS chunk_embedding_hnsw_{dims} ON kb_chunk "
+        f"USING hnsw ((embedding::{vector_cast(dims)}) {opclass(dims)}) WHERE embedding_dims = {dims}"
+    )
+
+
+def ensure_vector_index(dims: int) -> None:
+    """Create the HNSW index for `dims` if this is the first knowledge base with that dimension."""
+    with connection.cursor() as cursor:
+        cursor.execute(index_sql(dims))

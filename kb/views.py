@@ -1,0 +1,133 @@
+"""Staff UI for knowledge bases and documents (server-rendered, htmx for live parts)."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any, Callable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.permissions import Action
+from accounts.selectors import OrgContext
+from kb import selectors, services
+from kb.exceptions import KnowledgeBaseError
+from kb.forms import KnowledgeBaseForm
+from kb.models import ACTIVE_STATUSES, DocumentStatus, KnowledgeBase
+
+ViewFunc = Callable[..., HttpResponse]
+
+
+def org_required(action: Action = Action.VIEW) -> Callable[[ViewFunc], ViewFunc]:
+    """Require a signed-in member of the current organisation whose role allows `action`."""
+
+    def decorator(view: ViewFunc) -> ViewFunc:
+        @login_required
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            context: OrgContext | None = getattr(request, "org_context", None) or None
+            if context is None:
+                return render(request, "accounts/no_organization.html", status=403)
+            if not context.allows(action):
+                raise PermissionDenied(f"Your role ({context.role}) may not do this.")
+            return view(request, context, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _kb_or_404(context: OrgContext, kb_id: int) -> KnowledgeBase:
+    kb = selectors.knowledge_base_get(organization=context.organization, pk=kb_id)
+    if kb is None:
+        raise Http404("No such knowledge base.")
+    return kb
+
+
+@org_required()
+def dashboard(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    kbs = selectors.knowledge_bases_for_org(organization=context.organization).annotate(
+        document_count=Count("documents", distinct=True),
+        ready_count=Count("documents", filter=Q(documents__live_version__isnull=False), distinct=True),
+        chunk_count=Count("chunks", filter=Q(chunks__is_live=True), distinct=True),
+    )
+    return render(request, "kb/dashboard.html", {"knowledge_bases": kbs, "can_edit": context.allows(Action.EDIT_CONTENT)})
+
+
+@org_required(Action.EDIT_CONTENT)
+@require_http_methods(["GET", "POST"])
+def knowledge_base_create(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    form = KnowledgeBaseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            kb = services.knowledge_base_create(
+                organization=context.organization, created_by=context.user, **form.cleaned_data
+            )
+        except KnowledgeBaseError as exc:
+            form.add_error("name", exc.message)
+        else:
+            messages.success(request, f"Knowledge base “{kb.name}” created. Add documents to it.")
+            return redirect("kb:detail", kb_id=kb.pk)
+    return render(request, "kb/knowledge_base_form.html", {"form": form})
+
+
+def _document_rows(context: OrgContext, kb: KnowledgeBase) -> tuple[list[Any], bool]:
+    documents = list(selectors.documents_for_org(organization=context.organization).filter(knowledge_base=kb))
+    any_active = any(d.latest_version and d.latest_version.status in ACTIVE_STATUSES for d in documents)
+    return documents, any_active
+
+
+@org_required()
+def knowledge_base_detail(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponse:
+    kb = _kb_or_404(context, kb_id)
+    documents, any_active = _document_rows(context, kb)
+    return render(
+        request,
+        "kb/knowledge_base_detail.html",
+        {
+            "kb": kb,
+            "documents": documents,
+            "any_active": any_active,
+            "can_edit": context.allows(Action.EDIT_CONTENT),
+            "statuses": DocumentStatus,
+        },
+    )
+
+
+@org_required()
+def document_table(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponse:
+    """The live document table fragment; htmx polls it while anything is still processing."""
+    kb = _kb_or_404(context, kb_id)
+    documents, any_active = _document_rows(context, kb)
+    return render(
+        request,
+        "kb/_document_table.html",
+        {"kb": kb, "documents": documents, "any_active": any_active, "can_edit": context.allows(Action.EDIT_CONTENT)},
+    )
+
+
+@org_required(Action.EDIT_CONTENT)
+@require_POST
+def document_upload(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponse:
+    kb = _kb_or_404(context, kb_id)
+    files = request.FILES.getlist("files") or request.FILES.getlist("file")
+    if not files:
+        messages.error(request, "Choose at least one file to upload.")
+    for upload in files:
+        try:
+            result = services.document_upload(
+                knowledge_base=kb, upload=upload, filename=upload.name or "upload", uploaded_by=context.user
+            )
+        except KnowledgeBaseError as exc:
+            messages.error(request, exc.message)
+            continue
+        if not result.created:
+            messages.info(request, f"“{upload.name}” is already in this knowledge base; nothing to do.")
+    if request.htmx:  # type: ignore[attr-defined]
+        return document_table(request, kb_id=kb_id)
+    return redirect("kb:detail", kb_id=kb.pk)

@@ -1,0 +1,85 @@
+"""Shared fixtures: organisations, users, API clients, and the real Celery worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Organization, Role, User
+from accounts.services import api_key_issue, membership_set, organization_create
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def make_org(db: None) -> Callable[..., Organization]:
+    def make(name: str = "Acme") -> Organization:
+        return organization_create(name=name)
+
+    return make
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., User]:
+    counter = {"n": 0}
+
+    def make(organization: Organization | None = None, role: str = Role.EDITOR, email: str | None = None) -> User:
+        counter["n"] += 1
+        user = User.objects.create_user(email=email or f"user{counter['n']}@example.test", password="pw-Secret-123")
+        if organization is not None:
+            membership_set(user=user, organization=organization, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api_client_for(db: None) -> Callable[..., APIClient]:
+    """An API client authenticated with a fresh API key of `organization` and `role`."""
+
+    def make(organization: Organization, role: str = Role.ADMIN) -> APIClient:
+        issued = api_key_issue(organization=organization, name="test", created_by=None, role=role)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
+        return client
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def celery_worker_session(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+    """A real Celery worker consuming from the real (embedded) Redis, in this process.
+
+    It runs tasks in its own threads with its own database connections to the test database,
+    so tests that use it need `django_db(transaction=True)`: the worker sees committed rows only.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from config.celery import app
+
+    app.control.purge()  # messages left by an interrupted earlier run
+    with django_db_blocker.unblock(), start_worker(
+        app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def celery_worker(celery_worker_session: Any, transactional_db: None) -> Any:
+    return celery_worker_session
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
+    """Poll until `predicate()` is truthy; fail with the last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    assert value, f"condition not met within {timeout}s (last value: {value!r})"
+    return value

