@@ -46,11 +46,10 @@ class OrgPermission(permissions.BasePermission):
         return True
 
 
-class OrgScopedApiMixin:
-    """Gives a view `self.org` (the request's organisation) once permission is checked."""
+class OrgScopedApiView(APIView):
+    """Base of every organisation-scoped API view: `self.org` is the request's organisation."""
 
     permission_classes = (OrgPermission,)
-    request: Request
 
     @property
     def org_context(self) -> OrgContext:

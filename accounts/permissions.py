@@ -7,12 +7,12 @@ API keys and organisation settings. Owner: everything.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from accounts.models import ROLE_RANK, Role
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     VIEW = "view"  # read knowledge bases, documents, chatbots, conversations
     EDIT_CONTENT = "edit_content"  # upload/replace/delete documents, edit knowledge bases and bots
     REVIEW = "review"  # mark conversations reviewed, correct answers

@@ -34,9 +34,7 @@ def organizations_for_user(*, user: User) -> QuerySet[Organization]:
 
 
 def membership_get(*, user: User, organization_id: int) -> Membership | None:
-    return (
-        Membership.objects.select_related("organization").filter(user=user, organization_id=organization_id).first()
-    )
+    return Membership.objects.select_related("organization").filter(user=user, organization_id=organization_id).first()
 
 
 def org_context_for_user(*, user: User, preferred_organization_id: int | None) -> OrgContext | None:

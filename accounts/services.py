@@ -28,9 +28,7 @@ def organization_create(*, name: str, owner: User | None = None, slug: str | Non
 
 
 def membership_set(*, user: User, organization: Organization, role: str) -> Membership:
-    membership, _ = Membership.objects.update_or_create(
-        user=user, organization=organization, defaults={"role": role}
-    )
+    membership, _ = Membership.objects.update_or_create(user=user, organization=organization, defaults={"role": role})
     return membership
 
 

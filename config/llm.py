@@ -324,9 +324,10 @@ def _local_embedding(*, model: str, input: list[Any] | str, model_response: Embe
 def _local_answer(*, model: str, messages: list[Any], optional_params: dict[str, Any]) -> str:
     """The answer text of the local extractive "LLM" for `messages`.
 
-    Contract with `chat.extractive` (written separately; to be refined)::
+    Contract with `chat.extractive` (written separately; to be refined). It is called with keyword
+    arguments, so either a plain or a keyword-only signature fits::
 
-        def complete(*, messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> str
+        def complete(messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> str
 
     - `messages` is the LiteLLM/OpenAI messages list exactly as passed to `litellm.completion`
       (dicts with "role" and "content"; the retrieved passages are in the prompt).

@@ -195,6 +195,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+
 # Celery: JSON only, late acks so a worker killed mid-task hands the task to another worker.
 def _celery_url(redis_url: str) -> str:
     # kombu spells a Unix socket `redis+socket:///path`; redis-py spells it `unix:///path`.

@@ -9,9 +9,8 @@ from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from accounts.api import OrgScopedApiMixin
+from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
 from kb import selectors, services
 from kb.models import KnowledgeBase
@@ -25,7 +24,7 @@ from kb.serializers import (
 )
 
 
-class KnowledgeBaseScopedMixin(OrgScopedApiMixin):
+class KnowledgeBaseScopedView(OrgScopedApiView):
     def get_knowledge_base(self, kb_id: int) -> KnowledgeBase:
         kb = selectors.knowledge_base_get(organization=self.org, pk=kb_id)
         if kb is None:
@@ -33,7 +32,7 @@ class KnowledgeBaseScopedMixin(OrgScopedApiMixin):
         return kb
 
 
-class KnowledgeBaseListCreateApi(KnowledgeBaseScopedMixin, APIView):
+class KnowledgeBaseListCreateApi(KnowledgeBaseScopedView):
     @extend_schema(responses=KnowledgeBaseOutSerializer(many=True))
     def get(self, request: Request) -> Response:
         kbs = selectors.knowledge_bases_for_org(organization=self.org).annotate(document_count=Count("documents"))
@@ -49,13 +48,13 @@ class KnowledgeBaseListCreateApi(KnowledgeBaseScopedMixin, APIView):
         return Response(KnowledgeBaseOutSerializer(kb).data, status=status.HTTP_201_CREATED)
 
 
-class KnowledgeBaseDetailApi(KnowledgeBaseScopedMixin, APIView):
+class KnowledgeBaseDetailApi(KnowledgeBaseScopedView):
     @extend_schema(responses=KnowledgeBaseOutSerializer)
     def get(self, request: Request, kb_id: int) -> Response:
         return Response(KnowledgeBaseOutSerializer(self.get_knowledge_base(kb_id)).data)
 
 
-class DocumentListUploadApi(KnowledgeBaseScopedMixin, APIView):
+class DocumentListUploadApi(KnowledgeBaseScopedView):
     parser_classes = (MultiPartParser, FormParser, JSONParser)
 
     @extend_schema(responses=DocumentOutSerializer(many=True))
@@ -82,7 +81,7 @@ class DocumentListUploadApi(KnowledgeBaseScopedMixin, APIView):
         return Response(data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
-class DocumentDetailApi(OrgScopedApiMixin, APIView):
+class DocumentDetailApi(OrgScopedApiView):
     def _get(self, doc_id: int):  # type: ignore[no-untyped-def]
         document = selectors.document_get(organization=self.org, pk=doc_id)
         if document is None:
@@ -98,7 +97,7 @@ class DocumentDetailApi(OrgScopedApiMixin, APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class KnowledgeBaseSearchApi(KnowledgeBaseScopedMixin, APIView):
+class KnowledgeBaseSearchApi(KnowledgeBaseScopedView):
     # Searching reads only, although it is a POST.
     write_action = Action.VIEW
 

@@ -78,8 +78,11 @@ def parse_version(version: DocumentVersion) -> Parsed:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseFailure("unsupported_type", "Only UTF-8 text and Markdown files are supported yet.") from None
-    return Parsed(file_type="md" if version.original_filename.endswith(".md") else "txt", page_count=None,
-                  sections=_text_sections(text))
+    return Parsed(
+        file_type="md" if version.original_filename.endswith(".md") else "txt",
+        page_count=None,
+        sections=_text_sections(text),
+    )
 
 
 def _hash(text: str) -> str:

@@ -43,7 +43,9 @@ class KnowledgeBase(models.Model):
         ordering = ("name",)
         constraints = [
             models.UniqueConstraint(fields=("organization", "name"), name="kb_unique_name_per_org"),
-            models.CheckConstraint(condition=models.Q(chunk_overlap__lt=models.F("chunk_size")), name="kb_overlap_lt_size"),
+            models.CheckConstraint(
+                condition=models.Q(chunk_overlap__lt=models.F("chunk_size")), name="kb_overlap_lt_size"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -163,6 +165,9 @@ class Section(models.Model):
 
     class Meta:
         ordering = ("ordinal",)
+
+    def __str__(self) -> str:
+        return " › ".join(self.path) or f"section {self.ordinal}"
 
 
 class Chunk(models.Model):

@@ -107,6 +107,7 @@ _CID_RE: Final = re.compile(r"\(cid:\d+\)")
 # Unicode map decode to.
 _JUNK_CHAR_RE: Final = re.compile("[\ufffd\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _MOJIBAKE_RE: Final = re.compile("[\u00c2\u00c3\u00e2][\u0080-\u00bf\u20ac\u201a-\u2122]")
+_LIGATURES: Final = {cp: unicodedata.normalize("NFKC", chr(cp)) for cp in range(0xFB00, 0xFB07)}
 _CODEISH_RE: Final = re.compile(r"[=;{}<>@|\\]|://")
 
 
@@ -1011,7 +1012,8 @@ def _is_all_bold(text: str, metadata: Any) -> bool:
 def _clean_text(text: str) -> str:
     if _MOJIBAKE_RE.search(text):
         text = _fix_mojibake(text)
-    text = unicodedata.normalize("NFC", text.replace("\x00", ""))
+    # Typographic ligatures ("ﬁ", "ﬂ") from PDFs would make "ﬁnance" miss a search for "finance".
+    text = unicodedata.normalize("NFC", text.replace("\x00", "").translate(_LIGATURES))
     lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 

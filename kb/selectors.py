@@ -52,9 +52,7 @@ class SearchHit:
     chunk: Chunk | None = field(default=None, repr=False)
 
 
-def _vector_candidates(
-    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int
-) -> list[tuple[int, float]]:
+def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
     """Nearest chunks by cosine similarity, per embedding model, using the HNSW index.
 
     Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
@@ -70,7 +68,8 @@ def _vector_candidates(
         literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute("SET LOCAL hnsw.ef_search = %s" % max(40, min(1000, limit * 2)))
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}")
+            # Only `cast` is interpolated: built from an integer dimension by vector_cast().
             cursor.execute(
                 f"""
                 SELECT id, 1 - ((embedding::{cast}) <=> %s::{cast}) AS similarity
@@ -78,7 +77,7 @@ def _vector_candidates(
                 WHERE embedding_dims = %s AND knowledge_base_id = ANY(%s) AND is_live
                 ORDER BY (embedding::{cast}) <=> %s::{cast}
                 LIMIT %s
-                """,
+                """,  # noqa: S608
                 [literal, dims, kb_ids, literal, limit],
             )
             results.extend((row[0], float(row[1])) for row in cursor.fetchall())
@@ -87,9 +86,7 @@ def _vector_candidates(
     return results[:limit]
 
 
-def _keyword_candidates(
-    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int
-) -> list[tuple[int, float]]:
+def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
     """Full-text matches ranked by ts_rank_cd.
 
     `websearch_to_tsquery` ANDs the words; a question rarely contains only words its answer

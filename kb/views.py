@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -56,7 +57,9 @@ def dashboard(request: HttpRequest, context: OrgContext) -> HttpResponse:
         ready_count=Count("documents", filter=Q(documents__live_version__isnull=False), distinct=True),
         chunk_count=Count("chunks", filter=Q(chunks__is_live=True), distinct=True),
     )
-    return render(request, "kb/dashboard.html", {"knowledge_bases": kbs, "can_edit": context.allows(Action.EDIT_CONTENT)})
+    return render(
+        request, "kb/dashboard.html", {"knowledge_bases": kbs, "can_edit": context.allows(Action.EDIT_CONTENT)}
+    )
 
 
 @org_required(Action.EDIT_CONTENT)

@@ -63,9 +63,12 @@ def celery_worker_session(django_db_setup: Any, django_db_blocker: Any) -> Itera
     from config.celery import app
 
     app.control.purge()  # messages left by an interrupted earlier run
-    with django_db_blocker.unblock(), start_worker(
-        app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
-    ) as worker:
+    with (
+        django_db_blocker.unblock(),
+        start_worker(
+            app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
+        ) as worker,
+    ):
         yield worker
 
 

@@ -5,6 +5,7 @@ No database: these run against the real local model through the real LiteLLM cal
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def test_tokenizer_gives_reference_ids() -> None:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
+    # The file as shipped pads to 128 (LocalEmbedder turns that off): the first four ids are the text.
     assert tokenizer.encode("hello world").ids[:4] == [101, 7592, 2088, 102]
     assert tokenizer.encode("Unbelievable tokenization!").tokens[:6] == [
         "[CLS]",
@@ -58,6 +60,14 @@ def test_tokenizer_gives_reference_ids() -> None:
         "!",
         "[SEP]",
     ]
+
+
+def test_vendored_model_config_matches_the_embedder() -> None:
+    assets = TOKENIZER_PATH.parent
+    assert json.loads((assets / "sentence_bert_config.json").read_text())["max_seq_length"] == MAX_TOKENS
+    pooling = json.loads((assets / "pooling_config.json").read_text())
+    assert pooling["word_embedding_dimension"] == LOCAL_EMBEDDING_DIMS
+    assert pooling["pooling_mode_mean_tokens"] is True
 
 
 def test_embedder_truncates_at_256_not_the_tokenizer_files_128(embedder: LocalEmbedder) -> None:

@@ -16,6 +16,8 @@ from accounts.services import membership_set, organization_create, user_get_or_c
 from kb import services
 from kb.models import KnowledgeBase
 
+# Compared with HOST only, to print a browsable address; nothing binds to it here.
+_ANY_ADDRESS = {"0.0.0.0", "::"}  # noqa: S104
 DEMO_DOCUMENTS = Path(__file__).resolve().parents[2] / "demo_documents"
 
 
@@ -51,10 +53,10 @@ class Command(BaseCommand):
                     services.document_upload(knowledge_base=kb, upload=handle, filename=path.name, uploaded_by=user)
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
-        url = options["url"] or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-        password_note = (
-            options["password"] if user.check_password(options["password"]) else "(you changed it since the demo was created)"
-        )
+        url = options["url"] or f"http://{'127.0.0.1' if host in _ANY_ADDRESS else host}:{port}/"
+        password_note = options["password"]
+        if not user.check_password(options["password"]):
+            password_note = "(you changed it since the demo was created)"
         self.stdout.write(
             self.style.SUCCESS(
                 "\n  Groundwork is starting.\n"
