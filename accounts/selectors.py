@@ -57,7 +57,7 @@ def hash_api_key(raw_key: str) -> str:
 
 def api_key_get_active(*, raw_key: str) -> ApiKey | None:
     """The active key matching `raw_key`, or None. Looks up by prefix, compares hashes."""
-    parts = raw_key.split("_")
+    parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != "gw":
         return None
     key = ApiKey.objects.select_related("organization", "created_by").filter(prefix=parts[1]).first()

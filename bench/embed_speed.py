@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def bench_threads(threads: int, passages: list[str], questions: list[str], repea
 
     for q in questions[:5]:
         embedder.embed([q])
-    query_runs = [timed_cpu(lambda q=q: embedder.embed([q])) for q in questions]
+    query_runs = [timed_cpu(partial(embedder.embed, [q])) for q in questions]
     query_ms = [1000 * wall for wall, _ in query_runs]
     query_cpu_ms = [1000 * cpu for _, cpu in query_runs]
 
@@ -130,9 +131,9 @@ def bench_litellm_path(questions: list[str]) -> dict[str, Any]:
     direct = get_local_embedder()
     embedding.embed_query(questions[0], model=embedding.LOCAL_EMBEDDING_MODEL)  # warm-up
     via_litellm = [
-        1000 * timed(lambda q=q: embedding.embed_query(q, model=embedding.LOCAL_EMBEDDING_MODEL)) for q in questions
+        1000 * timed(partial(embedding.embed_query, q, model=embedding.LOCAL_EMBEDDING_MODEL)) for q in questions
     ]
-    direct_ms = [1000 * timed(lambda q=q: direct.embed([q])) for q in questions]
+    direct_ms = [1000 * timed(partial(direct.embed, [q])) for q in questions]
     return {
         "litellm_import_s": round(import_s, 2),
         "litellm_import_cpu_s": round(import_cpu_s, 2),

@@ -261,12 +261,23 @@ class Scored:
 
 
 class CachingEmbedder:
-    """Wraps the local embedder with a text -> vector cache (passages recur across questions)."""
+    """Wraps the local embedder with a text -> vector cache (passages recur across questions).
 
-    def __init__(self, inner: ex.Embedder) -> None:
+    With ``path`` the cache persists between runs (a development aid for repeated ``--fit``).
+    """
+
+    def __init__(self, inner: ex.Embedder, path: Path | None = None) -> None:
         self.inner = inner
+        self.path = path
         self.cache: dict[str, list[float]] = {}
         self.seconds = 0.0
+        if path is not None and path.exists():
+            self.cache = json.loads(path.read_text(encoding="utf-8"))
+
+    def save(self) -> None:
+        """Write the cache back to ``path`` (if any)."""
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.cache), encoding="utf-8")
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors for ``texts``, computing only the unseen ones (in one batch)."""
@@ -451,6 +462,7 @@ def main() -> None:
     parser.add_argument("--dense", action="store_true", help="add the local embedder's similarity")
     parser.add_argument("--limit", type=int, default=None, help="questions per dataset (sampled)")
     parser.add_argument("--l2", type=float, default=1.0)
+    parser.add_argument("--embed-cache", type=Path, default=None, help="JSON file caching vectors between runs")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"evaluation data not found at {DATA}")
@@ -459,12 +471,15 @@ def main() -> None:
     if args.dense:
         from kb.local_embedder import get_local_embedder
 
-        embedder = CachingEmbedder(get_local_embedder())
+        embedder = CachingEmbedder(get_local_embedder(), args.embed_cache)
 
     t0 = time.perf_counter()
     squad = collect(load_squad(args.limit), embedder)
     clap = collect(load_clapnq(args.limit), embedder)
     print(f"features collected in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    if isinstance(embedder, CachingEmbedder):
+        embedder.save()
+        print(f"embedding time (uncached texts): {embedder.seconds:.1f}s", file=sys.stderr)
 
     if args.fit:
         names = [n for n in ex.FEATURE_NAMES if args.dense or n != "dense"]

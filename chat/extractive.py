@@ -221,12 +221,13 @@ _MONTHS = _words(
     "jan feb mar apr jun jul aug sep sept oct nov dec"
 )
 
+# "one" is left out on purpose: "one of the main centres" is no answer to "how many".
 _NUMBER_WORDS = _words(
     """
-    one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
     sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety
     hundred hundreds thousand thousands million millions billion billions trillion dozen dozens
-    half quarter third percent per cent several few
+    half quarter percent cent
     """
 )
 

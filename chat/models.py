@@ -1,1 +1,171 @@
-"""Chatbots, conversations and messages (see the grounded-chat issue)."""
+"""Chatbots, conversations, messages and citation snapshots.
+
+A message's citations are copies (document title, version number, page, section, quote), not
+just links, so an old answer still shows what it cited after the document changed or was deleted.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+from accounts.models import Organization
+from kb.models import Chunk, Document, DocumentVersion, KnowledgeBase
+
+DEFAULT_FALLBACK = "I'm sorry, I couldn't find that in our documents. Please rephrase the question or contact our team."
+DEFAULT_SYSTEM_PROMPT = "You are a friendly, concise support assistant."
+
+
+def new_widget_key() -> str:
+    return "wk_" + secrets.token_urlsafe(18)
+
+
+class AnswerLanguage(models.TextChoices):
+    MATCH_USER = "match_user", "Same language as the question"
+    DOCUMENTS = "documents", "Language of the documents"
+    ENGLISH = "en", "Always English"
+
+
+class Chatbot(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="chatbots")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80)
+    knowledge_bases = models.ManyToManyField(KnowledgeBase, related_name="chatbots", blank=True)
+    system_prompt = models.TextField(
+        default=DEFAULT_SYSTEM_PROMPT, blank=True, help_text="Persona, tone and behaviour rules."
+    )
+    chat_model = models.CharField(max_length=200, blank=True, help_text="Any LiteLLM model; empty: the default.")
+    temperature = models.FloatField(default=0.1)
+    top_k = models.PositiveSmallIntegerField(default=5, help_text="How many sources the answer may draw on.")
+    min_relevance = models.FloatField(
+        default=0.25, help_text="Below this vector similarity, with no keyword match, the bot refuses."
+    )
+    answer_language = models.CharField(max_length=16, choices=AnswerLanguage.choices, default=AnswerLanguage.MATCH_USER)
+    fallback_message = models.TextField(default=DEFAULT_FALLBACK)
+    welcome_message = models.TextField(default="Hi! Ask me anything about our products and policies.", blank=True)
+    suggested_questions = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    # Widget (public key only: it identifies the bot, it grants nothing else).
+    widget_key = models.CharField(max_length=40, unique=True, default=new_widget_key)
+    allowed_origins = models.JSONField(default=list, blank=True)
+    theme_color = models.CharField(max_length=16, default="#2457c5")
+    widget_title = models.CharField(max_length=100, blank=True)
+    widget_position = models.CharField(
+        max_length=12, default="right", choices=(("right", "Bottom right"), ("left", "Bottom left"))
+    )
+    lead_capture = models.BooleanField(default=False)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("name",)
+        constraints = [models.UniqueConstraint(fields=("organization", "slug"), name="chatbot_unique_slug_per_org")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_chat_model(self) -> str:
+        return self.chat_model or settings.GROUNDWORK_CHAT_MODEL
+
+
+class ProviderKey(models.Model):
+    """An organisation's API key for a model provider, encrypted at rest and never shown back."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="provider_keys")
+    provider = models.CharField(max_length=40, help_text="LiteLLM provider prefix, e.g. openai, anthropic.")
+    encrypted_key = models.TextField()
+    last_four = models.CharField(max_length=4)
+    api_base = models.URLField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=("organization", "provider"), name="provider_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} key …{self.last_four}"
+
+
+class Channel(models.TextChoices):
+    PLAYGROUND = "playground", "Playground"
+    API = "api", "API"
+    WIDGET = "widget", "Widget"
+
+
+class Conversation(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="conversations")
+    chatbot = models.ForeignKey(Chatbot, on_delete=models.CASCADE, related_name="conversations")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    visitor_id = models.CharField(max_length=64, blank=True)
+    visitor_token_hash = models.CharField(max_length=64, blank=True)
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=("organization", "-created_at"), name="conversation_org_recent")]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Role(models.TextChoices):
+    USER = "user", "User"
+    ASSISTANT = "assistant", "Assistant"
+
+
+class Message(models.Model):
+    """One turn. Assistant messages carry the audit trail: model, tokens, latency, trace, grounding."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField()
+    refused = models.BooleanField(default=False)
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    retrieval_ms = models.FloatField(null=True, blank=True)
+    first_token_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    retrieval_trace = models.JSONField(default=dict, blank=True)
+    grounding = models.JSONField(default=dict, blank=True)
+    grounding_grade = models.FloatField(null=True, blank=True)
+    grounding_label = models.CharField(max_length=32, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("created_at", "pk")
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+
+class Citation(models.Model):
+    """A snapshot of what an answer cited; links are kept when the targets still exist."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="citations")
+    number = models.PositiveSmallIntegerField(help_text="The n of [n] in the answer.")
+    chunk = models.ForeignKey(Chunk, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    document = models.ForeignKey(Document, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    version = models.ForeignKey(DocumentVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    document_title = models.CharField(max_length=500)
+    version_number = models.PositiveIntegerField(null=True, blank=True)
+    page = models.PositiveIntegerField(null=True, blank=True)
+    page_end = models.PositiveIntegerField(null=True, blank=True)
+    section = models.CharField(max_length=1000, blank=True)
+    quote = models.TextField()
+    source_url = models.URLField(max_length=2000, blank=True)
+
+    class Meta:
+        ordering = ("number",)
+
+    def __str__(self) -> str:
+        return f"[{self.number}] {self.document_title}"

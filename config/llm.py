@@ -331,8 +331,9 @@ def _local_answer(*, model: str, messages: list[Any], optional_params: dict[str,
 
     - `messages` is the LiteLLM/OpenAI messages list exactly as passed to `litellm.completion`
       (dicts with "role" and "content"; the retrieved passages are in the prompt).
-    - `optional_params` holds the OpenAI-style options LiteLLM kept (temperature, max_tokens, ...);
-      the extractive answerer may ignore them.
+    - `optional_params` holds the OpenAI-style options (temperature, max_tokens, ...) and any extra
+      keyword arguments given to `litellm.completion` (`max_sentences=2` arrives as
+      `{"max_sentences": 2}`); the extractive answerer may ignore what it does not use.
     - It returns the complete answer text (citations inline). Raising is allowed; LiteLLM maps the
       exception like any provider error.
 

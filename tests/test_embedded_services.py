@@ -77,7 +77,9 @@ def test_postgres_serves_groundwork_database_with_pgvector_0_8(data_dir: Path) -
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        row = conn.execute("SELECT current_database(), extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        row = conn.execute(
+            "SELECT current_database(), extversion FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()
         distance = conn.execute("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector").fetchone()
     assert row is not None
     assert row[0] == "groundwork"
@@ -126,9 +128,7 @@ def test_stale_postmaster_pid_of_another_process_is_ignored(fresh_data_dir: Path
     stop_postgres(fresh_data_dir)
     pgdata = fresh_data_dir / "postgres"
     # As after a reboot: the file names a pid that now belongs to some other program (this one).
-    (pgdata / "postmaster.pid").write_text(
-        f"{os.getpid()}\n{pgdata}\n1700000000\n5432\n{pgdata}\n\n  0 0\nready   \n"
-    )
+    (pgdata / "postmaster.pid").write_text(f"{os.getpid()}\n{pgdata}\n1700000000\n5432\n{pgdata}\n\n  0 0\nready   \n")
 
     url = ensure_postgres(fresh_data_dir)
 

@@ -1,0 +1,265 @@
+"""REST API of the chat app: chatbots, chat (JSON or server-sent events), OpenAI-compatible chat."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.http import Http404, StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api import OrgScopedApiView
+from accounts.permissions import Action
+from chat import selectors, services
+from chat.exceptions import ChatError
+from chat.models import Channel, Chatbot, Conversation
+from chat.serializers import ChatbotInSerializer, ChatbotOutSerializer, ChatInSerializer
+from chat.streaming import events_in_thread, sse
+
+
+class ChatbotScopedView(OrgScopedApiView):
+    def get_chatbot(self, bot_id: str | int) -> Chatbot:
+        bot = selectors.chatbot_get(organization=self.org, id_or_slug=bot_id)
+        if bot is None:
+            raise Http404("No such chatbot in your organisation.")
+        return bot
+
+    def knowledge_bases(self, ids: list[int]) -> list[Any]:
+        try:
+            return selectors.knowledge_bases_by_ids(organization=self.org, ids=ids)
+        except ValueError as exc:
+            raise serializers.ValidationError({"knowledge_bases": str(exc)}) from exc
+
+
+class ChatbotListCreateApi(ChatbotScopedView):
+    @extend_schema(responses=ChatbotOutSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        bots = selectors.chatbots_for_org(organization=self.org)
+        return Response(ChatbotOutSerializer(bots, many=True, context={"request": request}).data)
+
+    @extend_schema(request=ChatbotInSerializer, responses={201: ChatbotOutSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = ChatbotInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        kbs = self.knowledge_bases(data.pop("knowledge_bases"))
+        bot = services.chatbot_create(
+            organization=self.org, name=data.pop("name"), knowledge_bases=kbs, created_by=self.org_context.user, **data
+        )
+        return Response(ChatbotOutSerializer(bot, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class ChatbotDetailApi(ChatbotScopedView):
+    @extend_schema(responses=ChatbotOutSerializer)
+    def get(self, request: Request, bot_id: str) -> Response:
+        return Response(ChatbotOutSerializer(self.get_chatbot(bot_id), context={"request": request}).data)
+
+    @extend_schema(request=ChatbotInSerializer, responses=ChatbotOutSerializer)
+    def patch(self, request: Request, bot_id: str) -> Response:
+        bot = self.get_chatbot(bot_id)
+        serializer = ChatbotInSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        kbs = self.knowledge_bases(data.pop("knowledge_bases")) if "knowledge_bases" in data else None
+        services.chatbot_update(chatbot=bot, knowledge_bases=kbs, **data)
+        return Response(ChatbotOutSerializer(bot, context={"request": request}).data)
+
+    def delete(self, request: Request, bot_id: str) -> Response:
+        self.get_chatbot(bot_id).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _answer_payload(final: dict[str, Any]) -> dict[str, Any]:
+    message = final["message"]
+    return {
+        "answer": message["content"],
+        "citations": message["citations"],
+        "refused": message["refused"],
+        "conversation_id": message["conversation_id"],
+        "message_id": message["id"],
+        "model": message["model"],
+        "grounding": {"grade": message["grounding_grade"], "label": message["grounding_label"]},
+        "latency": message["latency"],
+        **({"error": final["error"]} if final.get("error") else {}),
+    }
+
+
+def _sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # keep reverse proxies from buffering the stream
+    return response
+
+
+class ChatbotChatApi(ChatbotScopedView):
+    # Asking a question only reads the organisation's knowledge.
+    write_action = Action.VIEW
+
+    @extend_schema(request=ChatInSerializer)
+    def post(self, request: Request, bot_id: str) -> Response | StreamingHttpResponse:
+        bot = self.get_chatbot(bot_id)
+        serializer = ChatInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation: Conversation | None = None
+        if serializer.validated_data.get("conversation_id"):
+            conversation = selectors.conversation_get(chatbot=bot, pk=serializer.validated_data["conversation_id"])
+            if conversation is None:
+                raise Http404("No such conversation for this chatbot.")
+        kwargs = {
+            "chatbot": bot,
+            "question": serializer.validated_data["message"],
+            "conversation": conversation,
+            "channel": Channel.API,
+            "user": self.org_context.user,
+        }
+        if not serializer.validated_data["stream"]:
+            return Response(_answer_payload(services.chat_answer(**kwargs)))
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                async for event in events_in_thread(lambda: services.chat_answer_events(**kwargs)):
+                    if event["type"] == "delta":
+                        yield sse({"text": event["text"]}, event="delta")
+                    elif event["type"] == "start":
+                        yield sse({"conversation_id": event["conversation_id"]}, event="start")
+                    elif event["type"] == "final":
+                        yield sse(_answer_payload(event), event="final")
+            except ChatError as exc:
+                yield sse({"error": exc.code, "detail": exc.message}, event="error")
+
+        return _sse_response(events())
+
+
+# --- OpenAI-compatible -----------------------------------------------------------------------
+
+
+class ChatCompletionsApi(OrgScopedApiView):
+    """`POST /v1/chat/completions` where `model` is a chatbot's id or slug.
+
+    The answer comes from the chatbot (its knowledge bases, prompt and model); extra top-level
+    fields `citations`, `refused` and `conversation_id` carry what the OpenAI format lacks.
+    """
+
+    write_action = Action.VIEW
+
+    def post(self, request: Request) -> Response | StreamingHttpResponse:
+        body = request.data if isinstance(request.data, dict) else {}
+        model = str(body.get("model") or "")
+        messages = body.get("messages")
+        if not model or not isinstance(messages, list) or not messages:
+            return _openai_error("`model` (a chatbot id or slug) and a non-empty `messages` list are required.")
+        bot = selectors.chatbot_get(organization=self.org, id_or_slug=model)
+        if bot is None:
+            return _openai_error(
+                f"The model `{model}` does not exist: use a chatbot id or slug.", 404, "model_not_found"
+            )
+        question = next(
+            (
+                _content_text(m.get("content"))
+                for m in reversed(messages)
+                if isinstance(m, dict) and m.get("role") == "user"
+            ),
+            "",
+        )
+        if not question.strip():
+            return _openai_error("The last user message is empty.")
+        conversation = None
+        if body.get("conversation_id"):
+            conversation = selectors.conversation_get(chatbot=bot, pk=int(body["conversation_id"]))
+        kwargs = {
+            "chatbot": bot,
+            "question": question,
+            "conversation": conversation,
+            "channel": Channel.API,
+            "user": self.org_context.user,
+        }
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if not body.get("stream"):
+            try:
+                final = services.chat_answer(**kwargs)
+            except ChatError as exc:
+                return _openai_error(exc.message, exc.status_code, exc.code)
+            message = final["message"]
+            return Response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": bot.slug,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": message["content"]},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": _usage(message),
+                    "citations": message["citations"],
+                    "refused": message["refused"],
+                    "conversation_id": message["conversation_id"],
+                }
+            )
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+            return sse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": bot.slug,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    **extra,
+                }
+            )
+
+        async def events() -> AsyncIterator[str]:
+            yield chunk({"role": "assistant", "content": ""})
+            try:
+                async for event in events_in_thread(lambda: services.chat_answer_events(**kwargs)):
+                    if event["type"] == "delta":
+                        yield chunk({"content": event["text"]})
+                    elif event["type"] == "final":
+                        message = event["message"]
+                        extra: dict[str, Any] = {
+                            "citations": message["citations"],
+                            "refused": message["refused"],
+                            "conversation_id": message["conversation_id"],
+                            "answer": message["content"],
+                            "usage": _usage(message),
+                        }
+                        if message["refused"]:
+                            # Nothing was streamed for a refusal: send the fallback text itself.
+                            yield chunk({"content": message["content"]})
+                        yield chunk({}, "stop", **extra)
+            except ChatError as exc:
+                yield sse({"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}})
+            yield "data: [DONE]\n\n"
+
+        return _sse_response(events())
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text", "text": "..."}]
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _usage(message: dict[str, Any]) -> dict[str, int]:
+    prompt = message["usage"]["prompt_tokens"] or 0
+    completion = message["usage"]["completion_tokens"] or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _openai_error(message: str, status_code: int = 400, code: str = "invalid_request") -> Response:
+    return Response(
+        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}},
+        status=status_code,
+    )

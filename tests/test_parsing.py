@@ -1,0 +1,594 @@
+"""Parsing and chunking on real files (no database).
+
+Real documents come from ../shared/data (formats/ and pdf_parsing/), read in place; the module is
+skipped when that folder is absent. The full robustness sweep over every PDF is
+bench/parse_sweep.py; this file keeps to a representative subset so it runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kb import parsing
+from kb.chunking import ChunkDraft, chunk_document, chunk_plain_text, content_hash, split_text
+from kb.parsing import ParsedDocument, ParsedElement, ParseError, detect_file_type, parse_document
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FORMATS = SHARED_DATA / "formats"
+PDFS = SHARED_DATA / "pdf_parsing"
+
+needs_data = pytest.mark.skipif(
+    not FORMATS.is_dir() or not PDFS.is_dir(),
+    reason=f"shared evaluation data not found at {SHARED_DATA} (tests read it in place)",
+)
+
+
+def _parse(path: Path, **kwargs: Any) -> ParsedDocument:
+    return parse_document(path, filename=path.name, **kwargs)
+
+
+def _manifest() -> dict[str, dict[str, Any]]:
+    lines = (PDFS / "manifest.jsonl").read_text().splitlines()
+    return {entry["file"]: entry for entry in map(json.loads, lines) if entry}
+
+
+# --------------------------------------------------------------------------------------------
+# File type detection.
+
+FORMAT_TYPES = {
+    "2023-half-year-analyses-by-segment.xlsx": "xlsx",
+    "UDHR_first_article_all.txt": "txt",
+    "codeblock.md": "md",  # libmagic says text/html: it holds an HTML code block
+    "contains-pictures.docx": "docx",
+    "csv-with-long-lines.csv": "csv",
+    "docx-hdrftr.docx": "docx",
+    "docx-tables.docx": "docx",
+    "example-docs-README.md": "md",
+    "example-list-items-multiple.docx": "docx",
+    "example-steelJIS-datasheet.html": "html",
+    "example-with-scripts.html": "html",
+    "fake-html-pre.htm": "html",
+    "fake-power-point-table.pptx": "pptx",
+    "more-than-1k-cells.xlsx": "xlsx",
+    "norwich-city.txt": "txt",
+    "page-breaks.docx": "docx",
+    "science-exploration-1p.pptx": "pptx",  # libmagic says application/octet-stream
+    "simple-table.md": "md",
+    "stanley-cups.csv": "csv",
+}
+
+
+@needs_data
+@pytest.mark.parametrize(("name", "expected"), sorted(FORMAT_TYPES.items()))
+def test_detect_file_type_from_content(name: str, expected: str) -> None:
+    path = FORMATS / name
+    head = path.read_bytes()[: parsing.HEAD_BYTES]
+    assert detect_file_type(head, name, path=path) == expected
+
+
+def test_detect_file_type_uses_content_over_misleading_extension() -> None:
+    assert detect_file_type(b"<!DOCTYPE html><html><body><p>Hi</p></body></html>", "notes.txt") == "html"
+    assert detect_file_type(b"%PDF-1.7\n...", "report.docx") == "pdf"
+    email = b"From: a@example.com\nTo: b@example.com\nSubject: Hello\nDate: Mon, 3 Nov 2025\n\nBody text.\n"
+    assert detect_file_type(email, "message.txt") == "eml"
+
+
+def test_detect_file_type_extension_breaks_ties_between_text_types() -> None:
+    text = b"# Heading\n\nname,age\nann,3\n"
+    assert detect_file_type(text, "x.md") == "md"
+    assert detect_file_type(text, "x.txt") == "txt"
+    assert detect_file_type(b"name,age,city\nann,3,Oslo\nbob,4,Rome\n", "data") == "csv"
+    assert detect_file_type(b"Just a sentence of text.\n", "README") == "txt"
+
+
+@pytest.mark.parametrize(
+    ("head", "code"),
+    [
+        (b"", "empty"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "unsupported_type"),  # .doc/.xls
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "unsupported_type"),
+        (b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 100, "unsupported_type"),
+    ],
+)
+def test_detect_file_type_rejects_unreadable_kinds(head: bytes, code: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        detect_file_type(head, "upload.bin")
+    assert caught.value.code == code
+    assert caught.value.message.endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "label"),
+    [("application/epub+zip", "EPUB"), ("application/vnd.oasis.opendocument.text", "OpenDocument")],
+)
+def test_epub_and_odt_are_rejected_without_pandoc(tmp_path: Path, mimetype: str, label: str) -> None:
+    if parsing._pandoc_available():
+        pytest.skip("pandoc is installed here, so these formats are accepted")
+    path = tmp_path / "book.bin"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", mimetype, compress_type=zipfile.ZIP_STORED)
+        archive.writestr("content.xml", "<x/>")
+    with pytest.raises(ParseError) as caught:
+        detect_file_type(path.read_bytes()[:100], path.name, path=path)
+    assert caught.value.code == "unsupported_type"
+    assert label in caught.value.message and "pandoc" in caught.value.message
+
+
+# --------------------------------------------------------------------------------------------
+# Every non-PDF format.
+
+# Two of the 20 files are left to the benchmark: the 3 MB novel alone takes longer than this file.
+SLOW_FORMATS = {"book-war-and-peace-1225p.txt", "UDHR_first_article_all.txt"}
+
+
+@needs_data
+@pytest.mark.parametrize("name", sorted(set(FORMAT_TYPES) - SLOW_FORMATS))
+def test_every_format_parses_into_text_elements(name: str) -> None:
+    document = _parse(FORMATS / name)
+    assert document.file_type == FORMAT_TYPES[name]
+    assert document.elements
+    assert all(element.text.strip() for element in document.elements)
+    assert not {"PageBreak", "PageNumber"} & {element.category for element in document.elements}
+
+
+def _table_texts(document: ParsedDocument) -> list[str]:
+    return [element.text for element in document.elements if element.category == "Table"]
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("name", "expected_rows"),
+    [
+        ("docx-tables.docx", ["| Header Col 1 | Header Col 2 |", "| Lorem ipsum | A link example |"]),
+        ("fake-power-point-table.pptx", ["| Column 1 | Column 2 | Column 3 |", "| Red | Green | Blue |"]),
+        ("simple-table.md", ["| Item | Price | # In stock |", "| Juicy Apples | 1.99 | 739 |"]),
+        ("stanley-cups.csv", ["| Team | Location | Stanley Cups |", "| Maple Leafs | TOR | 13 |"]),
+        ("example-steelJIS-datasheet.html", ["| C | Si | Mn | P | S | Cr | Mo |"]),
+        ("2023-half-year-analyses-by-segment.xlsx", ["| Zone EUR | 9467 | 1570 | 1373 | -197 | -5 | -140 | -414 |"]),
+    ],
+)
+def test_tables_are_stored_as_markdown_rows(name: str, expected_rows: list[str]) -> None:
+    document = _parse(FORMATS / name)
+    tables = _table_texts(document)
+    assert tables, "no Table element"
+    lines = {line for table in tables for line in table.splitlines()}
+    for row in expected_rows:
+        assert row in lines
+    table = next(element for element in document.elements if element.category == "Table")
+    assert table.html and table.html.startswith("<table")
+
+
+@needs_data
+def test_merged_table_cells_are_repeated_into_every_row() -> None:
+    document = _parse(FORMATS / "docx-tables.docx")
+    merged = _table_texts(document)[-1].splitlines()
+    # <td rowspan=2>a</td><td colspan=2>b</td> / <td>c</td><td rowspan=2>d</td> / <td colspan=2>e</td>
+    assert merged == ["| a | b | b |", "|---|---|---|", "| a | c | d |", "| e | e | d |"]
+
+
+@needs_data
+def test_markdown_headings_become_nested_section_paths() -> None:
+    document = _parse(FORMATS / "example-docs-README.md")
+    by_text = {element.text: element for element in document.elements}
+    assert by_text["The sample docs directory contains the following files:"].section_path == ["Example Docs"]
+    assert by_text["You can parse this document using the HTML parser."].section_path == ["Example Docs", "XBRL 10-K"]
+
+
+@needs_data
+def test_html_headings_become_section_paths() -> None:
+    document = _parse(FORMATS / "example-steelJIS-datasheet.html")
+    heading = "SNB22-3 Chemical composition, standards and properties"
+    tables = [element for element in document.elements if element.category == "Table" and "| C | Si |" in element.text]
+    assert tables and tables[0].section_path == [heading]
+
+
+@needs_data
+def test_bold_docx_paragraphs_act_as_headings() -> None:
+    # This file's headings are "Normal" paragraphs in bold, as many real Word files are.
+    document = _parse(FORMATS / "example-list-items-multiple.docx")
+    item = next(element for element in document.elements if element.text.startswith("2) This is simply"))
+    assert item.section_path == ["Lorem Ipsum 2"]
+
+
+def test_docx_heading_styles_become_nested_section_paths(tmp_path: Path) -> None:
+    # None of the shared DOCX files uses Word's heading styles, so write one with python-docx.
+    import docx
+
+    word = docx.Document()
+    word.add_heading("Employee handbook", 1)
+    word.add_paragraph("This handbook explains how we work together every day.")
+    word.add_heading("Leave", 2)
+    word.add_heading("Parental leave", 3)
+    word.add_paragraph("Parents get sixteen weeks of paid leave after a birth or adoption.")
+    word.add_heading("Expenses", 2)
+    word.add_paragraph("Submit receipts within thirty days of the purchase date.")
+    path = tmp_path / "handbook.docx"
+    word.save(str(path))
+
+    document = _parse(path)
+    paths = {element.text: element.section_path for element in document.elements}
+    assert paths["Parents get sixteen weeks of paid leave after a birth or adoption."] == [
+        "Employee handbook",
+        "Leave",
+        "Parental leave",
+    ]
+    assert paths["Submit receipts within thirty days of the purchase date."] == ["Employee handbook", "Expenses"]
+
+
+@needs_data
+def test_slides_and_sheets_carry_page_numbers_and_sheet_names() -> None:
+    slides = _parse(FORMATS / "fake-power-point-table.pptx")
+    assert slides.page_count == 1
+    assert all(element.page_number == 1 for element in slides.elements)
+    sheets = _parse(FORMATS / "2023-half-year-analyses-by-segment.xlsx")
+    assert sheets.page_count == 5
+    assert sheets.elements[0].section_path[0] == "OS-Rev.and results 30 06 2023"
+
+
+@needs_data
+def test_docx_headers_and_footers_are_left_out() -> None:
+    document = _parse(FORMATS / "docx-hdrftr.docx")
+    assert [element.text for element in document.elements] == ["Main document"]
+
+
+@needs_data
+def test_mojibake_in_text_files_is_repaired() -> None:
+    document = _parse(FORMATS / "norwich-city.txt")
+    assert "1986–1990 Watford 63 (9)" in document.text
+    assert "\u00e2\u0080" not in document.text
+
+
+def test_email_body_sits_under_its_subject(tmp_path: Path) -> None:
+    path = tmp_path / "policy.eml"
+    path.write_text(
+        "From: Alice <alice@example.com>\nTo: Bob <bob@example.com>\nSubject: Refund policy update\n"
+        "Date: Mon, 3 Nov 2025 10:00:00 +0000\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n"
+        "From December our refund window changes from 14 to 30 days.\n"
+    )
+    document = _parse(path)
+    assert document.file_type == "eml"
+    assert "refund window changes from 14 to 30 days" in document.text
+    assert document.elements[0].section_path[0] == "Refund policy update"
+
+
+# --------------------------------------------------------------------------------------------
+# PDFs and failures.
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pypdf_sample_files/minimal-document.pdf",
+        "pypdf_sample_files/pdflatex-4-pages.pdf",
+        "pypdf_sample_files/multicolumn.pdf",
+        "pypdf_sample_files/pdflatex-outline.pdf",
+        "pypdf_sample_files/crazyones-pdfa.pdf",
+        "pypdf_sample_files/habibi.pdf",
+    ],
+)
+def test_pdf_page_counts_match_the_manifest(name: str) -> None:
+    expected = _manifest()[name]["expected"]
+    document = _parse(PDFS / name)
+    assert document.page_count == expected["pages"]
+    pages = {element.page_number for element in document.elements}
+    assert pages <= set(range(1, expected["pages"] + 1))
+    assert document.text.strip()
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("unstructured_example_docs/password.pdf", "encrypted"),
+        ("pdfplumber_tests/password-example.pdf", "encrypted"),
+        ("pdfplumber_tests/empty.pdf", "empty"),
+        ("pypdf_sample_files/grayscale-image.pdf", "no_text_layer"),
+        ("unstructured_example_docs/table-multi-row-column-cells.pdf", "no_text_layer"),
+    ],
+)
+def test_unreadable_pdfs_fail_with_a_reason(name: str, code: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        _parse(PDFS / name)
+    assert caught.value.code == code
+    assert caught.value.message[0].isupper() and caught.value.message.endswith(".")
+
+
+@needs_data
+def test_encrypted_pdf_is_rejected_before_parsing() -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ParseError, match="password-protected"):
+        _parse(PDFS / "unstructured_example_docs/password.pdf")
+    assert time.perf_counter() - started < 1.0
+
+
+@needs_data
+def test_owner_password_only_pdf_is_read() -> None:
+    # "Copy-protected": encrypted with an empty user password, readable by anyone.
+    document = _parse(PDFS / "unstructured_example_docs/copy-protected.pdf")
+    assert document.page_count == 2
+    assert "LayoutParser" in document.text
+    # The rotated arXiv margin stamp ("n u J") is neither text nor a heading.
+    assert all("n u J" not in element.text for element in document.elements)
+
+
+@needs_data
+def test_truncated_pdf_fails_as_data(tmp_path: Path) -> None:
+    source = (PDFS / "pypdf_sample_files/pdflatex-4-pages.pdf").read_bytes()
+    path = tmp_path / "cut.pdf"
+    path.write_bytes(source[:2000])
+    with pytest.raises(ParseError) as caught:
+        _parse(path)
+    assert caught.value.code in {"corrupt", "no_text_layer", "empty"}
+
+
+def test_bytes_that_claim_to_be_a_pdf_fail_as_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "fake.pdf"
+    path.write_bytes(b"%PDF-1.4\n" + b"garbage " * 200)
+    with pytest.raises(ParseError) as caught:
+        _parse(path)
+    assert caught.value.code == "corrupt"
+
+
+@needs_data
+def test_too_many_pages_is_refused_up_front() -> None:
+    with pytest.raises(ParseError) as caught:
+        _parse(PDFS / "pypdf_sample_files/GeoTopo-komprimiert.pdf", max_pages=50)
+    assert caught.value.code == "too_many_pages"
+    assert "117" in caught.value.message
+
+
+@needs_data
+def test_rotated_page_is_reread_instead_of_letter_spaced() -> None:
+    # pdfminer splits this rotated table into single letters ("T h e s e"); pypdf reads it whole.
+    document = _parse(PDFS / "pdfplumber_tests/nics-background-checks-2015-11-rotated.pdf")
+    assert "Alabama 18,870 23,022" in document.text
+    assert document.warnings
+
+
+def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "nothing.docx"
+    path.write_bytes(b"")
+    with pytest.raises(ParseError) as caught:
+        _parse(path)
+    assert caught.value.code == "empty"
+
+
+def test_cid_junk_document_fails_as_garbled(tmp_path: Path) -> None:
+    path = tmp_path / "junk.txt"
+    junk = "".join(f"(cid:{n})" for n in range(40))
+    path.write_text(f"{junk}\n\n{junk}{junk}\n\nok\n")
+    with pytest.raises(ParseError) as caught:
+        _parse(path)
+    assert caught.value.code == "garbled_text"
+
+
+def test_a_little_cid_junk_is_marked_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "maths.txt"
+    path.write_text("A set U(cid:18)M is open when every point of it has a neighbourhood inside it.\n")
+    document = _parse(path)
+    assert "U□M is open" in document.text
+
+
+def test_zip_bomb_is_refused_before_unpacking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Same check as production, scaled down so the test file stays small.
+    monkeypatch.setattr(parsing, "ZIP_RATIO_FLOOR", 1 << 20)
+    path = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", b"\0" * (8 << 20))
+    with pytest.raises(ParseError) as caught:
+        _parse(path)
+    assert caught.value.code == "zip_bomb"
+
+
+def test_random_zip_is_not_a_document(tmp_path: Path) -> None:
+    path = tmp_path / "photos.docx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("holiday/readme.txt", "pictures")
+    with pytest.raises(ParseError) as caught:
+        _parse(path)
+    assert caught.value.code == "unsupported_type"
+
+
+def test_damaged_docx_fails_as_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "broken.docx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document><unclosed>")
+    with pytest.raises(ParseError) as caught:
+        _parse(path)
+    assert caught.value.code == "corrupt"
+
+
+@needs_data
+def test_timeout_hint_stops_a_long_parse() -> None:
+    with pytest.raises(ParseError) as caught:
+        _parse(FORMATS / "book-war-and-peace-1225p.txt", timeout_s=0.5)
+    assert caught.value.code == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("title", "accepted"),
+    [
+        ("3.1 Layout Detection Models", True),
+        ("Vorwort", True),
+        ("n u J", False),
+        ("2 0 5", False),
+        ("F / M M F F F / M", False),
+        ("4 5 layout = model.detect(image)", False),
+        ("(b) Trading operating profit before Net other trading income/(expenses).", False),
+        ("x", False),
+    ],
+)
+def test_noisy_pdf_titles_are_not_headings(title: str, accepted: bool) -> None:
+    assert parsing._is_plausible_heading(title, strict=True) is accepted
+
+
+# --------------------------------------------------------------------------------------------
+# Chunking.
+
+
+def _doc(*elements: ParsedElement, file_type: str = "pdf") -> ParsedDocument:
+    return ParsedDocument(file_type=file_type, page_count=None, elements=list(elements))
+
+
+def _para(seed: str, sentences: int, page: int | None = None, path: list[str] | None = None) -> ParsedElement:
+    text = " ".join(f"{seed} sentence number {n} says something useful about {seed}." for n in range(sentences))
+    return ParsedElement(text=text, category="NarrativeText", page_number=page, section_path=path or [])
+
+
+def _heading(text: str, path: list[str], page: int | None = None) -> ParsedElement:
+    return ParsedElement(text=text, category="Title", page_number=page, section_path=path)
+
+
+def test_chunks_never_cross_section_boundaries() -> None:
+    document = _doc(
+        _heading("Alpha", ["Alpha"], page=1),
+        _para("alpha", 40, page=1, path=["Alpha"]),
+        _heading("Beta", ["Beta"], page=2),
+        _para("beta", 40, page=2, path=["Beta"]),
+    )
+    result = chunk_document(document, max_chars=500, overlap=80)
+    assert len(result.sections) == 2
+    for chunk in result.chunks:
+        section = result.sections[chunk.section_ordinal]
+        assert chunk.section_path == section.section_path
+        assert ("alpha" in chunk.text) != ("beta" in chunk.text)
+        assert len(chunk.text) <= 500
+    assert [chunk.ordinal for chunk in result.chunks] == list(range(len(result.chunks)))
+    for section in result.sections:
+        own = [chunk for chunk in result.chunks if chunk.section_ordinal == section.ordinal]
+        assert [chunk.ordinal for chunk in own] == list(
+            range(section.first_chunk, section.first_chunk + section.chunk_count)
+        )
+
+
+def test_consecutive_chunks_overlap_at_word_boundaries() -> None:
+    result = chunk_document(_doc(_para("gamma", 30, path=["G"])), max_chars=400, overlap=120)
+    assert len(result.chunks) > 2
+    for previous, chunk in zip(result.chunks, result.chunks[1:], strict=False):
+        shared = next(
+            (
+                size
+                for size in range(min(len(previous.text), len(chunk.text)), 0, -1)
+                if previous.text.endswith(chunk.text[:size])
+            ),
+            0,
+        )
+        assert 20 <= shared <= 120
+        assert chunk.text[0].isupper() or chunk.text[0].isalnum()
+
+
+def test_overlap_zero_means_disjoint_chunks() -> None:
+    result = chunk_document(_doc(_para("delta", 30)), max_chars=400, overlap=0)
+    joined = " ".join(chunk.text for chunk in result.chunks)
+    assert normalize(joined) == normalize(_para("delta", 30).text)
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_page_ranges_follow_the_elements() -> None:
+    document = _doc(*[_para(f"p{page}", 3, page=page, path=["Report"]) for page in range(1, 7)])
+    result = chunk_document(document, max_chars=600, overlap=0)
+    assert result.sections[0].page_start == 1 and result.sections[0].page_end == 6
+    for chunk in result.chunks:
+        pages = {int(token[1:]) for token in chunk.text.split() if token.startswith("p") and token[1:].isdigit()}
+        assert chunk.page_start == min(pages) and chunk.page_end == max(pages)
+
+
+def test_content_hashes_are_stable_and_whitespace_insensitive() -> None:
+    document = _doc(_heading("Alpha", ["Alpha"]), _para("alpha", 20, path=["Alpha"]))
+    first = [chunk.content_hash for chunk in chunk_document(document).chunks]
+    second = [chunk.content_hash for chunk in chunk_document(document).chunks]
+    assert first == second and len(set(first)) == len(first)
+    assert content_hash("a  b\n c") == content_hash("a b c") != content_hash("a b d")
+
+
+def test_big_tables_split_between_rows_with_the_header_repeated() -> None:
+    header = "| Zone | Sales | Profit |\n|---|---|---|"
+    rows = [f"| Zone {n} | {n * 1000} | {n * 17} |" for n in range(120)]
+    table = ParsedElement(text=header + "\n" + "\n".join(rows), category="Table", section_path=["Results"])
+    result = chunk_document(_doc(_heading("Results", ["Results"]), table), max_chars=500, overlap=100)
+    pieces = [chunk for chunk in result.chunks if "| Zone 5" in chunk.text or "| Zone 9" in chunk.text]
+    assert len(result.chunks) > 3
+    seen: list[str] = []
+    for chunk in result.chunks:
+        lines = chunk.text.splitlines()
+        body = lines[lines.index("| Zone | Sales | Profit |") + 2 :]
+        assert all(line in rows for line in body), "a row was cut"
+        seen += body
+    assert seen == rows and pieces
+
+
+def test_body_less_parent_heading_is_only_in_the_path() -> None:
+    document = _doc(
+        _heading("Handbook", ["Handbook"]),
+        _heading("Leave", ["Handbook", "Leave"]),
+        _para("leave", 12, path=["Handbook", "Leave"]),
+        file_type="docx",
+    )
+    result = chunk_document(document, min_chars=0)
+    assert [section.section_path for section in result.sections] == [["Handbook", "Leave"]]
+    assert result.chunks[0].embedding_text().startswith("Handbook > Leave\n\nLeave\n\n")
+    assert result.chunks[0].embedding_text("Policies").startswith("Policies > Handbook > Leave\n\n")
+
+
+def test_tiny_sections_merge_under_their_common_path() -> None:
+    document = _doc(
+        _heading("Opening hours", ["Contact", "Opening hours"]),
+        ParsedElement(text="Mon-Fri 9-17.", category="NarrativeText", section_path=["Contact", "Opening hours"]),
+        _heading("Phone", ["Contact", "Phone"]),
+        ParsedElement(text="+47 22 00 00 00", category="NarrativeText", section_path=["Contact", "Phone"]),
+        file_type="docx",
+    )
+    result = chunk_document(document, min_chars=200)
+    assert len(result.chunks) == 1
+    assert result.chunks[0].section_path == ["Contact"]
+    assert "Mon-Fri" in result.chunks[0].text and "+47" in result.chunks[0].text
+    separate = chunk_document(document, min_chars=0)
+    assert [chunk.section_path for chunk in separate.chunks] == [["Contact", "Opening hours"], ["Contact", "Phone"]]
+
+
+def test_slides_are_hard_chunk_boundaries() -> None:
+    document = _doc(
+        ParsedElement(text="Slide one text.", category="NarrativeText", page_number=1),
+        ParsedElement(text="Slide two text.", category="NarrativeText", page_number=2),
+        file_type="pptx",
+    )
+    result = chunk_document(document)
+    assert [(chunk.page_start, chunk.page_end) for chunk in result.chunks] == [(1, 1), (2, 2)]
+
+
+def test_split_text_prefers_sentence_boundaries() -> None:
+    text = "First sentence is here. Second sentence is here. Third one closes it."
+    assert split_text(text, 50) == ["First sentence is here. Second sentence is here.", "Third one closes it."]
+    assert all(len(piece) <= 10 for piece in split_text("x" * 95, 10))
+
+
+def test_plain_text_chunks_use_title_and_markdown_headings() -> None:
+    text = "Refunds take 30 days.\n\n## Exceptions\n\nSale items cannot be refunded.\n\n" + _para("extra", 40).text
+    result = chunk_plain_text(text, title="Refund policy", max_chars=400, overlap=50)
+    assert result.chunks[0].section_path == ["Refund policy"]
+    assert result.chunks[0].text.startswith("Refunds take 30 days.")
+    assert any(chunk.section_path == ["Refund policy", "Exceptions"] for chunk in result.chunks)
+    assert all(len(chunk.text) <= 400 for chunk in result.chunks)
+    assert isinstance(result.chunks[0], ChunkDraft)
+
+
+@needs_data
+def test_real_documents_chunk_within_limits() -> None:
+    for name in ("example-docs-README.md", "2023-half-year-analyses-by-segment.xlsx", "norwich-city.txt"):
+        result = chunk_document(_parse(FORMATS / name), max_chars=800, overlap=100)
+        assert result.chunks
+        assert all(0 < len(chunk.text) <= 800 for chunk in result.chunks)
+        assert {chunk.section_ordinal for chunk in result.chunks} == {section.ordinal for section in result.sections}
