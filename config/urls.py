@@ -7,6 +7,7 @@ from config.health import healthz
 
 urlpatterns = [
     path("", include("kb.urls")),
+    path("", include("chat.urls")),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),

@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -21,7 +21,7 @@ from kb.exceptions import KnowledgeBaseError
 from kb.forms import KnowledgeBaseForm
 from kb.models import ACTIVE_STATUSES, DocumentStatus, KnowledgeBase
 
-ViewFunc = Callable[..., HttpResponse]
+ViewFunc = Callable[..., HttpResponseBase]
 
 
 def org_required(action: Action = Action.VIEW) -> Callable[[ViewFunc], ViewFunc]:
@@ -30,7 +30,7 @@ def org_required(action: Action = Action.VIEW) -> Callable[[ViewFunc], ViewFunc]
     def decorator(view: ViewFunc) -> ViewFunc:
         @login_required
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             context: OrgContext | None = getattr(request, "org_context", None) or None
             if context is None:
                 return render(request, "accounts/no_organization.html", status=403)
@@ -116,7 +116,7 @@ def document_table(request: HttpRequest, context: OrgContext, kb_id: int) -> Htt
 
 @org_required(Action.EDIT_CONTENT)
 @require_POST
-def document_upload(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponse:
+def document_upload(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponseBase:
     kb = _kb_or_404(context, kb_id)
     files = request.FILES.getlist("files") or request.FILES.getlist("file")
     if not files:
@@ -134,3 +134,87 @@ def document_upload(request: HttpRequest, context: OrgContext, kb_id: int) -> Ht
     if request.htmx:  # type: ignore[attr-defined]
         return document_table(request, kb_id=kb_id)
     return redirect("kb:detail", kb_id=kb.pk)
+
+
+def _document_or_404(context: OrgContext, doc_id: int) -> Any:
+    document = selectors.document_get(organization=context.organization, pk=doc_id)
+    if document is None:
+        raise Http404("No such document.")
+    return document
+
+
+@org_required()
+def document_detail(request: HttpRequest, context: OrgContext, doc_id: int) -> HttpResponse:
+    """Metadata, versions, error reason and the live version's chunks (anchored by page)."""
+    document = _document_or_404(context, doc_id)
+    version = document.live_version or document.latest_version
+    chunks = list(version.chunks.order_by("ordinal")) if version else []
+    return render(
+        request,
+        "kb/document_detail.html",
+        {
+            "document": document,
+            "version": version,
+            "versions": document.versions.order_by("-number"),
+            "chunks": chunks,
+            "focus_page": request.GET.get("page"),
+            "can_edit": context.allows(Action.EDIT_CONTENT),
+        },
+    )
+
+
+@org_required()
+def document_file(request: HttpRequest, context: OrgContext, doc_id: int) -> HttpResponseBase:
+    """The stored original of the live (or latest) version, for signed-in members only."""
+    from django.http import FileResponse
+
+    document = _document_or_404(context, doc_id)
+    version = document.live_version or document.latest_version
+    if version is None or not version.file:
+        raise Http404("No stored file.")
+    return FileResponse(version.file.open("rb"), filename=version.original_filename, as_attachment=False)
+
+
+@org_required(Action.EDIT_CONTENT)
+@require_POST
+def document_action(request: HttpRequest, context: OrgContext, doc_id: int, action: str) -> HttpResponse:
+    document = _document_or_404(context, doc_id)
+    if action == "disable" or action == "enable":
+        services.document_set_enabled(document=document, enabled=action == "enable")
+        messages.success(request, f"“{document.title}” {'enabled' if action == 'enable' else 'disabled'}.")
+    elif action == "reindex" and document.latest_version is not None:
+        services.version_requeue(version=document.latest_version)
+        messages.success(request, f"“{document.title}” is queued for re-indexing.")
+    elif action == "delete":
+        kb_id = document.knowledge_base_id
+        services.document_delete(document=document)
+        messages.success(request, f"“{document.title}” deleted.")
+        return redirect("kb:detail", kb_id=kb_id)
+    elif action == "replace":
+        upload = request.FILES.get("file")
+        if upload is None:
+            messages.error(request, "Choose the new file first.")
+        else:
+            try:
+                result = services.document_upload(
+                    knowledge_base=document.knowledge_base,
+                    upload=upload,
+                    filename=upload.name or document.title,
+                    uploaded_by=context.user,
+                    replace_document=document,
+                )
+            except KnowledgeBaseError as exc:
+                messages.error(request, exc.message)
+            else:
+                if result.created:
+                    live = document.live_version
+                    messages.success(
+                        request,
+                        f"Version {result.version.number} is processing"
+                        + (f"; v{live.number} keeps answering until it is ready." if live else "."),
+                    )
+                else:
+                    messages.info(request, "That file is identical to the current version; nothing to do.")
+    else:
+        raise Http404("Unknown action.")
+    return redirect("kb:document", doc_id=document.pk)

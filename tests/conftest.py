@@ -86,3 +86,33 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
         value = predicate()
     assert value, f"condition not met within {timeout}s (last value: {value!r})"
     return value
+
+
+@pytest.fixture(scope="session")
+def asgi_server_session(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """The real ASGI app under uvicorn, in a thread of this process, on a free loopback port."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from config.asgi import application
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    with django_db_blocker.unblock():
+        thread.start()
+        wait_for(lambda: server.started, timeout=30, interval=0.05)
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def asgi_server(asgi_server_session: str, transactional_db: None) -> str:
+    return asgi_server_session

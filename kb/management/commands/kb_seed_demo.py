@@ -56,7 +56,7 @@ class Command(BaseCommand):
         url = options["url"] or f"http://{'127.0.0.1' if host in _ANY_ADDRESS else host}:{port}/"
         password_note = options["password"]
         if not user.check_password(options["password"]):
-            password_note = "(you changed it since the demo was created)"
+            password_note = "(you changed it since the demo was created)"  # noqa: S105 - a message, not a secret
         self.stdout.write(
             self.style.SUCCESS(
                 "\n  Groundwork is starting.\n"

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from accounts.models import Organization
+from chat.models import Chatbot
+from chat.widget import normalize_origin
+from kb.models import KnowledgeBase
+
+
+class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
+    suggested_questions_text = forms.CharField(
+        label="Suggested questions", required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="One per line."
+    )
+    allowed_origins_text = forms.CharField(
+        label="Allowed website origins",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One per line, e.g. https://www.example.com — the widget answers only there.",
+    )
+
+    class Meta:
+        model = Chatbot
+        fields = (
+            "name",
+            "knowledge_bases",
+            "system_prompt",
+            "chat_model",
+            "temperature",
+            "top_k",
+            "min_relevance",
+            "answer_language",
+            "fallback_message",
+            "welcome_message",
+            "enabled",
+            "theme_color",
+            "widget_title",
+            "widget_position",
+            "lead_capture",
+        )
+        widgets = {
+            "knowledge_bases": forms.CheckboxSelectMultiple,
+            "system_prompt": forms.Textarea(attrs={"rows": 4}),
+            "fallback_message": forms.Textarea(attrs={"rows": 2}),
+            "welcome_message": forms.Textarea(attrs={"rows": 2}),
+            "theme_color": forms.TextInput(attrs={"type": "color"}),
+        }
+
+    def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["knowledge_bases"].queryset = KnowledgeBase.objects.filter(organization=organization)  # type: ignore[attr-defined]
+        self.fields["chat_model"].widget.attrs["placeholder"] = (
+            "local/extractive (default) — or e.g. openai/gpt-4o-mini"
+        )
+        if self.instance.pk:
+            self.fields["suggested_questions_text"].initial = "\n".join(self.instance.suggested_questions)
+            self.fields["allowed_origins_text"].initial = "\n".join(self.instance.allowed_origins)
+
+    def clean_suggested_questions_text(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["suggested_questions_text"].splitlines() if line.strip()]
+
+    def clean_allowed_origins_text(self) -> list[str]:
+        origins = []
+        for line in self.cleaned_data["allowed_origins_text"].splitlines():
+            if not line.strip():
+                continue
+            origin = normalize_origin(line)
+            if origin is None:
+                raise forms.ValidationError(f"“{line.strip()}” is not an origin like https://www.example.com")
+            origins.append(origin)
+        return origins
