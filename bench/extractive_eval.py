@@ -483,7 +483,7 @@ def main() -> None:
         embedder.save()
         print(f"embedding time (uncached texts): {embedder.seconds:.1f}s", file=sys.stderr)
 
-    threshold = ex.default_threshold(dense=embedder is not None)
+    threshold = ex.DEFAULT_THRESHOLD
     results: dict[str, Any] = {
         "command": "python bench/extractive_eval.py " + " ".join(sys.argv[1:]),
         "k_sources": K_SOURCES,

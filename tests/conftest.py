@@ -116,3 +116,60 @@ def asgi_server_session(django_db_setup: Any, django_db_blocker: Any) -> Iterato
 @pytest.fixture
 def asgi_server(asgi_server_session: str, transactional_db: None) -> str:
     return asgi_server_session
+
+
+def _chromium_path() -> str | None:
+    import os
+    import shutil
+
+    return os.environ.get("GROUNDWORK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (Playwright's own browser download is not used)."""
+    executable = _chromium_path()
+    if executable is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium); browser tests skipped.")
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; Django would then refuse
+    # the tests' own (synchronous, non-overlapping) ORM calls. They are safe: allow them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, asgi_server: str) -> Iterator[Any]:
+    context = browser.new_context(base_url=asgi_server, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a screenshot under test-artifacts/ (look at them: they are how the UI is reviewed)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def login(page: Any, email: str, password: str = "pw-Secret-123") -> None:
+    page.goto("/accounts/login/")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")

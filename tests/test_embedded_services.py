@@ -302,6 +302,7 @@ def test_celery_broker_url_for_converts_unix_urls_only() -> None:
     assert celery_broker_url_for("rediss://h:6380/1") == "rediss://h:6380/1"
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_kombu_and_celery_backend_work_with_the_converted_url(data_dir: Path) -> None:
     import kombu
     from celery import Celery
