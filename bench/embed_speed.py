@@ -130,10 +130,12 @@ def bench_litellm_path(questions: list[str]) -> dict[str, Any]:
     import_s, import_cpu_s = timed_cpu(get_litellm)
     direct = get_local_embedder()
     embedding.embed_query(questions[0], model=embedding.LOCAL_EMBEDDING_MODEL)  # warm-up
-    via_litellm = [
-        1000 * timed(partial(embedding.embed_query, q, model=embedding.LOCAL_EMBEDDING_MODEL)) for q in questions
-    ]
-    direct_ms = [1000 * timed(partial(direct.embed, [q])) for q in questions]
+    # Interleaved, so drifting load on a shared machine hits both series alike.
+    via_litellm: list[float] = []
+    direct_ms: list[float] = []
+    for q in questions:
+        via_litellm.append(1000 * timed(partial(embedding.embed_query, q, model=embedding.LOCAL_EMBEDDING_MODEL)))
+        direct_ms.append(1000 * timed(partial(direct.embed, [q])))
     return {
         "litellm_import_s": round(import_s, 2),
         "litellm_import_cpu_s": round(import_cpu_s, 2),

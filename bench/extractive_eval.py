@@ -531,9 +531,15 @@ def main() -> None:
         print(json.dumps({k: round(v, 3) for k, v in support_w.items() if abs(v) >= 0.0005}, indent=4))
 
     if args.limit is None:
+        # One file, one section per mode: a lexical run keeps the last dense results and back.
+        mode = "dense" if embedder is not None else "lexical"
+        previous: dict[str, Any] = {}
+        if args.output.exists():
+            previous = json.loads(args.output.read_text(encoding="utf-8"))
+        previous[mode] = results
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.output}")
+        args.output.write_text(json.dumps(previous, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote the {mode} section of {args.output}")
 
 
 if __name__ == "__main__":

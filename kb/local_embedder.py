@@ -255,11 +255,13 @@ def get_local_embedder() -> LocalEmbedder:
 
 
 def _forget_in_child() -> None:
-    """After `fork()`, drop the parent's embedder and lock.
+    """After `fork()`, drop the parent's embedder and lock; the child loads its own on first use.
 
-    onnxruntime's thread pool does not survive a fork (the child would wait on threads that do not
-    exist), and a lock held by another parent thread at fork time would stay locked forever. A
-    Celery prefork child therefore loads its own copy on first use.
+    A precaution, at the price of one ~0.2 s load per child: onnxruntime does not promise that a
+    session survives a fork (its intra-op worker threads are not copied into the child; an inherited
+    session did still run in a quick test with 1.32), and a lock held by another parent thread at
+    fork time would stay locked in the child forever. Warming up before Celery forks its pool
+    still pays off for the LiteLLM import, which is plain Python and is inherited.
     """
     global _instance, _instance_lock
     _instance = None

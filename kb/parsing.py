@@ -596,23 +596,33 @@ class _Deadline(BaseException):
 
 @contextlib.contextmanager
 def _deadline(timeout_s: float | None) -> Iterator[None]:
-    usable = (
-        timeout_s is not None
-        and timeout_s > 0
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
-    )
-    if not usable:
+    """Raise `ParseError("timeout")` after `timeout_s` seconds of parsing (main thread only).
+
+    Uses a wall-clock timer (SIGALRM) when nobody else has claimed that signal; when something
+    has (pytest-timeout does), a CPU-time timer (SIGVTALRM) instead: parsing is CPU-bound, so the
+    two differ only on an overloaded machine. Without either, the hint is ignored and the caller's
+    own limit (Celery's time limit) applies.
+    """
+    if timeout_s is None or timeout_s <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
-    assert timeout_s is not None
+    timer: tuple[int, signal.Signals] | None = None
+    for which, signum in (("ITIMER_REAL", "SIGALRM"), ("ITIMER_VIRTUAL", "SIGVTALRM")):
+        if hasattr(signal, which) and hasattr(signal, signum):
+            sig = getattr(signal, signum)
+            if signal.getsignal(sig) in (signal.SIG_DFL, signal.SIG_IGN, None):
+                timer = (getattr(signal, which), sig)
+                break
+    if timer is None:
+        yield
+        return
+    which_timer, sig = timer
 
     def on_alarm(signum: int, frame: object) -> None:
         raise _Deadline
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    previous = signal.signal(sig, on_alarm)
+    signal.setitimer(which_timer, timeout_s)
     try:
         yield
     except _Deadline:
@@ -622,8 +632,8 @@ def _deadline(timeout_s: float | None) -> Iterator[None]:
             "Try splitting it into smaller files.",
         ) from None
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(which_timer, 0)
+        signal.signal(sig, previous)
 
 
 # ---- ZIP containers
@@ -871,7 +881,7 @@ def _pypdf_page_items(reader: PdfReader, index: int) -> list[_Item]:
     for block in re.split(r"\n\s*\n", text):
         block = _clean_text(block)
         if block:
-            items.append(_Item(text=block, category="NarrativeText", page=index + 1))
+            items.append(_Item(text=block, category="NarrativeText", page=index + 1, from_pypdf=True))
     return items
 
 
@@ -890,15 +900,14 @@ def _repair_pdf_pages(items: list[_Item], info: _PdfInfo, warnings: list[str]) -
             continue
         text = " ".join(item.text for item in page_items)
         junk = _junk_share(text)
-        if _letter_spaced_share(text) <= _LETTER_SPACED_LIMIT and junk <= _PAGE_JUNK_LIMIT:
+        spaced = _letter_spaced_share(text) > _LETTER_SPACED_LIMIT
+        if not spaced and junk <= _PAGE_JUNK_LIMIT:
             continue
         replacement = _pypdf_page_items(info.reader, page - 1)
         replacement_text = " ".join(item.text for item in replacement)
-        if (
-            replacement
-            and _letter_spaced_share(replacement_text) <= _LETTER_SPACED_LIMIT
-            and _junk_share(replacement_text) < min(0.05, junk / 2 if junk else 1.0)
-        ):
+        replacement_junk = _junk_share(replacement_text)
+        cleaner = replacement_junk < min(0.05, junk / 2) if junk > _PAGE_JUNK_LIMIT else replacement_junk <= 0.05
+        if replacement and cleaner and (not spaced or _letter_spaced_share(replacement_text) <= _LETTER_SPACED_LIMIT):
             by_page[page] = replacement
             repaired.append(page)
     if not repaired:
@@ -981,6 +990,7 @@ class _Item:
     page_name: str | None = None
     subject: str | None = None
     bold: bool = False  # the whole text is bold: a heading typed as a normal paragraph
+    from_pypdf: bool = False  # read by the pypdf fallback, which never splits words into glyphs
 
 
 def _items_from_elements(elements: Sequence[Element], kind: str) -> list[_Item]:
@@ -1082,7 +1092,7 @@ def _drop_junk(items: list[_Item], kind: str, warnings: list[str]) -> list[_Item
             if not any(ch.isalnum() for ch in item.text):
                 dropped += 1
                 continue
-        if kind == "pdf" and item.category != "Table" and _is_glyph_soup(item.text):
+        if kind == "pdf" and not item.from_pypdf and item.category != "Table" and _is_glyph_soup(item.text):
             continue
         kept.append(item)
     if glyph_total and junk_total / glyph_total > _DOCUMENT_JUNK_LIMIT:

@@ -86,11 +86,19 @@ def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, lim
     return results[:limit]
 
 
-def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
-    """Full-text matches ranked by ts_rank_cd.
+BM25_K1 = 1.2
+BM25_B = 0.75
+KEYWORD_CANDIDATES = 2000  # matches scored with BM25 per query; the best by ts_rank_cd when more match
 
-    `websearch_to_tsquery` ANDs the words; a question rarely contains only words its answer
-    contains, so the terms are ORed (quoted phrases keep their order) and ranking does the rest.
+
+def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
+    """Full-text matches ranked by Okapi BM25, computed in Postgres over the `tsvector` column.
+
+    Postgres' own `ts_rank` has no inverse document frequency, so rare words weigh no more than
+    common ones; BM25 fixes that. Terms come from `websearch_to_tsquery`-style parsing of the query
+    (stemming, stop words) and are ORed: a question rarely contains only words its answer contains.
+    Document frequencies are counted per query term on the GIN index; collection size and average
+    length are computed on the same filtered set.
     """
     by_config: dict[str, list[int]] = defaultdict(list)
     for kb in knowledge_bases:
@@ -100,17 +108,56 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
         with connection.cursor() as cursor:
             cursor.execute(
                 """
-                WITH q AS (
-                    SELECT replace(websearch_to_tsquery(%s::regconfig, %s)::text, ' & ', ' | ') AS text
+                WITH terms AS (
+                    SELECT DISTINCT lexeme
+                    FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) AS lexeme
+                ),
+                q AS (
+                    SELECT array_to_string(array(SELECT quote_literal(lexeme) FROM terms), ' | ')::tsquery AS tq
+                ),
+                live AS (
+                    SELECT c.id, c.search_vector FROM kb_chunk c
+                    WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live
+                ),
+                collection AS (
+                    SELECT count(*)::float AS n, greatest(avg(length(search_vector)), 1)::float AS avgdl FROM live
+                ),
+                df AS (
+                    SELECT t.lexeme,
+                           (SELECT count(*) FROM live WHERE live.search_vector @@ quote_literal(t.lexeme)::tsquery)
+                               ::float AS n
+                    FROM terms t
+                ),
+                candidates AS (
+                    SELECT live.id, live.search_vector FROM live, q
+                    WHERE q.tq <> ''::tsquery AND live.search_vector @@ q.tq
+                    ORDER BY ts_rank_cd(live.search_vector, q.tq) DESC
+                    LIMIT %(pool)s
                 )
-                SELECT c.id, ts_rank_cd(c.search_vector, to_tsquery(%s::regconfig, q.text), 1) AS rank
-                FROM kb_chunk c, q
-                WHERE q.text <> '' AND c.knowledge_base_id = ANY(%s) AND c.is_live
-                  AND c.search_vector @@ to_tsquery(%s::regconfig, q.text)
-                ORDER BY rank DESC
-                LIMIT %s
+                SELECT cand.id,
+                       sum(
+                           ln(1 + (collection.n - df.n + 0.5) / (df.n + 0.5))
+                           * (tf.tf * (%(k1)s + 1))
+                           / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * length(cand.search_vector) / collection.avgdl))
+                       ) AS score
+                FROM candidates cand
+                CROSS JOIN collection
+                CROSS JOIN LATERAL unnest(cand.search_vector) AS u(lexeme, positions, weights)
+                JOIN df ON df.lexeme = u.lexeme
+                CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float AS tf) tf
+                GROUP BY cand.id
+                ORDER BY score DESC
+                LIMIT %(limit)s
                 """,
-                [config, query, config, kb_ids, config, limit],
+                {
+                    "config": config,
+                    "query": query,
+                    "kbs": kb_ids,
+                    "pool": KEYWORD_CANDIDATES,
+                    "k1": BM25_K1,
+                    "b": BM25_B,
+                    "limit": limit,
+                },
             )
             results.extend((row[0], float(row[1])) for row in cursor.fetchall())
     results.sort(key=lambda r: r[1], reverse=True)

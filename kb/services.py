@@ -121,6 +121,7 @@ def document_upload(
     uploaded_by: User | None,
     title: str | None = None,
     replace_document: Document | None = None,
+    enqueue: bool = True,
 ) -> UploadResult:
     """Store an uploaded file and queue it for ingestion.
 
@@ -183,7 +184,8 @@ def document_upload(
         version.save()
         document.latest_version = version
         document.save(update_fields=["latest_version", "updated_at"])
-        transaction.on_commit(lambda: _enqueue_ingest(version.pk))
+        if enqueue:  # False: the caller runs `version_ingest` itself (imports, evaluation)
+            transaction.on_commit(lambda: _enqueue_ingest(version.pk))
     return UploadResult(document=document, version=version, created=True)
 
 

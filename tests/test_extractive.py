@@ -10,6 +10,7 @@ import random
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,7 +172,7 @@ def test_sources_block_round_trips_and_fences_untrusted_text() -> None:
 
 
 def test_parse_prompt_takes_plain_last_user_message_as_question() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "An earlier question?"},
         {"role": "assistant", "content": "An earlier answer."},
         {
@@ -187,7 +188,7 @@ def test_parse_prompt_takes_plain_last_user_message_as_question() -> None:
 
 
 def test_complete_returns_cited_answer_or_refusal_sentinel() -> None:
-    def prompt(question: str) -> list[dict[str, object]]:
+    def prompt(question: str) -> list[dict[str, Any]]:
         return [
             {"role": "system", "content": build_sources_block(HANDBOOK)},
             {"role": "user", "content": f"<question>{question}</question>"},
@@ -260,8 +261,8 @@ def test_squad2_subset_refuses_unanswerable_and_answers_answerable(
             for sentence in answer.sentences:  # never invents: every sentence is in its source
                 assert sentence.text.rstrip(" …") in " ".join(by_number[sentence.source_number].split())
 
-    # Measured with the shipped lexical weights on this seeded subset: see the module docstring
-    # of bench/extractive_eval.py for the full-set figures. Floors sit below the measurement so
-    # only a real regression fails.
-    assert refused_unanswerable / 40 >= 0.70
-    assert correct_answerable / 40 >= 0.30
+    # Measured with the shipped lexical weights on this seeded subset: 0.85 of the unanswerable
+    # refused, 0.325 of the answerable answered with the gold span (full dev half: 0.83 / 0.40,
+    # bench/results/extractive_eval.json). Floors sit below, so only a real regression fails.
+    assert refused_unanswerable / 40 >= 0.75
+    assert correct_answerable / 40 >= 0.25

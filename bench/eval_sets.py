@@ -1,0 +1,158 @@
+"""Run `chat_eval` on the public evaluation sets in ../shared/data with the local defaults.
+
+    uv run python bench/eval_sets.py [--sets squad2,clapnq,covidqa,sec10q] [--limit N] [--no-answers]
+
+For each set: a fresh organisation and knowledge base in the configured database (the embedded
+one under .data/ by default), documents ingested in-process through the real pipeline, a chatbot,
+the questions converted to the `chat_eval` format, and the report. Figures go to
+bench/results/eval_<set>.json and bench/results/eval_summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open() as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def squad2() -> tuple[list[Path | tuple[str, str]], list[dict[str, Any]]]:
+    root = DATA / "squad2_dev_half"
+    passages = {p["pid"]: p["text"] for p in _jsonl(root / "passages.jsonl")}
+    docs: list[Path | tuple[str, str]] = sorted((root / "docs").glob("*.txt"))
+    questions = [
+        {
+            "question": q["question"],
+            "answers": q["answers"],
+            "gold_passages": [passages[q["gold_pid"]]] if q.get("gold_pid") in passages else [],
+            "is_impossible": q["is_impossible"],
+        }
+        for q in _jsonl(root / "questions.jsonl")
+    ]
+    return docs, questions
+
+
+def clapnq() -> tuple[list[Path | tuple[str, str]], list[dict[str, Any]]]:
+    root = DATA / "clapnq_dev"
+    passages = {p["pid"]: p for p in _jsonl(root / "passages.jsonl")}
+    docs: list[Path | tuple[str, str]] = [
+        (f"{pid}.txt", f"{p.get('title', '')}\n\n{p['text']}") for pid, p in passages.items()
+    ]
+    questions = [
+        {
+            "question": q["question"],
+            "answers": q.get("answers") or [],
+            "gold_passages": [passages[pid]["text"] for pid in q.get("gold_pids") or [] if pid in passages],
+            "is_impossible": not q.get("answerable", True),
+        }
+        for q in _jsonl(root / "questions.jsonl")
+    ]
+    return docs, questions
+
+
+def covidqa() -> tuple[list[Path | tuple[str, str]], list[dict[str, Any]]]:
+    root = DATA / "covidqa"
+    docs: list[Path | tuple[str, str]] = sorted((root / "docs").glob("*.txt"))
+    questions = [
+        {
+            "question": q["question"],
+            "answers": [a["text"] if isinstance(a, dict) else a for a in q["answers"]],
+            "is_impossible": q.get("is_impossible", False),
+        }
+        for q in _jsonl(root / "questions.jsonl")
+    ]
+    return docs, questions
+
+
+def sec10q() -> tuple[list[Path | tuple[str, str]], list[dict[str, Any]]]:
+    root = DATA / "docugami_sec10q"
+    docs: list[Path | tuple[str, str]] = sorted((root / "pdfs").glob("*.pdf"))
+    questions = [
+        {"question": q["question"], "gold_documents": q.get("source_pdfs") or [], "is_impossible": False}
+        for q in _jsonl(root / "questions.jsonl")
+    ]
+    return docs, questions
+
+
+SETS = {"squad2": squad2, "clapnq": clapnq, "covidqa": covidqa, "sec10q": sec10q}
+
+
+def run(name: str, limit: int | None, answers: bool) -> dict[str, Any]:
+    import io
+
+    from accounts.services import organization_create
+    from chat.evaluation import evaluate, format_report, load_questions
+    from chat.services import chatbot_create
+    from kb.models import DocumentStatus, DocumentVersion
+    from kb.services import document_upload, knowledge_base_create, version_ingest
+
+    docs, questions = SETS[name]()
+    org = organization_create(name=f"eval-{name}-{int(time.time())}")
+    kb = knowledge_base_create(organization=org, name=name, created_by=None)
+    started = time.perf_counter()
+    failed = []
+    for doc in docs:
+        if isinstance(doc, Path):
+            handle: Any = doc.open("rb")
+            filename = doc.name
+        else:
+            filename, text = doc
+            handle = io.BytesIO(text.encode())
+        with handle:
+            result = document_upload(
+                knowledge_base=kb, upload=handle, filename=filename, uploaded_by=None, enqueue=False
+            )
+        version_ingest(version_id=result.version.pk)
+        version = DocumentVersion.objects.get(pk=result.version.pk)
+        if version.status != DocumentStatus.READY:
+            failed.append((filename, version.error_message))
+    ingest_s = time.perf_counter() - started
+    bot = chatbot_create(organization=org, name=f"{name} bot", knowledge_bases=[kb], created_by=None)
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as out:
+        for q in questions:
+            out.write(json.dumps(q) + "\n")
+    report = evaluate(chatbot=bot, questions=load_questions(Path(out.name), limit), answer=answers)
+    report["set"] = name
+    report["documents"] = len(docs)
+    report["documents_failed"] = failed
+    report["ingest_seconds"] = round(ingest_s, 1)
+    print(f"\n=== {name} ({len(docs)} documents, ingest {ingest_s:.0f}s) ===")
+    print(format_report(report))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"eval_{name}.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sets", default="squad2,clapnq,covidqa,sec10q")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--no-answers", action="store_true")
+    args = parser.parse_args()
+    import django
+
+    django.setup()
+    summary = {name: run(name, args.limit, not args.no_answers) for name in args.sets.split(",")}
+    (RESULTS / "eval_summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
