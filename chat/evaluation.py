@@ -36,44 +36,11 @@ from kb.selectors import chunk_search
 MODES = ("bm25", "keyword", "vector", "hybrid")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "that",
-        "the",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "how",
-        "with",
-        "does",
-        "did",
-        "do",
-    ]
+    (
+        "a an and are as at be by for from has have in is "
+        "it its of on or that the to was were what when where which "
+        "who whom why how with does did do "
+    ).split()
 )
 
 

@@ -347,8 +347,10 @@ def detect_file_type(data_head: bytes, filename: str, *, path: Path | None = Non
     """
     if not data_head:
         raise ParseError("empty", "This file is empty (0 bytes).")
-    # The PDF header may legally follow up to 1 KB of junk.
-    if b"%PDF-" in data_head[:1024]:
+    # Readers accept a PDF header after up to 1 KB of binary junk; a text file that merely
+    # mentions "%PDF-" early on (a note about PDFs) is still text.
+    pdf_at = data_head.find(b"%PDF-", 0, 1024)
+    if pdf_at == 0 or (pdf_at > 0 and (not data_head[:pdf_at].strip() or _decode_head(data_head[:pdf_at]) is None)):
         return "pdf"
     if data_head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _detect_zip_type(data_head, path)
