@@ -244,8 +244,10 @@ def run(args: argparse.Namespace) -> int:
             worker = None
         expected = (manifest.get(name, {}).get("expected") or {}).get("pages")
         row: dict[str, Any] = {"file": name, "bytes": path.stat().st_size, "expected_pages": expected, **result}
-        if row.get("outcome") == "ok" and row.get("pages") and row.get("parse_seconds"):
-            row["pages_per_s"] = round(row["pages"] / max(row["parse_seconds"], 1e-3), 2)
+        if row.get("outcome") == "ok" and row.get("parse_seconds"):
+            row["chars_per_s"] = round(row["chars"] / max(row["parse_seconds"], 1e-3))
+            if row.get("pages"):
+                row["pages_per_s"] = round(row["pages"] / max(row["parse_seconds"], 1e-3), 2)
         if expected is not None and row.get("outcome") == "ok" and row.get("pages") != expected:
             row["page_mismatch"] = True
         rows.append(row)
@@ -289,6 +291,8 @@ def _summary(
     rates = [row["pages_per_s"] for row in timed]
     pages = sum(row["pages"] for row in timed)
     seconds = sum(row["parse_seconds"] for row in timed)
+    chars = sum(row["chars"] for row in ok)
+    chars_seconds = sum(row.get("parse_seconds", 0) for row in ok)
     peaks = [row["rss_peak_mb"] for row in rows if isinstance(row.get("rss_peak_mb"), int | float)]
     slowest = sorted(ok, key=lambda row: row.get("parse_seconds", 0), reverse=True)[:5]
     return {
@@ -302,6 +306,7 @@ def _summary(
         "parse_seconds_total": round(seconds, 1),
         "pages_per_s_overall": round(pages / seconds, 2) if seconds else None,
         "pages_per_s_median": round(statistics.median(rates), 2) if rates else None,
+        "chars_per_s_overall": round(chars / chars_seconds) if chars_seconds else None,
         "slowest": [
             {"file": row["file"], "pages": row.get("pages"), "seconds": row.get("parse_seconds")} for row in slowest
         ],
@@ -327,6 +332,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "parse_seconds_total",
         "pages_per_s_overall",
         "pages_per_s_median",
+        "chars_per_s_overall",
         "worker_warm_up_seconds_median",
         "worker_rss_after_warm_up_mb",
         "rss_peak_mb_median",

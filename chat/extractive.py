@@ -1182,6 +1182,9 @@ def parse_prompt(messages: Sequence[Mapping[str, Any]]) -> ParsedPrompt:
     return ParsedPrompt(question=question, sources=[sources[k] for k in sorted(sources)])
 
 
+_LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
+
+
 def _default_embedder() -> Embedder | None:
     """The process-wide local embedder, or None when it cannot be loaded (then: lexical only)."""
     try:
@@ -1204,7 +1207,10 @@ def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mappin
     parsed = parse_prompt(messages)
     max_sentences = int(optional_params.get("max_sentences", DEFAULT_MAX_SENTENCES))
     threshold = float(optional_params.get("refusal_threshold", DEFAULT_THRESHOLD))
-    language = optional_params.get("language")
+    # Only a language code counts ("en", "fr-CA"); app-level settings such as "match_user"
+    # must not switch the English features off.
+    raw_language = optional_params.get("language")
+    language = str(raw_language) if isinstance(raw_language, str) and _LANGUAGE_RE.match(raw_language) else None
     if not parsed.question or not parsed.sources:
         return ExtractiveAnswer(
             text="",
@@ -1219,7 +1225,7 @@ def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mappin
         parsed.question,
         parsed.sources,
         max_sentences=max_sentences,
-        language=str(language) if language else None,
+        language=language,
         threshold=threshold,
         embedder=embedder,
     )

@@ -4,7 +4,7 @@
 
 1. With `DATABASE_URL` / `REDIS_URL` unset, starts the embedded PostgreSQL and Redis (see
    `config.embedded_services`) and exports their URLs, so every child shares the same servers.
-2. Runs `manage.py migrate --noinput`, then `manage.py gw_demo` (demo organisation, user and
+2. Runs `manage.py migrate --noinput`, then `manage.py kb_seed_demo` (demo organisation, user and
    knowledge base; prints where to log in) — unless `--skip-setup`.
 3. Starts the commands in `default_commands()` (web, worker, beat) and interleaves their output line
    by line behind a coloured name, like foreman/honcho.
@@ -337,14 +337,12 @@ def _setup_steps() -> tuple[list[Command], list[str]]:
     """Commands to run before the supervised ones, and warnings about those that were skipped."""
     python = sys.executable
     if not (REPO_ROOT / "manage.py").exists():
-        return [], ["manage.py not found: skipping migrate and gw_demo"]
-    steps = [Command("migrate", [python, "manage.py", "migrate", "--noinput"])]
-    warnings: list[str] = []
-    if any(REPO_ROOT.glob("*/management/commands/gw_demo.py")):
-        steps.append(Command("gw_demo", [python, "manage.py", "gw_demo"]))
-    else:
-        warnings.append("no gw_demo management command yet: skipping the demo data")
-    return steps, warnings
+        return [], ["manage.py not found: skipping migrate and the demo data"]
+    steps = [
+        Command("migrate", [python, "manage.py", "migrate", "--noinput"]),
+        Command("demo", [python, "manage.py", "kb_seed_demo"]),
+    ]
+    return steps, []
 
 
 def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | None = None) -> int:
@@ -352,7 +350,7 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | Non
     parser = argparse.ArgumentParser(
         prog="python -m config.runner", description="Start Groundwork's web server, worker and beat."
     )
-    parser.add_argument("--skip-setup", action="store_true", help="do not run migrate and gw_demo first")
+    parser.add_argument("--skip-setup", action="store_true", help="do not run migrate and the demo seeding first")
     parser.add_argument(
         "--keep-services", action="store_true", help="leave the embedded PostgreSQL and Redis running at exit"
     )
@@ -366,7 +364,7 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | Non
     env["PYTHONUNBUFFERED"] = "1"  # children's lines arrive when written, not when a buffer fills
     if commands is None:
         commands = default_commands(data_dir=data_dir, host=env.get("HOST", "127.0.0.1"), port=env.get("PORT", "8000"))
-    output = Output(["migrate", "gw_demo", *[c.name for c in commands]])
+    output = Output(["migrate", "demo", *[c.name for c in commands]])
 
     to_stop: list[tuple[str, Callable[[Path], bool]]] = []
     with stop_signals() as stop:

@@ -120,8 +120,12 @@ def chunk_parsed(
     return parsed.sections, chunks
 
 
-def warm_up() -> None:
-    """Load heavy models once per worker process (before forking)."""
+def warm_up_parsers() -> None:
+    """Import the parsing stack once (worker parent, before forking)."""
+
+
+def warm_up_models() -> None:
+    """Load the local embedding model (each worker process, after forking)."""
     from kb.embedding import LOCAL_EMBEDDING_MODEL, embed_query
 
     embed_query("warm up", model=LOCAL_EMBEDDING_MODEL)

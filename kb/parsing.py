@@ -347,10 +347,14 @@ def detect_file_type(data_head: bytes, filename: str, *, path: Path | None = Non
     """
     if not data_head:
         raise ParseError("empty", "This file is empty (0 bytes).")
-    # Readers accept a PDF header after up to 1 KB of binary junk; a text file that merely
-    # mentions "%PDF-" early on (a note about PDFs) is still text.
+    # Readers accept a PDF header after up to 1 KB of junk (Ghostscript writes a text banner
+    # there); a text file that merely mentions "%PDF-1.7" near its start is still text.
     pdf_at = data_head.find(b"%PDF-", 0, 1024)
-    if pdf_at == 0 or (pdf_at > 0 and (not data_head[:pdf_at].strip() or _decode_head(data_head[:pdf_at]) is None)):
+    if pdf_at == 0 or (
+        pdf_at > 0
+        and re.match(rb"%PDF-\d\.\d", data_head[pdf_at:])
+        and (_decode_head(data_head) is None or re.search(rb"\d+\s+\d+\s+obj\b", data_head[pdf_at:]))
+    ):
         return "pdf"
     if data_head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _detect_zip_type(data_head, path)

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 from django.conf import settings
 
 from kb import services
@@ -34,9 +34,18 @@ def documents_recover_stuck() -> int:
 
 
 @worker_init.connect
-def _warm_up(**_: Any) -> None:
-    """Load the parser and the local embedder before forking, so children share them and a
-    missing model fails loudly at start rather than on the first document."""
+def _warm_up_parent(**_: Any) -> None:
+    """Import the parsers and load spaCy before forking, so children share them (copy-on-write)
+    and a missing model fails loudly at start rather than on the first document."""
     from kb import ingestion
 
-    ingestion.warm_up()
+    ingestion.warm_up_parsers()
+
+
+@worker_process_init.connect
+def _warm_up_child(**_: Any) -> None:
+    """Load the ONNX embedding model in each pool process, never in the parent: onnxruntime's
+    thread pool does not survive fork (a session created before forking deadlocks the child)."""
+    from kb import ingestion
+
+    ingestion.warm_up_models()

@@ -74,7 +74,7 @@ def test_detect_file_type_from_content(name: str, expected: str) -> None:
 def test_detect_file_type_uses_content_over_misleading_extension() -> None:
     assert detect_file_type(b"<!DOCTYPE html><html><body><p>Hi</p></body></html>", "notes.txt") == "html"
     assert detect_file_type(b"%PDF-1.7\n...", "report.docx") == "pdf"
-    assert detect_file_type(b"\x00\x01junk\xff%PDF-1.4\n...", "scan.pdf") == "pdf"
+    assert detect_file_type(b"GPL Ghostscript 10.02.0\n%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "x.pdf") == "pdf"
     assert detect_file_type(b"# Notes\n\nA PDF starts with %PDF-1.7 bytes.\n", "notes.md") == "md"
     email = b"From: a@example.com\nTo: b@example.com\nSubject: Hello\nDate: Mon, 3 Nov 2025\n\nBody text.\n"
     assert detect_file_type(email, "message.txt") == "eml"
