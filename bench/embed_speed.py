@@ -121,6 +121,30 @@ def bench_threads(threads: int, passages: list[str], questions: list[str], repea
     }
 
 
+def bench_batch_sizes(threads: int, passages: list[str], sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+    """Throughput per batch size. Rounds are interleaved so load drift hits every size alike."""
+    from kb.local_embedder import LocalEmbedder
+
+    embedders = {size: LocalEmbedder(threads=threads, batch_size=size) for size in sizes}
+    walls: dict[int, list[float]] = {size: [] for size in sizes}
+    cpus: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(repeats):
+        for size, embedder in embedders.items():
+            embedder.embed(passages[:size])
+            wall, cpu = timed_cpu(partial(embedder.embed, passages))
+            walls[size].append(wall)
+            cpus[size].append(cpu)
+    return [
+        {
+            "batch_size": size,
+            "threads": threads,
+            "passages_per_s_best": round(len(passages) / min(walls[size]), 1),
+            "passages_per_cpu_s_best": round(len(passages) / min(cpus[size]), 1),
+        }
+        for size in sizes
+    ]
+
+
 def bench_litellm_path(questions: list[str]) -> dict[str, Any]:
     """What the app pays on top: the LiteLLM import and the per-call overhead of `kb.embedding`."""
     from config.llm import get_litellm
@@ -153,6 +177,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the best is reported")
     parser.add_argument(
         "--threads", type=int, nargs="*", help="intra-op thread counts to try (default: 1 and the default)"
+    )
+    parser.add_argument(
+        "--sweep", type=int, nargs="*", default=[1, 4, 8, 16, 32, 64], help="batch sizes to compare (160 passages)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -189,6 +216,7 @@ def main() -> None:
             "passages_sha256": hashlib.sha256((args.data / "passages.jsonl").read_bytes()).hexdigest(),
         },
         "by_threads": [bench_threads(t, passages, questions, args.repeats) for t in thread_counts],
+        "batch_size_sweep": bench_batch_sizes(max(thread_counts), passages[:160], args.sweep, args.repeats),
         "app_path": bench_litellm_path(questions),
     }
 

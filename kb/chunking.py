@@ -65,6 +65,11 @@ class SectionDraft:
         """The innermost heading, or "" for text before any heading."""
         return self.section_path[-1] if self.section_path else ""
 
+    @property
+    def path(self) -> list[str]:
+        """Alias of `section_path`."""
+        return self.section_path
+
 
 @dataclass(slots=True)
 class ChunkDraft:

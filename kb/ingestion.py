@@ -1,127 +1,73 @@
 """Glue between stored versions and the parser/chunker: file in, sections and chunk drafts out.
 
 Kept apart from `kb.services` so the pipeline's orchestration (claim, store, embed, publish) does
-not depend on how a format is parsed.
+not depend on how a format is parsed. `kb.parsing` is imported first so it can configure
+unstructured (offline, no telemetry) before anything else imports it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from django.conf import settings
+
+from kb import parsing
+from kb.chunking import ChunkDraft, SectionDraft, chunk_document, chunk_plain_text
 from kb.exceptions import ParseFailure
-from kb.models import DocumentVersion, KnowledgeBase
+from kb.models import DocumentVersion, KnowledgeBase, SourceType
 
-
-@dataclass
-class SectionDraft:
-    ordinal: int
-    path: list[str]
-    text: str
-    page_start: int | None = None
-    page_end: int | None = None
-
-
-@dataclass
-class ChunkDraft:
-    ordinal: int
-    text: str
-    section_path: list[str]
-    content_hash: str
-    section_ordinal: int | None
-    page_start: int | None = None
-    page_end: int | None = None
-    embedding_text: str = ""
+__all__ = ["ChunkDraft", "Parsed", "SectionDraft", "chunk_parsed", "parse_version"]
 
 
 @dataclass
 class Parsed:
     file_type: str
     page_count: int | None
-    sections: list[SectionDraft] = field(default_factory=list)
-
-
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-
-
-def _text_sections(text: str) -> list[SectionDraft]:
-    """Split Markdown-ish text into sections at headings, tracking the heading path."""
-    sections: list[SectionDraft] = []
-    path: list[tuple[int, str]] = []
-    buffer: list[str] = []
-
-    def flush() -> None:
-        body = "\n".join(buffer).strip()
-        if body:
-            sections.append(SectionDraft(ordinal=len(sections), path=[t for _, t in path], text=body))
-        buffer.clear()
-
-    for line in text.splitlines():
-        match = _HEADING.match(line)
-        if match:
-            flush()
-            level = len(match.group(1))
-            path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, match.group(2))]
-        else:
-            buffer.append(line)
-    flush()
-    return sections
+    document: parsing.ParsedDocument | None = None
+    plain_text: str | None = None  # typed-in text and Q&A entries skip the parser
+    warnings: list[str] = field(default_factory=list)
 
 
 def parse_version(version: DocumentVersion) -> Parsed:
-    data = version.file.open("rb").read()
-    version.file.close()
-    if not data.strip():
-        raise ParseFailure("empty", "This file is empty.")
+    """Parse the version's stored file; a ParseError becomes a ParseFailure (FAILED, with reason)."""
+    if version.document.source_type in (SourceType.TEXT, SourceType.QA):
+        with version.file.open("rb") as handle:
+            text = handle.read().decode("utf-8")
+        return Parsed(file_type="text", page_count=None, plain_text=text)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParseFailure("unsupported_type", "Only UTF-8 text and Markdown files are supported yet.") from None
+        document = parsing.parse_document(
+            Path(version.file.path),
+            filename=version.original_filename,
+            max_pages=settings.GROUNDWORK_MAX_PAGES,
+            # Below Celery's soft limit, so the parser stops with its own readable reason.
+            timeout_s=max(10.0, settings.GROUNDWORK_INGEST_TIME_LIMIT - 30.0),
+        )
+    except parsing.ParseError as exc:
+        raise ParseFailure(exc.code, exc.message) from exc
     return Parsed(
-        file_type="md" if version.original_filename.endswith(".md") else "txt",
-        page_count=None,
-        sections=_text_sections(text),
+        file_type=document.file_type,
+        page_count=document.page_count,
+        document=document,
+        warnings=list(document.warnings),
     )
-
-
-def _hash(text: str) -> str:
-    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
 
 
 def chunk_parsed(
     parsed: Parsed, *, knowledge_base: KnowledgeBase, title: str
 ) -> tuple[list[SectionDraft], list[ChunkDraft]]:
     size, overlap = knowledge_base.chunk_size, knowledge_base.chunk_overlap
-    chunks: list[ChunkDraft] = []
-    for section in parsed.sections:
-        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", section.text) if p.strip()]
-        current = ""
-        pieces: list[str] = []
-        for paragraph in paragraphs:
-            if current and len(current) + len(paragraph) + 2 > size:
-                pieces.append(current)
-                current = current[-overlap:] if overlap else ""
-            current = f"{current}\n\n{paragraph}".strip()
-        if current:
-            pieces.append(current)
-        for piece in pieces:
-            heading = " › ".join([title, *section.path])
-            chunks.append(
-                ChunkDraft(
-                    ordinal=len(chunks),
-                    text=piece,
-                    section_path=section.path,
-                    content_hash=_hash(piece),
-                    section_ordinal=section.ordinal,
-                    embedding_text=f"{heading}\n{piece}",
-                )
-            )
-    return parsed.sections, chunks
+    if parsed.plain_text is not None:
+        result = chunk_plain_text(parsed.plain_text, title=title, max_chars=size, overlap=overlap)
+    else:
+        assert parsed.document is not None
+        result = chunk_document(parsed.document, max_chars=size, overlap=overlap)
+    return result.sections, result.chunks
 
 
 def warm_up_parsers() -> None:
-    """Import the parsing stack once (worker parent, before forking)."""
+    """Import the parsing stack and load spaCy once (worker parent, before forking)."""
+    parsing.warm_up()
 
 
 def warm_up_models() -> None:

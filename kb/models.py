@@ -116,6 +116,8 @@ class DocumentVersion(models.Model):
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_embedded = models.PositiveIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
+    warnings = models.JSONField(default=list, blank=True, help_text="Non-fatal parsing notes for the user.")
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="Celery worker node processing it.")
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     queued_at = models.DateTimeField(auto_now_add=True)

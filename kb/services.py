@@ -208,11 +208,12 @@ def _update(version_id: int, **fields: object) -> None:
     DocumentVersion.objects.filter(pk=version_id).update(heartbeat_at=timezone.now(), **fields)
 
 
-def version_ingest(*, version_id: int) -> None:
+def version_ingest(*, version_id: int, worker: str = "") -> None:
     """Run the whole pipeline for one version. Safe to call twice: a second call finds it claimed."""
     now = timezone.now()
     claimed = DocumentVersion.objects.filter(pk=version_id, status=DocumentStatus.QUEUED).update(
         status=DocumentStatus.PARSING,
+        claimed_by=worker,
         started_at=now,
         heartbeat_at=now,
         attempts=F("attempts") + 1,
@@ -254,8 +255,15 @@ def _ingest_claimed(version: DocumentVersion) -> None:
 
     knowledge_base = version.document.knowledge_base
     parsed = ingestion.parse_version(version)
-    _update(version.pk, pages_total=parsed.page_count, pages_parsed=parsed.page_count or 0, file_type=parsed.file_type)
-    sections, drafts = ingestion.chunk_parsed(parsed, knowledge_base=knowledge_base, title=version.document.title)
+    _update(
+        version.pk,
+        pages_total=parsed.page_count,
+        pages_parsed=parsed.page_count or 0,
+        file_type=parsed.file_type,
+        warnings=parsed.warnings,
+    )
+    title = version.document.title
+    sections, drafts = ingestion.chunk_parsed(parsed, knowledge_base=knowledge_base, title=title)
     if not drafts:
         raise ParseFailure("empty", "No text could be extracted from this document.")
 
@@ -268,7 +276,7 @@ def _ingest_claimed(version: DocumentVersion) -> None:
                 Section(
                     version=version,
                     ordinal=s.ordinal,
-                    path=s.path,
+                    path=s.section_path,
                     text=s.text,
                     page_start=s.page_start,
                     page_end=s.page_end,
@@ -289,7 +297,9 @@ def _ingest_claimed(version: DocumentVersion) -> None:
                     page_start=d.page_start,
                     page_end=d.page_end,
                     section_path=d.section_path,
-                    content_hash=d.content_hash,
+                    # The hash of the text that is embedded (title and heading path included), so
+                    # a vector is re-used only for exactly the same input.
+                    content_hash=d.embedding_hash(title),
                 )
                 for d in drafts
             ]
@@ -298,7 +308,7 @@ def _ingest_claimed(version: DocumentVersion) -> None:
             status=DocumentStatus.EMBEDDING, chunks_total=len(chunks), chunks_embedded=0, heartbeat_at=timezone.now()
         )
 
-    embedding_texts = {d.ordinal: d.embedding_text for d in drafts}
+    embedding_texts = {d.ordinal: d.embedding_text(title) for d in drafts}
     _embed_chunks(version, knowledge_base, chunks, embedding_texts)
     _fill_search_vectors(version, knowledge_base)
     version_publish(version_id=version.pk)
@@ -444,6 +454,28 @@ def documents_recover_stuck() -> int:
                 version_requeue(version=version)
         touched += 1
     return touched
+
+
+def documents_recover_after_worker_restart(*, worker: str) -> int:
+    """Re-queue what a worker node had claimed before it died, and re-send queued work.
+
+    Called when a worker node starts: anything still claimed under its name belongs to a previous
+    incarnation that was killed. With late acks Redis would redeliver its messages only after the
+    visibility timeout (an hour); this brings them back at once. Re-sending a task for a QUEUED
+    version is harmless: the claim is a conditional update, so only one run does the work.
+    """
+    orphaned = list(
+        DocumentVersion.objects.filter(
+            status__in=(DocumentStatus.PARSING, DocumentStatus.EMBEDDING), claimed_by=worker
+        ).exclude(claimed_by="")
+    )
+    for version in orphaned:
+        with transaction.atomic():
+            version_requeue(version=version)
+    queued = list(DocumentVersion.objects.filter(status=DocumentStatus.QUEUED).values_list("pk", flat=True))
+    for version_id in queued:
+        _enqueue_ingest(version_id)
+    return len(orphaned)
 
 
 def stored_file_path(version: DocumentVersion) -> Path:

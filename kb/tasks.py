@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 from django.conf import settings
 
 from kb import services
@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(
+    bind=True,
     name="kb.document_ingest",
     autoretry_for=(TransientEmbeddingError,),
     retry_backoff=5,
@@ -24,8 +25,8 @@ logger = logging.getLogger(__name__)
     soft_time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT,
     time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
 )
-def document_ingest(version_id: int) -> None:
-    services.version_ingest(version_id=version_id)
+def document_ingest(self: Any, version_id: int) -> None:
+    services.version_ingest(version_id=version_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="kb.documents_recover_stuck")
@@ -49,3 +50,16 @@ def _warm_up_child(**_: Any) -> None:
     from kb import ingestion
 
     ingestion.warm_up_models()
+
+
+@worker_ready.connect
+def _recover_after_restart(sender: Any = None, **_: Any) -> None:
+    """A worker node that starts again picks up what its killed predecessor left half-done."""
+    hostname = getattr(sender, "hostname", "") or ""
+    try:
+        recovered = services.documents_recover_after_worker_restart(worker=hostname)
+    except Exception:  # recovery must never stop a worker from starting
+        logger.exception("Recovering documents after a worker restart failed")
+        return
+    if recovered:
+        logger.info("Re-queued %s document(s) left unfinished by a previous run of %s", recovered, hostname)

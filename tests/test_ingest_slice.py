@@ -14,9 +14,13 @@ REFUNDS = b"""# Refund policy
 
 ## Returns window
 Unused items can be returned within 30 days of delivery for a full refund.
+Keep the original packaging and the receipt; we inspect every returned item on arrival.
+Returns are handled by our warehouse team in Utrecht, who confirm each one by e-mail.
 
 ## Exceptions
 Gift cards and opened camping fuel canisters cannot be returned.
+Custom-fitted boots are made for one customer only, so they cannot be returned either.
+Items damaged by misuse are not refunded, but our workshop can often repair them.
 """
 
 PLANTS = b"""Watering guide
