@@ -185,9 +185,10 @@ def evaluate(
                     assert bm25 is not None
                     found = bm25.search(q.question, k)
                 else:
-                    found = [h.chunk for h in chunk_search(knowledge_bases=kbs, query=q.question, limit=k, mode=mode)]
+                    hits = chunk_search(knowledge_bases=kbs, query=q.question, limit=k, mode=mode)
+                    found = [h.chunk for h in hits if h.chunk is not None]
                 retrieval_ms[mode].append((time.perf_counter() - started) * 1000)
-                rank = next((i for i, c in enumerate(found, start=1) if c is not None and matcher.matches(c)), None)
+                rank = next((i for i, c in enumerate(found, start=1) if matcher.matches(c)), None)
                 ranks[mode].append(rank)
         if not answer:
             continue

@@ -19,8 +19,11 @@ from kb.serializers import (
     DocumentUploadSerializer,
     KnowledgeBaseInSerializer,
     KnowledgeBaseOutSerializer,
+    QaEntrySerializer,
     SearchInSerializer,
     SearchResultSerializer,
+    TextEntrySerializer,
+    UrlEntrySerializer,
 )
 
 
@@ -130,3 +133,39 @@ class KnowledgeBaseSearchApi(KnowledgeBaseScopedView):
             if hit.chunk is not None
         ]
         return Response({"query": serializer.validated_data["query"], "results": results})
+
+
+class TextEntryCreateApi(KnowledgeBaseScopedView):
+    @extend_schema(request=TextEntrySerializer, responses={201: DocumentOutSerializer})
+    def post(self, request: Request, kb_id: int) -> Response:
+        kb = self.get_knowledge_base(kb_id)
+        serializer = TextEntrySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.document_create_text(
+            knowledge_base=kb, created_by=self.org_context.user, **serializer.validated_data
+        )
+        return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
+
+
+class QaEntryCreateApi(KnowledgeBaseScopedView):
+    @extend_schema(request=QaEntrySerializer, responses={201: DocumentOutSerializer})
+    def post(self, request: Request, kb_id: int) -> Response:
+        kb = self.get_knowledge_base(kb_id)
+        serializer = QaEntrySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.qa_entry_create(
+            knowledge_base=kb, created_by=self.org_context.user, **serializer.validated_data
+        )
+        return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
+
+
+class UrlEntryCreateApi(KnowledgeBaseScopedView):
+    @extend_schema(request=UrlEntrySerializer, responses={201: DocumentOutSerializer})
+    def post(self, request: Request, kb_id: int) -> Response:
+        kb = self.get_knowledge_base(kb_id)
+        serializer = UrlEntrySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.document_add_url(
+            knowledge_base=kb, url=serializer.validated_data["url"], created_by=self.org_context.user
+        )
+        return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)

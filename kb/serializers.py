@@ -109,3 +109,17 @@ class SearchResultSerializer(serializers.Serializer[Any]):
     score = serializers.FloatField()
     vector_score = serializers.FloatField(allow_null=True)
     keyword_score = serializers.FloatField(allow_null=True)
+
+
+class TextEntrySerializer(serializers.Serializer[Any]):
+    title = serializers.CharField(max_length=500)
+    text = serializers.CharField(max_length=500_000)
+
+
+class QaEntrySerializer(serializers.Serializer[Any]):
+    question = serializers.CharField(max_length=2000)
+    answer = serializers.CharField(max_length=20_000)
+
+
+class UrlEntrySerializer(serializers.Serializer[Any]):
+    url = serializers.CharField(max_length=2000)

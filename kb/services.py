@@ -15,8 +15,10 @@ only transient model errors are retried.
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +31,7 @@ from django.core.files.base import File
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.text import slugify
 
 from accounts.models import Organization, User
 from kb import embedding as embedding_api
@@ -189,6 +192,118 @@ def document_upload(
     return UploadResult(document=document, version=version, created=True)
 
 
+MAX_TEXT_CHARS = 500_000
+
+
+def document_create_text(
+    *,
+    knowledge_base: KnowledgeBase,
+    title: str,
+    text: str,
+    created_by: User | None,
+    source_type: str = SourceType.TEXT,
+    replace_document: Document | None = None,
+    enqueue: bool = True,
+) -> UploadResult:
+    """A document typed into the UI or sent as text (also Q&A entries). Same pipeline as files."""
+    title, text = title.strip(), text.strip()
+    if not text:
+        raise UploadRejected("empty_text", "Write some text first.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise UploadRejected("too_large", f"Text entries are limited to {MAX_TEXT_CHARS:,} characters; upload a file.")
+    body = text.encode("utf-8")
+    with transaction.atomic():
+        document = replace_document or Document.objects.create(
+            organization_id=knowledge_base.organization_id,
+            knowledge_base=knowledge_base,
+            title=(title or text.splitlines()[0])[:500],
+            source_type=source_type,
+            created_by=created_by,
+        )
+        if replace_document is not None and title:
+            Document.objects.filter(pk=document.pk).update(title=title[:500])
+        version = _new_version(
+            document, filename=f"{slugify(title)[:80] or 'text'}.txt", body=body, created_by=created_by
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_ingest(version.pk))
+    return UploadResult(document=document, version=version, created=True)
+
+
+def qa_entry_create(
+    *, knowledge_base: KnowledgeBase, question: str, answer: str, created_by: User | None, enqueue: bool = True
+) -> UploadResult:
+    """A question with its approved answer: the quickest fix for a wrong or missing answer."""
+    question, answer = question.strip(), answer.strip()
+    if not question or not answer:
+        raise UploadRejected("empty_text", "Both the question and the answer are needed.")
+    return document_create_text(
+        knowledge_base=knowledge_base,
+        title=question,
+        text=f"Q: {question}\n\nA: {answer}",
+        created_by=created_by,
+        source_type=SourceType.QA,
+        enqueue=enqueue,
+    )
+
+
+def document_add_url(
+    *, knowledge_base: KnowledgeBase, url: str, created_by: User | None, enqueue: bool = True
+) -> UploadResult:
+    """Queue one web page for import; the worker fetches it (see `kb.webfetch`)."""
+    from kb.webfetch import check_url_allowed
+
+    url = check_url_allowed(url)
+    existing = Document.objects.filter(
+        knowledge_base=knowledge_base, source_type=SourceType.URL, source_url=url
+    ).first()
+    with transaction.atomic():
+        document = existing or Document.objects.create(
+            organization_id=knowledge_base.organization_id,
+            knowledge_base=knowledge_base,
+            title=url[:500],
+            source_type=SourceType.URL,
+            source_url=url,
+            created_by=created_by,
+        )
+        # The body arrives in the worker; the hash is of the URL until then.
+        version = _new_version(document, filename="", body=None, created_by=created_by, sha256=_sha256_text(url))
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_ingest(version.pk))
+    return UploadResult(document=document, version=version, created=existing is None)
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _new_version(
+    document: Document, *, filename: str, body: bytes | None, created_by: User | None, sha256: str | None = None
+) -> DocumentVersion:
+    """Append a version to `document` (locked) and make it the latest."""
+    from django.core.files.base import ContentFile
+
+    Document.objects.select_for_update().filter(pk=document.pk).first()
+    number = (document.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+    version = DocumentVersion(
+        document=document,
+        number=number,
+        original_filename=filename,
+        size_bytes=len(body) if body else 0,
+        sha256=sha256 or hashlib.sha256(body or b"").hexdigest(),
+        created_by=created_by,
+        heartbeat_at=timezone.now(),
+    )
+    if body is not None:
+        version.file.save(
+            _safe_storage_name(document.organization_id, filename or "text.txt"), ContentFile(body), save=False
+        )
+    version.save()
+    Document.objects.filter(pk=document.pk).update(latest_version=version, updated_at=timezone.now())
+    document.latest_version = version
+    return version
+
+
 def _enqueue_ingest(version_id: int) -> None:
     from kb.tasks import document_ingest as document_ingest_task
 
@@ -250,10 +365,35 @@ def version_ingest(*, version_id: int, worker: str = "") -> None:
         )
 
 
+def _fetch_into_version(version: DocumentVersion) -> None:
+    """For a web page: fetch it (outside any transaction) and store the body as the version's file."""
+    from django.core.files.base import ContentFile
+
+    from kb.webfetch import fetch_url
+
+    page = fetch_url(version.document.source_url)
+    name = f"page.{page.extension}"
+    version.file.save(_safe_storage_name(version.document.organization_id, name), ContentFile(page.body), save=False)
+    version.original_filename = name
+    version.size_bytes = len(page.body)
+    version.sha256 = hashlib.sha256(page.body).hexdigest()
+    version.save(update_fields=["file", "original_filename", "size_bytes", "sha256"])
+    document = version.document
+    if document.title == document.source_url and page.extension == "html":
+        match = re.search(rb"<title[^>]*>(.*?)</title>", page.body[:200_000], re.IGNORECASE | re.DOTALL)
+        if match:
+            title = html.unescape(" ".join(match.group(1).decode("utf-8", "replace").split()))[:500]
+            if title:
+                Document.objects.filter(pk=document.pk).update(title=title)
+                document.title = title
+
+
 def _ingest_claimed(version: DocumentVersion) -> None:
     from kb import ingestion
 
     knowledge_base = version.document.knowledge_base
+    if version.document.source_type == SourceType.URL:
+        _fetch_into_version(version)
     parsed = ingestion.parse_version(version)
     _update(
         version.pk,

@@ -10,6 +10,7 @@ urlpatterns = [
     path("knowledge-bases/<int:kb_id>/", views.knowledge_base_detail, name="detail"),
     path("knowledge-bases/<int:kb_id>/documents/table/", views.document_table, name="document_table"),
     path("knowledge-bases/<int:kb_id>/documents/upload/", views.document_upload, name="document_upload"),
+    path("knowledge-bases/<int:kb_id>/add/<str:kind>/", views.source_add, name="source_add"),
     path("documents/<int:doc_id>/", views.document_detail, name="document"),
     path("documents/<int:doc_id>/file/", views.document_file, name="document_file"),
     path("documents/<int:doc_id>/<str:action>/", views.document_action, name="document_action"),

@@ -218,3 +218,36 @@ def document_action(request: HttpRequest, context: OrgContext, doc_id: int, acti
     else:
         raise Http404("Unknown action.")
     return redirect("kb:document", doc_id=document.pk)
+
+
+@org_required(Action.EDIT_CONTENT)
+@require_POST
+def source_add(request: HttpRequest, context: OrgContext, kb_id: int, kind: str) -> HttpResponseBase:
+    """Add a web page, a typed text or a Q&A pair to the knowledge base."""
+    kb = _kb_or_404(context, kb_id)
+    try:
+        if kind == "url":
+            result = services.document_add_url(
+                knowledge_base=kb, url=request.POST.get("url", ""), created_by=context.user
+            )
+        elif kind == "text":
+            result = services.document_create_text(
+                knowledge_base=kb,
+                title=request.POST.get("title", ""),
+                text=request.POST.get("text", ""),
+                created_by=context.user,
+            )
+        elif kind == "qa":
+            result = services.qa_entry_create(
+                knowledge_base=kb,
+                question=request.POST.get("question", ""),
+                answer=request.POST.get("answer", ""),
+                created_by=context.user,
+            )
+        else:
+            raise Http404("Unknown source.")
+    except KnowledgeBaseError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"“{result.document.title}” added; it will be searchable in a few seconds.")
+    return redirect("kb:detail", kb_id=kb.pk)

@@ -1,0 +1,131 @@
+"""Fetch one web page for a knowledge base, safely.
+
+Server-side request forgery is the risk: a URL typed by a user must not make the server read its
+own network (cloud metadata endpoints, the database, an intranet admin page). Every hop of a
+redirect chain is resolved and each address must be public; the connection then goes to the
+address that was checked (host name kept for `Host` and TLS SNI/certificate checks), so a DNS
+answer that changes between check and connect (rebinding) cannot redirect it. Size, time and
+content type are bounded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+from django.conf import settings
+
+from kb.exceptions import ParseFailure
+
+ALLOWED_CONTENT_TYPES = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+    "text/csv": "csv",
+    "application/pdf": "pdf",
+}
+MAX_REDIRECTS = 5
+USER_AGENT = "GroundworkBot/1.0 (+knowledge base import)"
+
+
+@dataclass(frozen=True)
+class FetchedPage:
+    url: str  # after redirects
+    content_type: str
+    extension: str
+    body: bytes
+
+
+class FetchRefused(ParseFailure):
+    """The URL may not or cannot be fetched; the message says why."""
+
+
+def _public_address(host: str, port: int) -> str:
+    """The first address of `host`, after checking that every address it resolves to is public."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise FetchRefused("url_unresolvable", f"The address “{host}” could not be found (DNS).") from None
+    addresses = [str(info[4][0]) for info in infos]
+    if not settings.GROUNDWORK_FETCH_ALLOW_PRIVATE:
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if not ip.is_global or ip.is_multicast:
+                raise FetchRefused(
+                    "url_private",
+                    f"“{host}” points into a private or local network ({ip}); only public web pages can be "
+                    "imported. (An administrator can allow intranet addresses with GROUNDWORK_FETCH_ALLOW_PRIVATE.)",
+                )
+    return addresses[0]
+
+
+def validate_url(url: str) -> str:
+    """A cleaned http(s) URL, or FetchRefused with the reason (no request is made)."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchRefused("url_invalid", "Enter a full web address starting with http:// or https://.")
+    if parts.username or parts.password:
+        raise FetchRefused("url_invalid", "Web addresses with a user name or password cannot be imported.")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def check_url_allowed(url: str) -> str:
+    """Validate `url` and refuse it now if its host is private (the worker checks again)."""
+    url = validate_url(url)
+    parts = urlsplit(url)
+    _public_address(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    return url
+
+
+def fetch_url(url: str) -> FetchedPage:
+    """GET `url` (following up to five redirects, each re-checked) and return its body."""
+    url = validate_url(url)
+    timeout = httpx.Timeout(settings.GROUNDWORK_FETCH_TIMEOUT)
+    with httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            address = _public_address(host, port)
+            literal = f"[{address}]" if ":" in address else address
+            pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+            host_header = parts.netloc.rsplit("@", 1)[-1]
+            try:
+                with client.stream(
+                    "GET", pinned, headers={"Host": host_header}, extensions={"sni_hostname": host}
+                ) as response:
+                    if response.is_redirect:
+                        location = response.headers.get("location", "")
+                        url = validate_url(urljoin(url, location))
+                        continue
+                    if response.status_code >= 400:
+                        raise FetchRefused(
+                            "url_http_error",
+                            f"The page answered with HTTP {response.status_code}; nothing was imported.",
+                        )
+                    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                    extension = ALLOWED_CONTENT_TYPES.get(content_type)
+                    if extension is None:
+                        raise FetchRefused(
+                            "url_unsupported_type",
+                            f"That address returned “{content_type or 'unknown'}”, not a web page or a document "
+                            "that can be read (HTML, text or PDF).",
+                        )
+                    body = bytearray()
+                    for block in response.iter_bytes():
+                        body.extend(block)
+                        if len(body) > settings.GROUNDWORK_MAX_UPLOAD_BYTES:
+                            raise FetchRefused("too_large", "The page is larger than the upload limit.")
+                    return FetchedPage(url=url, content_type=content_type, extension=extension, body=bytes(body))
+            except httpx.TimeoutException:
+                raise FetchRefused(
+                    "url_timeout", f"The page did not answer within {settings.GROUNDWORK_FETCH_TIMEOUT:g} seconds."
+                ) from None
+            except httpx.HTTPError as exc:
+                raise FetchRefused("url_unreachable", f"The page could not be fetched: {exc}.") from None
+    raise FetchRefused("url_redirects", f"The page redirected more than {MAX_REDIRECTS} times.")
