@@ -71,7 +71,7 @@ def test_private_addresses_are_refused(kb) -> None:  # type: ignore[no-untyped-d
 
 
 class _Site(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         if self.path == "/moved":
             self.send_response(302)
             self.send_header("Location", "/returns")
