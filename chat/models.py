@@ -105,12 +105,29 @@ class Conversation(models.Model):
     visitor_id = models.CharField(max_length=64, blank=True)
     visitor_token_hash = models.CharField(max_length=64, blank=True)
     title = models.CharField(max_length=200, blank=True)
+    origin = models.CharField(max_length=300, blank=True, help_text="Website origin for widget conversations.")
+    # Review (staff)
+    reviewed = models.BooleanField(default=False)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    tags = models.JSONField(default=list, blank=True)
+    internal_note = models.TextField(blank=True)
+    # Lead capture (widget)
+    lead_email = models.EmailField(blank=True)
+    lead_name = models.CharField(max_length=200, blank=True)
+    lead_message = models.TextField(blank=True)
+    lead_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ("-created_at",)
-        indexes = [models.Index(fields=("organization", "-created_at"), name="conversation_org_recent")]
+        indexes = [
+            models.Index(fields=("organization", "-created_at"), name="conversation_org_recent"),
+            models.Index(fields=("organization", "chatbot", "-created_at"), name="conversation_org_bot_recent"),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -119,6 +136,11 @@ class Conversation(models.Model):
 class Role(models.TextChoices):
     USER = "user", "User"
     ASSISTANT = "assistant", "Assistant"
+
+
+class Feedback(models.TextChoices):
+    UP = "up", "Thumbs up"
+    DOWN = "down", "Thumbs down"
 
 
 class Message(models.Model):
@@ -139,10 +161,14 @@ class Message(models.Model):
     grounding_grade = models.FloatField(null=True, blank=True)
     grounding_label = models.CharField(max_length=32, blank=True)
     error = models.TextField(blank=True)
+    feedback = models.CharField(max_length=8, choices=Feedback.choices, blank=True)
+    feedback_comment = models.TextField(blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ("created_at", "pk")
+        indexes = [models.Index(fields=("conversation", "role"), name="message_conversation_role")]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"
@@ -169,3 +195,20 @@ class Citation(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.number}] {self.document_title}"
+
+
+class Correction(models.Model):
+    """A staff correction of an answer: it became a Q&A entry in the bot's knowledge base."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="corrections")
+    question = models.TextField()
+    answer = models.TextField()
+    document = models.ForeignKey(Document, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"Correction of message {self.message_id}"

@@ -360,3 +360,42 @@ def chat_answer(**kwargs: Any) -> dict[str, Any]:
         if event["type"] == "final":
             final = event
     return final
+
+
+# --- feedback and leads --------------------------------------------------------------------
+
+
+def message_feedback_set(*, message: Message, value: str, comment: str = "") -> Message:
+    """Thumbs up/down on an assistant answer (latest vote wins), with an optional comment."""
+    from django.utils import timezone
+
+    from chat.models import Feedback
+
+    if message.role != Role.ASSISTANT:
+        raise ChatError("not_an_answer", "Feedback can only be given on the assistant's answers.")
+    if value not in Feedback.values:
+        raise ChatError("bad_feedback", "Feedback must be 'up' or 'down'.")
+    message.feedback = value
+    message.feedback_comment = comment.strip()[:2000]
+    message.feedback_at = timezone.now()
+    message.save(update_fields=["feedback", "feedback_comment", "feedback_at"])
+    return message
+
+
+def conversation_lead_set(*, conversation: Conversation, email: str, name: str = "", message: str = "") -> Conversation:
+    """Store a visitor's contact details on the conversation ("we'll get back to you")."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+    from django.utils import timezone
+
+    email = email.strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ChatError("bad_email", "Enter a valid e-mail address so the team can reply.") from None
+    conversation.lead_email = email
+    conversation.lead_name = name.strip()[:200]
+    conversation.lead_message = message.strip()[:4000]
+    conversation.lead_at = timezone.now()
+    conversation.save(update_fields=["lead_email", "lead_name", "lead_message", "lead_at", "updated_at"])
+    return conversation
