@@ -57,6 +57,9 @@ class Organization(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
+    conversation_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Delete conversations older than this many days (empty: keep them)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

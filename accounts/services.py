@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts.models import ApiKey, Membership, Organization, Role, User
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, Role, User
 from accounts.selectors import hash_api_key
 
 
@@ -75,3 +76,118 @@ def api_key_touch(*, api_key: ApiKey) -> None:
     if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
+
+
+# --- audit log -------------------------------------------------------------------------------
+
+
+def audit_record(*, context: Any, action: str, target: Any = None, detail: dict[str, Any] | None = None) -> AuditEvent:
+    """Record a staff action. `context` is the request's OrgContext (user or API key)."""
+    actor = getattr(context, "user", None)
+    api_key = getattr(context, "api_key", None)
+    label = actor.email if actor is not None else (f"API key {api_key.name}" if api_key is not None else "system")
+    return AuditEvent.objects.create(
+        organization=context.organization,
+        actor=actor,
+        actor_label=label,
+        action=action,
+        target_type=target._meta.model_name if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_label=str(target)[:500] if target is not None else "",
+        detail=detail or {},
+    )
+
+
+# --- members and invitations -----------------------------------------------------------------
+
+INVITATION_DAYS = 7
+
+
+class MembershipError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    token: str  # only in the e-mailed link; its hash is stored
+
+
+def invitation_create(
+    *, organization: Organization, email: str, role: str, invited_by: User | None, accept_url_base: str
+) -> IssuedInvitation:
+    """Invite `email` with `role` and send the link through Django's e-mail backend."""
+    from datetime import timedelta
+
+    from django.core.mail import send_mail
+
+    email = email.strip().lower()
+    if role not in Role.values:
+        raise MembershipError("Unknown role.")
+    if role == Role.OWNER:
+        raise MembershipError("Owners cannot be invited; invite an admin and transfer ownership later.")
+    if Membership.objects.filter(organization=organization, user__email=email).exists():
+        raise MembershipError(f"{email} is already a member.")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organization=organization,
+        email=email,
+        role=role,
+        token_hash=hash_api_key(token),
+        invited_by=invited_by,
+        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    link = f"{accept_url_base.rstrip('/')}/accounts/invitations/{token}/"
+    inviter = invited_by.get_full_name() if invited_by else "A colleague"
+    send_mail(
+        subject=f"You are invited to {organization.name} on Groundwork",
+        message=(
+            f"{inviter} invited you to join {organization.name} as {role}.\n\n"
+            f"Accept the invitation (valid for {INVITATION_DAYS} days):\n{link}\n"
+        ),
+        from_email=None,
+        recipient_list=[email],
+    )
+    return IssuedInvitation(invitation=invitation, token=token)
+
+
+def invitation_get_valid(*, token: str) -> Invitation | None:
+    invitation = Invitation.objects.select_related("organization").filter(token_hash=hash_api_key(token)).first()
+    if invitation is None or invitation.accepted_at is not None or invitation.expires_at < timezone.now():
+        return None
+    return invitation
+
+
+def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
+    with transaction.atomic():
+        membership = membership_set(user=user, organization=invitation.organization, role=invitation.role)
+        Invitation.objects.filter(pk=invitation.pk).update(accepted_at=timezone.now())
+    return membership
+
+
+def membership_change_role(*, actor_role: str, membership: Membership, role: str) -> Membership:
+    """Change a member's role. Only owners make or unmake owners; an organisation keeps one owner."""
+    if role not in Role.values:
+        raise MembershipError("Unknown role.")
+    if Role.OWNER in (role, membership.role) and actor_role != Role.OWNER:
+        raise MembershipError("Only an owner can make or change an owner.")
+    if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organization) == 1:
+        raise MembershipError("An organisation needs at least one owner.")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+def membership_remove(*, actor_role: str, actor: User | None, membership: Membership) -> None:
+    """Remove a member. Owners cannot be removed by others."""
+    if membership.role == Role.OWNER and (actor is None or actor.pk != membership.user_id):
+        raise MembershipError("An owner cannot be removed by someone else.")
+    if membership.role == Role.OWNER and _owner_count(membership.organization) == 1:
+        raise MembershipError("The last owner cannot leave; make someone else owner first.")
+    membership.delete()
+
+
+def _owner_count(organization: Organization) -> int:
+    return Membership.objects.filter(organization=organization, role=Role.OWNER).count()

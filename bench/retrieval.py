@@ -2,13 +2,12 @@
 
 Run from the repository root (the first run builds the corpus, later runs may reuse it):
 
-    GROUNDWORK_DATA_DIR=.data/bench .venv/bin/python manage.py migrate
     .venv/bin/python bench/retrieval.py --rows 100000
     .venv/bin/python bench/retrieval.py --rows 100000 --skip-load --queries 50
 
 It works on its own embedded PostgreSQL + pgvector under `.data/bench` (never the dev or test
 databases: `GROUNDWORK_DATA_DIR` defaults to that folder and `DATABASE_URL` must be unset), and
-truncates that database's organisations and chunks before loading.
+migrates it, and truncates its organisations and chunks before loading.
 
 The corpus is synthetic, built for what it has to exercise:
 
@@ -395,7 +394,8 @@ def load_corpus(
         done += len(texts)
         elapsed = time.perf_counter() - started
         log(
-            f"loaded {done:,}/{spec.rows:,} chunks, {done / elapsed:,.0f}/s, eta {(spec.rows - done) * elapsed / done:,.0f} s"
+            f"loaded {done:,}/{spec.rows:,} chunks, {done / elapsed:,.0f}/s, "
+            f"eta {(spec.rows - done) * elapsed / done:,.0f} s"
         )
     producer.join()
     timings["load_s"] = round(time.perf_counter() - started, 1)
@@ -728,7 +728,8 @@ def print_tables(results: dict[str, Any]) -> None:
     for role, r in results["tenants"].items():
         for mode, s in r.get("latency", {}).items():
             print(
-                f"{role:<22}{r['rows']:>9,}  {mode:<8}{s['p50']:>9.1f}{s['p95']:>9.1f}{s['mean']:>9.1f}{s['mean_hits']:>6.1f}"
+                f"{role:<22}{r['rows']:>9,}  {mode:<8}{s['p50']:>9.1f}{s['p95']:>9.1f}"
+                f"{s['mean']:>9.1f}{s['mean_hits']:>6.1f}"
             )
     print(
         f"\n{'tenant':<12}{'HNSW variant':<36}{'rows avg':>9}{'min':>5}{'R@10':>8}{'R@50':>8}{'p50 ms':>9}{'p95 ms':>9}"
@@ -784,7 +785,11 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.core.management import call_command
+
     from kb.models import KnowledgeBase
+
+    call_command("migrate", verbosity=0)  # the bench database follows the code it measures
 
     results: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

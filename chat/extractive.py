@@ -1031,6 +1031,9 @@ def sentence_features(
         for i, sent in enumerate(sentences):
             if sent.n_tokens < _MIN_ANSWER_TOKENS:
                 continue
+            if sent.text.rstrip().endswith("?"):
+                # A question is never the answer (FAQ pages and Q&A entries repeat the question).
+                continue
             prev = sentences[i - 1] if i > 0 else None
             feats = _features(q, sent, prev, header_stems, src_stems, cov_src, cov_all, english)
             candidates.append(ScoredSentence(src.number, _trim(sent.text), 0.0, feats))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 
 from accounts.models import Organization
@@ -168,7 +170,11 @@ class Message(models.Model):
 
     class Meta:
         ordering = ("created_at", "pk")
-        indexes = [models.Index(fields=("conversation", "role"), name="message_conversation_role")]
+        indexes = [
+            models.Index(fields=("conversation", "role"), name="message_conversation_role"),
+            # Full-text search over transcripts (the conversation list's `q` filter).
+            GinIndex(SearchVector("content", config="english"), name="message_content_search"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from accounts.models import Organization
-from chat.models import Chatbot, Conversation
+from chat.models import Chatbot, Conversation, Message
 from kb.models import KnowledgeBase
 
 
@@ -32,3 +37,116 @@ def knowledge_bases_by_ids(*, organization: Organization, ids: list[int]) -> lis
     if missing:
         raise ValueError(f"No knowledge base with id {sorted(missing)} in your organisation.")
     return found
+
+
+# --- review ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ConversationFilters:
+    """Filters of the conversation list (staff UI and API share them)."""
+
+    chatbot: int | None = None
+    channel: str | None = None
+    feedback: str | None = None  # up | down | none
+    refused: bool | None = None
+    reviewed: bool | None = None
+    has_lead: bool | None = None
+    low_grounding: bool | None = None
+    q: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str]) -> ConversationFilters:
+        """Parse query parameters; raise ValueError with a readable message on bad values."""
+
+        def boolean(name: str) -> bool | None:
+            raw = (params.get(name) or "").strip().lower()
+            if raw in ("", "any"):
+                return None
+            if raw in ("1", "true", "yes"):
+                return True
+            if raw in ("0", "false", "no"):
+                return False
+            raise ValueError(f"{name} must be true or false.")
+
+        def day(name: str) -> date | None:
+            raw = (params.get(name) or "").strip()
+            if not raw:
+                return None
+            try:
+                return date.fromisoformat(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a date like 2026-01-31.") from None
+
+        feedback = (params.get("feedback") or "").strip().lower() or None
+        if feedback not in (None, "up", "down", "none"):
+            raise ValueError("feedback must be up, down or none.")
+        chatbot = (params.get("chatbot") or "").strip()
+        if chatbot and not chatbot.isdigit():
+            raise ValueError("chatbot must be a chatbot id.")
+        return cls(
+            chatbot=int(chatbot) if chatbot else None,
+            channel=(params.get("channel") or "").strip() or None,
+            feedback=feedback,
+            refused=boolean("refused"),
+            reviewed=boolean("reviewed"),
+            has_lead=boolean("has_lead"),
+            low_grounding=boolean("low_grounding"),
+            q=(params.get("q") or "").strip()[:200],
+            date_from=day("date_from"),
+            date_to=day("date_to"),
+        )
+
+
+LOW_GROUNDING_GRADE = 0.5
+
+
+def conversations_filtered(*, organization: Organization, filters: ConversationFilters) -> QuerySet[Conversation]:
+    """The organisation's conversations matching `filters`, newest first, with summary counts."""
+    qs = Conversation.objects.filter(organization=organization)
+    if filters.chatbot:
+        qs = qs.filter(chatbot_id=filters.chatbot)
+    if filters.channel:
+        qs = qs.filter(channel=filters.channel)
+    if filters.reviewed is not None:
+        qs = qs.filter(reviewed=filters.reviewed)
+    if filters.has_lead is not None:
+        qs = qs.exclude(lead_email="") if filters.has_lead else qs.filter(lead_email="")
+    if filters.date_from:
+        qs = qs.filter(created_at__date__gte=filters.date_from)
+    if filters.date_to:
+        qs = qs.filter(created_at__date__lte=filters.date_to)
+    answers = Message.objects.filter(conversation=OuterRef("pk"), role="assistant")
+    if filters.feedback in ("up", "down"):
+        qs = qs.filter(Exists(answers.filter(feedback=filters.feedback)))
+    elif filters.feedback == "none":
+        qs = qs.exclude(Exists(answers.exclude(feedback="")))
+    if filters.refused is not None:
+        refused = Exists(answers.filter(refused=True))
+        qs = qs.filter(refused) if filters.refused else qs.exclude(refused)
+    if filters.low_grounding is not None:
+        low = Exists(answers.filter(grounding_grade__lt=LOW_GROUNDING_GRADE))
+        qs = qs.filter(low) if filters.low_grounding else qs.exclude(low)
+    if filters.q:
+        qs = qs.filter(
+            Exists(
+                Message.objects.filter(conversation=OuterRef("pk"))
+                .annotate(search=SearchVector("content", config="english"))
+                .filter(search=SearchQuery(filters.q, config="english", search_type="websearch"))
+            )
+        )
+    return qs.select_related("chatbot").order_by("-created_at", "-pk")
+
+
+def conversation_get_for_org(*, organization: Organization, pk: int) -> Conversation | None:
+    return Conversation.objects.filter(organization=organization, pk=pk).select_related("chatbot").first()
+
+
+def message_get_for_org(*, organization: Organization, pk: int) -> Message | None:
+    return (
+        Message.objects.filter(conversation__organization=organization, pk=pk)
+        .select_related("conversation__chatbot")
+        .first()
+    )

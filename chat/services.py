@@ -29,7 +29,7 @@ from chat import llm
 from chat.exceptions import ChatbotDisabled, ChatError, ChatModelError
 from chat.extractive import REFUSAL_SENTINEL, Source, split_sentences
 from chat.grounding import check_answer
-from chat.models import Channel, Chatbot, Citation, Conversation, Message, ProviderKey, Role
+from chat.models import Channel, Chatbot, Citation, Conversation, Correction, Message, ProviderKey, Role
 from chat.prompting import build_messages
 from chat.secrets_box import encrypt
 from kb.models import KnowledgeBase
@@ -399,3 +399,87 @@ def conversation_lead_set(*, conversation: Conversation, email: str, name: str =
     conversation.lead_at = timezone.now()
     conversation.save(update_fields=["lead_email", "lead_name", "lead_message", "lead_at", "updated_at"])
     return conversation
+
+
+# --- review and corrections ------------------------------------------------------------------
+
+
+def conversation_review_update(
+    *,
+    conversation: Conversation,
+    actor: User | None,
+    reviewed: bool | None = None,
+    tags: list[str] | None = None,
+    internal_note: str | None = None,
+) -> Conversation:
+    """Mark reviewed, set tags, write the internal note."""
+    from django.utils import timezone
+
+    fields = ["updated_at"]
+    if reviewed is not None:
+        conversation.reviewed = reviewed
+        conversation.reviewed_at = timezone.now() if reviewed else None
+        conversation.reviewed_by = actor if reviewed else None
+        fields += ["reviewed", "reviewed_at", "reviewed_by"]
+    if tags is not None:
+        conversation.tags = sorted({t.strip()[:40] for t in tags if t.strip()})
+        fields.append("tags")
+    if internal_note is not None:
+        conversation.internal_note = internal_note.strip()[:10_000]
+        fields.append("internal_note")
+    conversation.save(update_fields=fields)
+    return conversation
+
+
+def message_correct(*, message: Message, answer: str, actor: User | None) -> Correction:
+    """Turn a staff correction into a Q&A entry of the bot's first knowledge base, live within seconds.
+
+    The question is the user message the answer replied to. The conversation is marked reviewed.
+    """
+    from kb.services import qa_entry_create
+
+    if message.role != Role.ASSISTANT:
+        raise ChatError("not_an_answer", "Only the assistant's answers can be corrected.")
+    answer = answer.strip()
+    if not answer:
+        raise ChatError("empty_correction", "Write the correct answer first.")
+    conversation = message.conversation
+    question_message = conversation.messages.filter(role=Role.USER, pk__lt=message.pk).order_by("-pk").first()
+    if question_message is None:
+        raise ChatError("no_question", "This answer has no question to correct.")
+    knowledge_base = conversation.chatbot.knowledge_bases.order_by("pk").first()
+    if knowledge_base is None:
+        raise ChatError("no_knowledge_base", "This chatbot has no knowledge base to add the correction to.")
+    with transaction.atomic():
+        entry = qa_entry_create(
+            knowledge_base=knowledge_base, question=question_message.content, answer=answer, created_by=actor
+        )
+        correction = Correction.objects.create(
+            message=message,
+            question=question_message.content,
+            answer=answer,
+            document=entry.document,
+            created_by=actor,
+        )
+        conversation_review_update(conversation=conversation, actor=actor, reviewed=True)
+    return correction
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    conversation.delete()
+
+
+def conversations_purge_expired() -> int:
+    """Delete conversations older than their organisation's retention setting. Returns how many."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.models import Organization
+
+    deleted = 0
+    for org in Organization.objects.filter(conversation_retention_days__isnull=False):
+        cutoff = timezone.now() - timedelta(days=org.conversation_retention_days or 0)
+        _, per_model = Conversation.objects.filter(organization=org, created_at__lt=cutoff).delete()
+        deleted += per_model.get("chat.Conversation", 0)
+    return deleted

@@ -187,6 +187,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    # `?format=` belongs to the export endpoint (csv|jsonl), not to renderer negotiation.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Groundwork API",
@@ -219,6 +221,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("GROUNDWORK_CELERY_QUEUE", "groundwork") or 
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "kb-recover-stuck-documents": {"task": "kb.documents_recover_stuck", "schedule": 60.0},
+    "chat-purge-expired-conversations": {"task": "chat.conversations_purge_expired", "schedule": 3600.0},
 }
 
 # Ingestion limits.

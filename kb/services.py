@@ -240,7 +240,9 @@ def qa_entry_create(
     return document_create_text(
         knowledge_base=knowledge_base,
         title=question,
-        text=f"Q: {question}\n\nA: {answer}",
+        # The question as a heading: it becomes the section path (embedded with the text), and the
+        # chunk holds only the answer, so answers quote the answer, not the question.
+        text=f"## {question}\n\n{answer}",
         created_by=created_by,
         source_type=SourceType.QA,
         enqueue=enqueue,

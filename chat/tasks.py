@@ -1,0 +1,12 @@
+"""Celery tasks of the chat app."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from chat import services
+
+
+@shared_task(name="chat.conversations_purge_expired")
+def conversations_purge_expired() -> int:
+    return services.conversations_purge_expired()
