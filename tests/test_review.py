@@ -30,6 +30,12 @@ def _conversation(
     return conversation
 
 
+SHIPPING = (
+    b"# Shipping\n\nStandard delivery takes 2 to 4 business days within the EU.\n"
+    b"Express delivery costs 12.50 EUR and arrives the next business day.\n"
+)
+
+
 @pytest.fixture
 def seeded(make_org, api_client_for):  # type: ignore[no-untyped-def]
     org = make_org("Shop")
@@ -187,7 +193,7 @@ def test_correction_makes_the_next_identical_question_get_the_corrected_answer(
         {
             "file": SimpleUploadedFile(
                 "shipping.md",
-                b"# Shipping\n\nStandard delivery takes 2 to 4 business days within the EU.\nExpress delivery costs 12.50 EUR and arrives the next business day.\n",
+                SHIPPING,
             )
         },
         format="multipart",
