@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from accounts.models import ApiKey, Membership, Organization, User
+from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, User
 
 
 @admin.register(User)
@@ -37,3 +37,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ("role",)
     # The hash is an invariant of the issued key: never editable here.
     readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at")
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ("email", "organization", "role", "created_at", "expires_at", "accepted_at")
+    readonly_fields = ("token_hash", "created_at", "accepted_at")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "organization", "actor_label", "action", "target_type", "target_label")
+    list_filter = ("action",)
+    # An audit log that can be edited proves nothing.
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False

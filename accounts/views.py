@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from django.conf import settings as django_settings
 from django.contrib import messages
+from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from accounts import services
+from accounts.decorators import org_required
 from accounts.middleware import SESSION_ORG_KEY
-from accounts.selectors import membership_get
+from accounts.models import ApiKey, AuditEvent, Membership, Role
+from accounts.permissions import Action
+from accounts.selectors import OrgContext, membership_get
 
 
 class LoginView(auth_views.LoginView):
@@ -47,3 +53,182 @@ def organization_switch(request: HttpRequest) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = "/"
     return redirect(next_url)
+
+
+# --- team, API keys, audit log, organisation settings ------------------------------------------
+
+
+def _base_url(request: HttpRequest) -> str:
+    return django_settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+
+
+@org_required()
+def team(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    from django.shortcuts import render
+
+    members = (
+        Membership.objects.filter(organization=context.organization).select_related("user").order_by("user__email")
+    )
+    invitations = context.organization.invitations.filter(accepted_at__isnull=True).order_by("-created_at")
+    return render(
+        request,
+        "accounts/team.html",
+        {
+            "members": members,
+            "invitations": invitations,
+            "roles": Role.choices,
+            "can_manage": context.allows(Action.MANAGE_MEMBERS),
+            "is_owner": context.role == Role.OWNER,
+        },
+    )
+
+
+@org_required(Action.MANAGE_MEMBERS)
+@require_POST
+def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpResponseBase:
+    try:
+        if action == "invite":
+            issued = services.invitation_create(
+                organization=context.organization,
+                email=request.POST.get("email", ""),
+                role=request.POST.get("role", Role.VIEWER),
+                invited_by=context.user,
+                accept_url_base=_base_url(request),
+            )
+            services.audit_record(context=context, action="member.invite", target=issued.invitation)
+            messages.success(request, f"Invitation sent to {issued.invitation.email}.")
+        elif action in ("role", "remove"):
+            membership = (
+                Membership.objects.filter(organization=context.organization, pk=request.POST.get("membership") or 0)
+                .select_related("user")
+                .first()
+            )
+            if membership is None:
+                raise Http404("No such member.")
+            if action == "role":
+                old = membership.role
+                services.membership_change_role(
+                    actor_role=context.role, membership=membership, role=request.POST.get("role", "")
+                )
+                services.audit_record(
+                    context=context,
+                    action="member.role",
+                    target=membership,
+                    detail={"from": old, "to": membership.role},
+                )
+                messages.success(request, f"{membership.user.email} is now {membership.role}.")
+            else:
+                services.membership_remove(actor_role=context.role, actor=context.user, membership=membership)
+                services.audit_record(context=context, action="member.remove", target=membership)
+                messages.success(request, f"{membership.user.email} was removed.")
+        else:
+            raise Http404("Unknown action.")
+    except services.MembershipError as exc:
+        messages.error(request, exc.message)
+    return redirect("accounts:team")
+
+
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """Open the e-mailed link: sign in (or set a password for a new account) and join."""
+    from django.contrib.auth.forms import SetPasswordForm
+    from django.shortcuts import render
+
+    invitation = services.invitation_get_valid(token=token)
+    if invitation is None:
+        return render(request, "accounts/invitation_invalid.html", status=404)
+    user, _ = services.user_get_or_create(email=invitation.email)
+    if request.user.is_authenticated and request.user.email != invitation.email:  # type: ignore[union-attr]
+        messages.error(request, f"This invitation is for {invitation.email}; sign out first.")
+        return redirect("kb:dashboard")
+    needs_password = not user.has_usable_password()
+    form = SetPasswordForm(user, request.POST or None) if needs_password else None
+    if request.method == "POST" and (form is None or form.is_valid()):
+        if form is not None:
+            form.save()
+        services.invitation_accept(invitation=invitation, user=user)
+        if not request.user.is_authenticated:
+            if needs_password:
+                auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            else:
+                messages.info(request, "Sign in to continue.")
+                return redirect("accounts:login")
+        request.session[SESSION_ORG_KEY] = invitation.organization_id
+        messages.success(request, f"Welcome to {invitation.organization.name}.")
+        return redirect("kb:dashboard")
+    return render(request, "accounts/invitation_accept.html", {"invitation": invitation, "form": form})
+
+
+@org_required(Action.MANAGE_KEYS)
+def api_keys(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    from django.shortcuts import render
+
+    new_key = None
+    if request.method == "POST":
+        if request.POST.get("revoke"):
+            key = ApiKey.objects.filter(organization=context.organization, pk=request.POST["revoke"]).first()
+            if key is None:
+                raise Http404("No such key.")
+            services.api_key_revoke(api_key=key)
+            services.audit_record(context=context, action="api_key.revoke", target=key)
+            messages.success(request, f"Key “{key.name}” revoked.")
+        else:
+            role = request.POST.get("role", Role.ADMIN)
+            if role not in Role.values or (role == Role.OWNER and context.role != Role.OWNER):
+                role = Role.ADMIN
+            issued = services.api_key_issue(
+                organization=context.organization,
+                name=(request.POST.get("name") or "API key").strip()[:100],
+                created_by=context.user,
+                role=role,
+            )
+            services.audit_record(context=context, action="api_key.create", target=issued.api_key)
+            new_key = issued.raw_key  # shown once, never stored
+    keys = ApiKey.objects.filter(organization=context.organization).select_related("created_by")
+    return render(request, "accounts/api_keys.html", {"keys": keys, "new_key": new_key, "roles": Role.choices})
+
+
+@org_required(Action.MANAGE_SETTINGS)
+def audit_log(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    from django.core.paginator import Paginator
+    from django.shortcuts import render
+
+    events = AuditEvent.objects.filter(organization=context.organization)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(request, "accounts/audit_log.html", {"page": page})
+
+
+@org_required(Action.MANAGE_SETTINGS)
+def organization_settings(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    from django.shortcuts import render
+
+    from chat.models import ProviderKey
+    from chat.services import provider_key_set
+
+    org = context.organization
+    if request.method == "POST":
+        if "retention" in request.POST:
+            raw = request.POST.get("retention", "").strip()
+            org.conversation_retention_days = int(raw) if raw.isdigit() and int(raw) > 0 else None
+            org.save(update_fields=["conversation_retention_days"])
+            services.audit_record(
+                context=context,
+                action="settings.retention",
+                target=org,
+                detail={"days": org.conversation_retention_days},
+            )
+            messages.success(request, "Retention saved.")
+        elif request.POST.get("provider") and request.POST.get("api_key"):
+            key = provider_key_set(
+                organization=org,
+                provider=request.POST["provider"],
+                api_key=request.POST["api_key"],
+                api_base=request.POST.get("api_base", "").strip(),
+            )
+            services.audit_record(context=context, action="settings.provider_key", target=key)
+            messages.success(request, f"{key.provider} key saved (…{key.last_four}).")
+        return redirect("accounts:settings")
+    return render(
+        request,
+        "accounts/settings.html",
+        {"org": org, "provider_keys": ProviderKey.objects.filter(organization=org)},
+    )

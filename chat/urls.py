@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import views
+from chat import review_views, views
 
 app_name = "chat"
 
@@ -11,4 +11,8 @@ urlpatterns = [
     path("chatbots/<int:bot_id>/playground/", views.playground, name="playground"),
     path("chatbots/<int:bot_id>/playground/chat/", views.PlaygroundChatApi.as_view(), name="playground_chat"),
     path("chatbots/<int:bot_id>/playground/retrieval/", views.playground_retrieval, name="playground_retrieval"),
+    path("conversations/", review_views.conversation_list, name="conversations"),
+    path("conversations/<int:pk>/", review_views.conversation_detail, name="conversation"),
+    path("conversations/<int:pk>/<str:action>/", review_views.conversation_action, name="conversation_action"),
+    path("analytics/", review_views.analytics_dashboard, name="analytics"),
 ]

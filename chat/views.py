@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.decorators import org_required
 from accounts.permissions import Action
 from accounts.selectors import OrgContext
+from accounts.services import audit_record
 from chat import selectors, services
 from chat.api import ChatbotChatApi
 from chat.exceptions import ChatError
 from chat.forms import ChatbotForm
 from chat.models import Channel, Chatbot
 from kb.selectors import chunk_search
-from kb.views import org_required
 
 
 def _bot_or_404(context: OrgContext, bot_id: int) -> Chatbot:
@@ -58,6 +60,7 @@ def chatbot_create(request: HttpRequest, context: OrgContext) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         bot = _save_form(request, context, form, None)
         if bot is not None:
+            audit_record(context=context, action="chatbot.create", target=bot)
             messages.success(request, f"Chatbot “{bot.name}” created. Try it in the playground.")
             return redirect("chat:playground", bot_id=bot.pk)
     return render(request, "chat/chatbot_form.html", {"form": form, "bot": None})
@@ -71,8 +74,9 @@ def chatbot_edit(request: HttpRequest, context: OrgContext, bot_id: int) -> Http
     form = ChatbotForm(request.POST or None, instance=bot, organization=context.organization)
     if request.method == "POST":
         if not can_edit:
-            raise Http404
+            raise PermissionDenied("Your role may not change chatbots.")
         if form.is_valid() and _save_form(request, context, form, bot) is not None:
+            audit_record(context=context, action="chatbot.update", target=bot, detail={"fields": form.changed_data})
             messages.success(request, "Settings saved.")
             return redirect("chat:edit", bot_id=bot.pk)
     snippet = services_widget_snippet(request, bot)

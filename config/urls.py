@@ -8,6 +8,7 @@ from config.health import healthz
 urlpatterns = [
     path("", include("kb.urls")),
     path("", include("chat.urls")),
+    path("", include("chat.widget_urls")),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),

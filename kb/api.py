@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
+from accounts.services import audit_record
 from kb import selectors, services
 from kb.models import KnowledgeBase
 from kb.serializers import (
@@ -48,6 +49,7 @@ class KnowledgeBaseListCreateApi(KnowledgeBaseScopedView):
         kb = services.knowledge_base_create(
             organization=self.org, created_by=self.org_context.user, **serializer.validated_data
         )
+        audit_record(context=self.org_context, action="knowledge_base.create", target=kb)
         return Response(KnowledgeBaseOutSerializer(kb).data, status=status.HTTP_201_CREATED)
 
 
@@ -79,6 +81,8 @@ class DocumentListUploadApi(KnowledgeBaseScopedView):
             title=serializer.validated_data.get("title"),
             uploaded_by=self.org_context.user,
         )
+        if result.created:
+            audit_record(context=self.org_context, action="document.upload", target=result.document)
         data = dict(DocumentOutSerializer(result.document).data)
         data["duplicate"] = not result.created
         return Response(data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
@@ -96,7 +100,9 @@ class DocumentDetailApi(OrgScopedApiView):
         return Response(DocumentOutSerializer(self._get(doc_id)).data)
 
     def delete(self, request: Request, doc_id: int) -> Response:
-        services.document_delete(document=self._get(doc_id))
+        document = self._get(doc_id)
+        audit_record(context=self.org_context, action="document.delete", target=document)
+        services.document_delete(document=document)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -144,6 +150,9 @@ class TextEntryCreateApi(KnowledgeBaseScopedView):
         result = services.document_create_text(
             knowledge_base=kb, created_by=self.org_context.user, **serializer.validated_data
         )
+        audit_record(
+            context=self.org_context, action=f"document.add_{result.document.source_type}", target=result.document
+        )
         return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
 
 
@@ -156,6 +165,9 @@ class QaEntryCreateApi(KnowledgeBaseScopedView):
         result = services.qa_entry_create(
             knowledge_base=kb, created_by=self.org_context.user, **serializer.validated_data
         )
+        audit_record(
+            context=self.org_context, action=f"document.add_{result.document.source_type}", target=result.document
+        )
         return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
 
 
@@ -167,5 +179,8 @@ class UrlEntryCreateApi(KnowledgeBaseScopedView):
         serializer.is_valid(raise_exception=True)
         result = services.document_add_url(
             knowledge_base=kb, url=serializer.validated_data["url"], created_by=self.org_context.user
+        )
+        audit_record(
+            context=self.org_context, action=f"document.add_{result.document.source_type}", target=result.document
         )
         return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)

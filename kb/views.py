@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.decorators import org_required
 from accounts.permissions import Action
 from accounts.selectors import OrgContext
+from accounts.services import audit_record
 from kb import selectors, services
 from kb.exceptions import KnowledgeBaseError
 from kb.forms import KnowledgeBaseForm
 from kb.models import ACTIVE_STATUSES, DocumentStatus, KnowledgeBase
-
-ViewFunc = Callable[..., HttpResponseBase]
-
-
-def org_required(action: Action = Action.VIEW) -> Callable[[ViewFunc], ViewFunc]:
-    """Require a signed-in member of the current organisation whose role allows `action`."""
-
-    def decorator(view: ViewFunc) -> ViewFunc:
-        @login_required
-        @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            context: OrgContext | None = getattr(request, "org_context", None) or None
-            if context is None:
-                return render(request, "accounts/no_organization.html", status=403)
-            if not context.allows(action):
-                raise PermissionDenied(f"Your role ({context.role}) may not do this.")
-            return view(request, context, *args, **kwargs)
-
-        return wrapped
-
-    return decorator
 
 
 def _kb_or_404(context: OrgContext, kb_id: int) -> KnowledgeBase:
@@ -74,6 +51,7 @@ def knowledge_base_create(request: HttpRequest, context: OrgContext) -> HttpResp
         except KnowledgeBaseError as exc:
             form.add_error("name", exc.message)
         else:
+            audit_record(context=context, action="knowledge_base.create", target=kb)
             messages.success(request, f"Knowledge base “{kb.name}” created. Add documents to it.")
             return redirect("kb:detail", kb_id=kb.pk)
     return render(request, "kb/knowledge_base_form.html", {"form": form})
@@ -129,7 +107,9 @@ def document_upload(request: HttpRequest, context: OrgContext, kb_id: int) -> Ht
         except KnowledgeBaseError as exc:
             messages.error(request, exc.message)
             continue
-        if not result.created:
+        if result.created:
+            audit_record(context=context, action="document.upload", target=result.document)
+        else:
             messages.info(request, f"“{upload.name}” is already in this knowledge base; nothing to do.")
     if request.htmx:  # type: ignore[attr-defined]
         return document_table(request, kb_id=kb_id)
@@ -179,6 +159,8 @@ def document_file(request: HttpRequest, context: OrgContext, doc_id: int) -> Htt
 @require_POST
 def document_action(request: HttpRequest, context: OrgContext, doc_id: int, action: str) -> HttpResponse:
     document = _document_or_404(context, doc_id)
+    if action in ("disable", "enable", "reindex", "delete", "replace"):
+        audit_record(context=context, action=f"document.{action}", target=document)
     if action == "disable" or action == "enable":
         services.document_set_enabled(document=document, enabled=action == "enable")
         messages.success(request, f"“{document.title}” {'enabled' if action == 'enable' else 'disabled'}.")
@@ -249,5 +231,6 @@ def source_add(request: HttpRequest, context: OrgContext, kb_id: int, kind: str)
     except KnowledgeBaseError as exc:
         messages.error(request, exc.message)
     else:
+        audit_record(context=context, action=f"document.add_{kind}", target=result.document)
         messages.success(request, f"“{result.document.title}” added; it will be searchable in a few seconds.")
     return redirect("kb:detail", kb_id=kb.pk)
