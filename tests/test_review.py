@@ -121,13 +121,16 @@ def test_transcript_feedback_and_review_actions(seeded) -> None:  # type: ignore
 
 
 def _read(response: Any) -> bytes:
-    """Consume a streamed (async) response body."""
-    from asgiref.sync import async_to_sync
+    """Consume a streamed (async) response body, in a thread of its own: a browser test earlier in
+    the session may keep an event loop running in this one."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def collect() -> bytes:
         return b"".join([chunk async for chunk in response.streaming_content])
 
-    return async_to_sync(collect)()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, collect()).result()
 
 
 # The export runs its query in a worker thread (its own connection): the rows must be committed.
