@@ -18,7 +18,7 @@ The corpus is synthetic, built for what it has to exercise:
   spectrum in a random rotation, as real embedding spaces have a few dominant directions). Topics
   are shared by all tenants, the hard case for filtered HNSW: a query's nearest neighbours mostly
   belong to other tenants.
-- text: 60-180 words drawn Zipf-wise from a few thousand English words (the vocabulary of the
+- text: 100-220 words (~1,000 characters) drawn Zipf-wise from a few thousand English words (the vocabulary of the
   SQuAD and COVID-QA texts in /work/shared/data when present, pseudo-words otherwise), 15 % of
   them from the chunk's topic words, so BM25 has rare and common terms to rank.
 - queries: a vector near a topic centroid, and 3-8 words, one or two of them topic words.
@@ -51,7 +51,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,7 +220,7 @@ class SyntheticCorpus:
         return np.minimum(np.searchsorted(self.word_cdf, rng.random(n)), len(self.vocab) - 1)
 
     def texts(self, clusters: IntArray, rng: np.random.Generator) -> list[str]:
-        lengths = rng.integers(60, 181, size=len(clusters))
+        lengths = rng.integers(100, 221, size=len(clusters))
         total = int(lengths.sum())
         idx = self._words(total, rng)
         owner = np.repeat(clusters, lengths)
@@ -516,23 +516,151 @@ def supplied_vectors(queries: list[Query]) -> Iterator[None]:
         yield
 
 
-def bench_latency(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict[str, Any]:
+# The keyword SQL of kb.selectors._keyword_candidates with its scaling fault removed (see the report
+# in bench/results and `probe_keyword`): there, `df` is inlined into the final join, so its correlated
+# count over the materialised `live` CTE runs twice per (candidate, matching term) row, i.e. about
+# 2 x 2,000 x (rows of the tenant) tsvector matches per query. Here every CTE is MATERIALIZED (each
+# runs once), and document frequencies and candidates come from the GIN index ANDed with the tenant
+# filter. Same scores, same order.
+PROPOSED_KEYWORD_SQL = """
+WITH terms AS MATERIALIZED (
+    SELECT DISTINCT lexeme
+    FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) AS lexeme
+),
+q AS MATERIALIZED (
+    SELECT array_to_string(array(SELECT quote_literal(lexeme) FROM terms), ' | ')::tsquery AS tq
+),
+collection AS MATERIALIZED (
+    SELECT count(*)::float AS n, greatest(avg(length(search_vector)), 1)::float AS avgdl
+    FROM kb_chunk WHERE knowledge_base_id = ANY(%(kbs)s) AND is_live
+),
+df AS MATERIALIZED (
+    SELECT t.lexeme,
+           (SELECT count(*) FROM kb_chunk c
+            WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live
+              AND c.search_vector @@ quote_literal(t.lexeme)::tsquery)::float AS n
+    FROM terms t
+),
+candidates AS MATERIALIZED (
+    SELECT c.id, c.search_vector FROM kb_chunk c, q
+    WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live AND q.tq <> ''::tsquery AND c.search_vector @@ q.tq
+    ORDER BY ts_rank_cd(c.search_vector, q.tq) DESC
+    LIMIT %(pool)s
+)
+SELECT cand.id,
+       sum(
+           ln(1 + (collection.n - df.n + 0.5) / (df.n + 0.5))
+           * (tf.tf * (%(k1)s + 1))
+           / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * length(cand.search_vector) / collection.avgdl))
+       ) AS score
+FROM candidates cand
+CROSS JOIN collection
+CROSS JOIN LATERAL unnest(cand.search_vector) AS u(lexeme, positions, weights)
+JOIN df ON df.lexeme = u.lexeme
+CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float AS tf) tf
+GROUP BY cand.id
+ORDER BY score DESC
+LIMIT %(limit)s
+"""
+
+
+def proposed_keyword_candidates(
+    knowledge_bases: list[KnowledgeBase], query: str, limit: int
+) -> list[tuple[int, float]]:
+    """`kb.selectors._keyword_candidates` with PROPOSED_KEYWORD_SQL (one text search config here)."""
+    from django.db import connection
+
+    from kb import selectors
+
+    (config,) = {kb.text_search_config for kb in knowledge_bases}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            PROPOSED_KEYWORD_SQL,
+            {
+                "config": config,
+                "query": query,
+                "kbs": [kb.pk for kb in knowledge_bases],
+                "pool": selectors.KEYWORD_CANDIDATES,
+                "k1": selectors.BM25_K1,
+                "b": selectors.BM25_B,
+                "limit": limit,
+            },
+        )
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+@contextmanager
+def statement_timeout(seconds: float) -> Iterator[None]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET statement_timeout = {int(seconds * 1000)}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET statement_timeout")
+
+
+def probe_keyword(kb: KnowledgeBase, queries: list[Query], timeout_s: float) -> dict[str, Any]:
+    """The shipped keyword SQL on a few queries, each cut off after `timeout_s`; results compared."""
+    from django.db import OperationalError
+
+    from kb.selectors import _keyword_candidates
+
+    times: list[float] = []
+    timeouts = same = 0
+    with statement_timeout(timeout_s):
+        for q in queries:
+            t0 = time.perf_counter()
+            try:
+                current = _keyword_candidates([kb], q.text, POOL)
+            except OperationalError:  # canceled by statement_timeout
+                timeouts += 1
+                times.append(timeout_s * 1000)
+                continue
+            times.append((time.perf_counter() - t0) * 1000)
+            proposed = proposed_keyword_candidates([kb], q.text, POOL)
+            same += [c for c, _ in current] == [c for c, _ in proposed] and all(
+                abs(a - b) < 1e-9 for (_, a), (_, b) in zip(current, proposed, strict=True)
+            )
+    return {
+        "queries": len(queries),
+        "timeout_s": timeout_s,
+        "timeouts": timeouts,
+        "ms": summary(times),
+        "completed_with_same_results_as_proposed": same,
+    }
+
+
+@dataclass(frozen=True)
+class Mode:
+    label: str
+    mode: str  # chunk_search's mode
+    proposed_keyword_sql: bool = False
+
+
+def bench_latency(kb: KnowledgeBase, queries: list[Query], warmup: int, modes: list[Mode]) -> dict[str, Any]:
     """chunk_search per mode; modes rotate per query so no mode always runs on a cold cache."""
     from kb.selectors import chunk_search
 
-    modes = ("vector", "keyword", "hybrid")
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    found: dict[str, list[int]] = {m: [] for m in modes}
+    times: dict[str, list[float]] = {m.label: [] for m in modes}
+    found: dict[str, list[int]] = {m.label: [] for m in modes}
     for i, q in enumerate(queries):
-        order = modes[i % 3 :] + modes[: i % 3]
-        for mode in order:
-            t0 = time.perf_counter()
-            hits = chunk_search(knowledge_bases=[kb], query=q.text, limit=LIMIT, mode=mode)
-            ms = (time.perf_counter() - t0) * 1000
+        shift = i % len(modes)
+        for m in modes[shift:] + modes[:shift]:
+            with ExitStack() as stack:
+                if m.proposed_keyword_sql:
+                    stack.enter_context(mock.patch("kb.selectors._keyword_candidates", proposed_keyword_candidates))
+                t0 = time.perf_counter()
+                hits = chunk_search(knowledge_bases=[kb], query=q.text, limit=LIMIT, mode=m.mode)
+                ms = (time.perf_counter() - t0) * 1000
             if i >= warmup:
-                times[mode].append(ms)
-                found[mode].append(len(hits))
-    return {m: {**summary(times[m]), "mean_hits": round(statistics.fmean(found[m]), 2)} for m in modes}
+                times[m.label].append(ms)
+                found[m.label].append(len(hits))
+    return {
+        m.label: {**summary(times[m.label]), "mean_hits": round(statistics.fmean(found[m.label]), 2)} for m in modes
+    }
 
 
 def captured_vector_sql(kb: KnowledgeBase, q: Query) -> tuple[list[int], str]:
@@ -615,31 +743,44 @@ def bench_recall(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
     return out
 
 
-def explain(kb: KnowledgeBase, q: Query) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the exact SQL the selectors run for one query."""
-    from django.db import connection, transaction
+def explain(kb: KnowledgeBase, q: Query, timeout_s: float) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the SQL the selectors run for one query, and of the proposed keyword SQL.
+
+    A statement that outlives `timeout_s` is shown with its plan only (EXPLAIN without ANALYZE).
+    """
+    from django.db import OperationalError, connection, transaction
     from django.test.utils import CaptureQueriesContext
 
     from kb.selectors import _keyword_candidates
 
     _, vector_sql = captured_vector_sql(kb, q)
-    with CaptureQueriesContext(connection) as ctx:
+    # A cancelled statement is captured all the same: Django logs a query whether or not it failed.
+    with CaptureQueriesContext(connection) as ctx, statement_timeout(timeout_s), suppress(OperationalError):
         _keyword_candidates([kb], q.text, POOL)
-    (keyword_sql,) = [c["sql"] for c in ctx.captured_queries if "bm25" in c["sql"].lower() or "tsquery" in c["sql"]]
+    with CaptureQueriesContext(connection) as proposed_ctx:
+        proposed_keyword_candidates([kb], q.text, POOL)
     plans: dict[str, Any] = {"query": q.text}
     for name, settings, sql in (
         ("vector", VARIANTS["iterative relaxed_order (selector)"], vector_sql),
-        ("keyword", [], keyword_sql),
+        ("keyword", [], ctx.captured_queries[-1]["sql"]),
+        ("keyword (proposed SQL)", [], proposed_ctx.captured_queries[-1]["sql"]),
     ):
-        with transaction.atomic(), connection.cursor() as cursor:
-            for statement in settings:
-                cursor.execute(statement)
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
-            plans[name] = [r[0] for r in cursor.fetchall()]
+        try:
+            with statement_timeout(timeout_s), transaction.atomic(), connection.cursor() as cursor:
+                for statement in settings:
+                    cursor.execute(statement)
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+                plans[name] = [r[0] for r in cursor.fetchall()]
+        except OperationalError:
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN " + sql)
+                plans[name] = [f"(did not finish in {timeout_s:g} s: plan only)"] + [r[0] for r in cursor.fetchall()]
     return plans
 
 
-def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict[str, Any]:
+def bench_overhead(
+    kb: KnowledgeBase, queries: list[Query], warmup: int, *, proposed_keyword_sql: bool
+) -> dict[str, Any]:
     """`chat_answer_events` until it calls the model: everything but the model."""
     import chat.services as chat_services
     from accounts.models import Organization
@@ -681,6 +822,8 @@ def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict
         stack.enter_context(mock.patch.object(chat_services, "chunk_search", timed("retrieval", real_search)))
         stack.enter_context(mock.patch.object(chat_services, "build_messages", timed("prompt", real_build)))
         stack.enter_context(mock.patch("chat.llm.stream_completion", fake_model))
+        if proposed_keyword_sql:
+            stack.enter_context(mock.patch("kb.selectors._keyword_candidates", proposed_keyword_candidates))
         for i, q in enumerate(queries):
             marks.clear()
             t0 = time.perf_counter()
@@ -703,6 +846,7 @@ def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict
             )
     measured = len(queries) - warmup
     return {
+        "keyword_sql": "proposed" if proposed_keyword_sql else "kb.selectors",
         "questions": measured,
         "reached_model": reached_model,
         **{
@@ -724,12 +868,21 @@ def _fresh(chatbot: Chatbot) -> Chatbot:
 def print_tables(results: dict[str, Any]) -> None:
     rows = results["corpus"]["rows"]
     print(f"\n=== retrieval, {rows:,} chunks ({results['corpus']['tenants']} tenants) ===")
-    print(f"{'tenant':<22}{'rows':>9}  {'mode':<8}{'p50 ms':>9}{'p95 ms':>9}{'mean':>9}{'hits':>6}")
+    print(f"{'tenant':<12}{'rows':>9}  {'mode':<10}{'p50 ms':>9}{'p95 ms':>9}{'mean':>9}{'hits':>6}")
     for role, r in results["tenants"].items():
         for mode, s in r.get("latency", {}).items():
             print(
-                f"{role:<22}{r['rows']:>9,}  {mode:<8}{s['p50']:>9.1f}{s['p95']:>9.1f}"
+                f"{role:<12}{r['rows']:>9,}  {mode:<10}{s['p50']:>9.1f}{s['p95']:>9.1f}"
                 f"{s['mean']:>9.1f}{s['mean_hits']:>6.1f}"
+            )
+    print("(* = keyword SQL of kb.selectors replaced by PROPOSED_KEYWORD_SQL)")
+    for role, r in results["tenants"].items():
+        p = r.get("keyword_probe")
+        if p:
+            print(
+                f"shipped keyword SQL, {role}: {p['queries']} queries, p50 {p['ms']['p50']:.0f} ms, "
+                f"max {p['ms']['max']:.0f} ms, {p['timeouts']} cancelled at {p['timeout_s']:g} s, "
+                f"{p['completed_with_same_results_as_proposed']} identical to the proposed SQL's"
             )
     print(
         f"\n{'tenant':<12}{'HNSW variant':<36}{'rows avg':>9}{'min':>5}{'R@10':>8}{'R@50':>8}{'p50 ms':>9}{'p95 ms':>9}"
@@ -764,6 +917,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed queries first")
     parser.add_argument("--recall-queries", type=int, default=None, help="queries for recall (default: --queries)")
     parser.add_argument("--overhead-questions", type=int, default=100, help="chat_answer_events runs per tenant")
+    parser.add_argument("--probe-queries", type=int, default=5, help="runs of the shipped keyword SQL first")
+    parser.add_argument(
+        "--statement-timeout", type=float, default=30.0, help="seconds; longer keyword statements are cancelled"
+    )
+    parser.add_argument(
+        "--slow-ms",
+        type=float,
+        default=2000.0,
+        help="if the shipped keyword SQL's probe median is slower, only the proposed SQL gets the full run",
+    )
     parser.add_argument("--skip-load", action="store_true", help="reuse the corpus already in the bench database")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--roles", nargs="*", default=["selective", "large", "tiny"], choices=list(ROLE_WEIGHTS))
@@ -835,18 +998,29 @@ def main() -> None:
         entry["share"] = round(entry["rows"] / spec.rows, 4)
         results["tenants"][role] = entry
         queries = corpus.queries(tenant, args.warmup + args.queries)
+        shipped_keyword_ok = True
         with supplied_vectors(queries):
             if role != "tiny":
-                log(f"{role}: latency over {args.queries} queries x 3 modes ({entry['rows']:,} rows)")
+                probe = queries[args.warmup : args.warmup + args.probe_queries]
+                log(f"{role}: the shipped keyword SQL on {len(probe)} queries ({entry['rows']:,} rows)")
+                entry["keyword_probe"] = probe_keyword(kb, probe, args.statement_timeout)
+                shipped_keyword_ok = (
+                    not entry["keyword_probe"]["timeouts"] and entry["keyword_probe"]["ms"]["p50"] < args.slow_ms
+                )
+                modes = [Mode("vector", "vector")]
+                if shipped_keyword_ok:
+                    modes += [Mode("keyword", "keyword"), Mode("hybrid", "hybrid")]
+                modes += [Mode("keyword*", "keyword", True), Mode("hybrid*", "hybrid", True)]
+                log(f"{role}: latency over {args.queries} queries, modes {[m.label for m in modes]}")
                 entry["load_average_before"] = load_average()
-                entry["latency"] = bench_latency(kb, queries, args.warmup)
+                entry["latency"] = bench_latency(kb, queries, args.warmup, modes)
             log(f"{role}: recall over {recall_n} queries")
             entry["recall"] = bench_recall(kb, queries[args.warmup : args.warmup + recall_n])
-            entry["explain"] = explain(kb, queries[args.warmup])
+            entry["explain"] = explain(kb, queries[args.warmup], args.statement_timeout)
         if role != "tiny" and not args.skip_overhead:
             log(f"{role}: overhead before the first token over {args.overhead_questions} questions")
             questions = corpus.queries(tenant, 5 + args.overhead_questions, salt=1)
-            entry["overhead"] = bench_overhead(kb, questions, warmup=5)
+            entry["overhead"] = bench_overhead(kb, questions, warmup=5, proposed_keyword_sql=not shipped_keyword_ok)
         entry["load_average_after"] = load_average()
         log(f"{role}: done")
     results["machine"]["load_average_at_end"] = load_average()

@@ -18,12 +18,12 @@ def bar_chart(
     title: str = "",
 ) -> SafeString:
     """Stacked daily bars. `series` is (name, values, colour); a legend and y-axis max are drawn."""
-    pad_left, pad_bottom, pad_top = 34, 22, 8
+    pad_left, pad_right, pad_bottom, pad_top = 34, 24, 22, 8
     n = max(1, len(days))
     totals = [sum(values[i] for _, values, _ in series) for i in range(n)]
     peak = max([*totals, 1])
     plot_h = height - pad_bottom - pad_top
-    slot = (width - pad_left) / n
+    slot = (width - pad_left - pad_right) / n
     bar_w = max(2.0, slot * 0.7)
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height + 18}" role="img" aria-label="{escape(title)}" '

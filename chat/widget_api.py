@@ -95,7 +95,7 @@ class WidgetApiView(APIView):
     def body(self, request: Request) -> dict[str, Any]:
         return request.data if isinstance(request.data, dict) else {}
 
-    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
         """CORS preflight: answered for allowed origins only."""
         bot = ws.widget_bot_get(widget_key=kwargs["widget_key"])
         origin = request.headers.get("Origin")

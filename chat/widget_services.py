@@ -119,6 +119,7 @@ def widget_host_origin(
 
 
 def widget_check_enabled(*, chatbot: Chatbot) -> None:
+    """403 `bot_disabled` for a switched-off bot (checked on every request, so it acts at once)."""
     if not chatbot.enabled:
         raise WidgetError("bot_disabled", "This chat is switched off at the moment.", status_code=403)
 
@@ -147,6 +148,7 @@ _redis_client: redis.Redis | None = None
 
 
 def _redis() -> redis.Redis:
+    """One client per process (it pools its connections)."""
     global _redis_client
     if _redis_client is None:
         # Short timeouts: a stalled Redis must not stall the widget (see `widget_rate_limit_hit`).
@@ -308,6 +310,7 @@ def widget_conversation_messages(*, conversation: Conversation) -> list[dict[str
 
 
 def widget_question_clean(question: Any) -> str:
+    """The visitor's message, stripped; 400 when empty or over `MAX_MESSAGE_CHARS`."""
     text = question.strip() if isinstance(question, str) else ""
     if not text:
         raise WidgetError("empty_message", "Type a question first.")
@@ -320,6 +323,7 @@ def widget_question_clean(question: Any) -> str:
 
 
 def wants_human(question: str) -> bool:
+    """Does the visitor ask for a person (so the lead form is offered even after an answer)?"""
     return bool(_WANTS_HUMAN.search(question))
 
 

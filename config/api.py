@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -15,3 +18,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, KnowledgeBaseError | ChatError):
         return Response({"error": exc.code, "detail": exc.message}, status=exc.status_code)
     return drf_exception_handler(exc, context)
+
+
+class LenientContentNegotiation(DefaultContentNegotiation):
+    """Answer with JSON instead of 406 when the client asks for a type no renderer produces.
+
+    Streaming clients send `Accept: text/event-stream` to endpoints that reply with server-sent
+    events when asked to (`"stream": true`) and with JSON otherwise.
+    """
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type

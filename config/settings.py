@@ -187,6 +187,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.api.LenientContentNegotiation",
     # `?format=` belongs to the export endpoint (csv|jsonl), not to renderer negotiation.
     "URL_FORMAT_OVERRIDE": None,
 }

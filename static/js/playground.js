@@ -62,12 +62,13 @@
     answer.setAttribute("aria-busy", "true");
     const response = await fetch(root.dataset.chatUrl, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "text/event-stream" },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "text/event-stream, application/json" },
       body: JSON.stringify({ message: question, conversation_id: conversationId, stream: true }),
       credentials: "same-origin",
     });
     if (!response.ok || !response.body) {
       answer.textContent = "Error " + response.status + ": the question could not be sent.";
+      answer.classList.remove("streaming");
       answer.classList.add("error");
       return;
     }
@@ -97,6 +98,7 @@
           answer.removeAttribute("aria-busy");
           renderAnswer(answer, payload);
         } else if (event === "error") {
+          answer.classList.remove("streaming");
           answer.textContent = payload.detail;
           answer.classList.add("error");
         }

@@ -144,7 +144,7 @@
   var INLINE = "\\*\\*([^*\\n]+?)\\*\\*" + // **bold**
     "|\\*([^*\\s](?:[^*\\n]*?[^*\\s])?)\\*" + // *italics*
     "|\\[([^\\]\\n]+)\\]\\(([^)\\s]+)\\)" + // [label](url)
-    "|\\[(\\d{1,2})\\]" + // [1] citation marker
+    "|\\s?\\[(\\d{1,2})\\]" + // [1] citation marker (and the space before it)
     "|(https?:\\/\\/[^\\s<>()\\[\\]]*[^\\s<>()\\[\\].,;:!?'\"])"; // bare URL
 
   function safeUrl(url) {

@@ -5,7 +5,7 @@
  * them and theirs cannot reach the page. Holds only the public widget key. */
 (function () {
   "use strict";
-  var script = document.currentScript;
+  var script = document.currentScript || document.querySelector("script[data-bot][src*='/static/widget/widget.js']");
   var key = script && script.getAttribute("data-bot");
   if (!key || document.querySelector("groundwork-chat[data-bot='" + key.replace(/[^\w-]/g, "") + "']")) return;
   var base = script.src.replace(/\/static\/widget\/widget\.js([?#].*)?$/, "");
