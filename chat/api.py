@@ -95,7 +95,7 @@ def _answer_payload(final: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
+def sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # keep reverse proxies from buffering the stream
@@ -139,7 +139,7 @@ class ChatbotChatApi(ChatbotScopedView):
             except ChatError as exc:
                 yield sse({"error": exc.code, "detail": exc.message}, event="error")
 
-        return _sse_response(events())
+        return sse_response(events())
 
 
 # --- OpenAI-compatible -----------------------------------------------------------------------
@@ -248,7 +248,7 @@ class ChatCompletionsApi(OrgScopedApiView):
                 yield sse({"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}})
             yield "data: [DONE]\n\n"
 
-        return _sse_response(events())
+        return sse_response(events())
 
 
 def _content_text(content: Any) -> str:

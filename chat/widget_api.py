@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import widget_services as ws
-from chat.api import _sse_response
+from chat.api import sse_response
 from chat.exceptions import ChatError
 from chat.models import Chatbot
 from chat.streaming import events_in_thread, sse
@@ -198,7 +198,7 @@ class WidgetChatApi(WidgetApiView):
                     event="error",
                 )
 
-        return _sse_response(events())
+        return sse_response(events())
 
 
 class WidgetFeedbackApi(WidgetApiView):

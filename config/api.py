@@ -27,8 +27,9 @@ class LenientContentNegotiation(DefaultContentNegotiation):
     events when asked to (`"stream": true`) and with JSON otherwise.
     """
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: str | None = None) -> Any:
         try:
             return super().select_renderer(request, renderers, format_suffix)
         except NotAcceptable:
-            return renderers[0], renderers[0].media_type
+            renderer = next(iter(renderers))
+            return renderer, renderer.media_type

@@ -225,6 +225,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "chat-purge-expired-conversations": {"task": "chat.conversations_purge_expired", "schedule": 3600.0},
 }
 
+# Public chat widget: writes per visitor and per bot per minute (fixed windows in Redis).
+GROUNDWORK_WIDGET_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_RATE_PER_MINUTE", 20, minimum=1)
+GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE", 600, minimum=1)
+
 # Ingestion limits.
 GROUNDWORK_MAX_UPLOAD_BYTES = env_int("GROUNDWORK_MAX_UPLOAD_MB", 50, minimum=1) * 1024 * 1024
 GROUNDWORK_MAX_PAGES = env_int("GROUNDWORK_MAX_PAGES", 2000, minimum=1)

@@ -27,7 +27,9 @@ def test_reviewer_corrects_a_disliked_answer_and_the_playground_then_answers(
     editor = make_user(org, role=Role.EDITOR, email="reviewer@northwind.test")
     kb = knowledge_base_create(organization=org, name="Support", created_by=editor)
     doc = document_create_text(knowledge_base=kb, title="Shipping", text=POLICY, created_by=editor).document
-    wait_for(lambda: DocumentVersion.objects.get(pk=doc.latest_version_id).status == DocumentStatus.READY, timeout=60)
+    version_id = doc.latest_version_id
+    assert version_id is not None
+    wait_for(lambda: DocumentVersion.objects.get(pk=version_id).status == DocumentStatus.READY, timeout=60)
     bot = chatbot_create(organization=org, name="Helper", knowledge_bases=[kb], created_by=editor)
     question = "Can I collect my order at the Utrecht warehouse?"
     disliked = chat_answer(chatbot=bot, question=question, channel="widget")["message"]
