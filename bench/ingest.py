@@ -10,7 +10,9 @@ What it does, in order:
 1. Starts its own embedded PostgreSQL and Redis under `.data/bench-ingest` (never the app's or the
    tests'), migrates, and removes what an earlier run left there.
 2. Starts a real Celery worker subprocess (`celery -A config worker -P prefork -c N`) on its own
-   queue, waits until it answers a ping (its start-up time is reported apart).
+   queue, waits until it answers a ping and its pool is warm (start-up is reported apart). One
+   setting differs from production unless `--proc-alive-timeout 0`: replacement pool processes get
+   120 s, not Celery's 4 s, to start (a bug; see `start_worker`).
 3. Uploads every file through `kb.services.document_upload` (the same call as the API, enqueueing
    on commit) into a fresh knowledge base, so no vector is re-used from an earlier document, and
    polls the rows until each is READY or FAILED. Per document: queue wait, parse (claim → the row
@@ -47,7 +49,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere, importing the project's modules
@@ -203,14 +205,36 @@ def clear_previous_runs() -> None:
         org.delete()
 
 
-def start_worker(concurrency: int, log_path: Path, embed_threads: int | None) -> subprocess.Popen[bytes]:
+# Started through `app.worker_main` rather than the `celery` command so that one setting can be
+# overridden without touching the project: `worker_proc_alive_timeout` (see `start_worker`).
+WORKER_BOOT: Final = """
+import sys
+from config.celery import app
+if float(sys.argv[1]) > 0:
+    app.conf.worker_proc_alive_timeout = float(sys.argv[1])
+app.worker_main(sys.argv[2:])
+"""
+
+
+def start_worker(
+    concurrency: int, log_path: Path, *, embed_threads: int | None, proc_alive_timeout: float
+) -> subprocess.Popen[bytes]:
+    """`celery -A config worker -P prefork -c N` on the bench's queue, in its own session.
+
+    `proc_alive_timeout` > 0 overrides Celery's 4 s limit for a *replacement* pool process to report
+    UP: `kb.tasks._warm_up_child` imports LiteLLM and loads the ONNX model in `worker_process_init`,
+    which takes 5-6 CPU seconds, so on two cores every process started to replace a recycled one
+    (`CELERY_WORKER_MAX_MEMORY_PER_CHILD`) is SIGKILLed, again and again, and the queue stalls.
+    0 keeps Celery's default, to reproduce that.
+    """
+    log_path.unlink(missing_ok=True)  # one run per log, so its errors are this run's
     env = dict(os.environ)  # DATABASE_URL and REDIS_URL now point at the bench's services
     if embed_threads is not None:
         env["GROUNDWORK_EMBED_THREADS"] = str(embed_threads)
     command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "prefork", "-c", str(concurrency),
-        "-Q", QUEUE, "-n", f"bench-ingest@{socket.gethostname()}", "--without-mingle", "--without-gossip",
-        "-l", "warning", "--logfile", str(log_path),
+        sys.executable, "-c", WORKER_BOOT, str(proc_alive_timeout),
+        "worker", "-P", "prefork", "-c", str(concurrency), "-Q", QUEUE, "-n", f"bench-ingest@{socket.gethostname()}",
+        "--without-mingle", "--without-gossip", "-l", "warning", "--logfile", str(log_path),
     ]  # fmt: skip
     return subprocess.Popen(
         command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -277,20 +301,29 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def tree_pss_mb(pid: int) -> float:
-    """Proportional set size of the process tree: forked children share the parent's pages, so
-    summing RSS would count those pages once per process."""
+@dataclass
+class MemorySample:
+    pss_mb: float  # the whole tree, proportional: shared pages counted once
+    child_rss_mb: dict[int, float]  # pool process pid -> RSS (what Celery's max-memory check reads)
+
+
+def sample_memory(pid: int) -> MemorySample:
     import psutil
 
     try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        parent = psutil.Process(pid)
+        children = parent.children(recursive=True)
     except psutil.Error:
-        return 0.0
-    total = 0
-    for proc in procs:
+        return MemorySample(0.0, {})
+    pss = 0
+    rss: dict[int, float] = {}
+    for proc in [parent, *children]:
         with contextlib.suppress(psutil.Error, AttributeError):
-            total += proc.memory_full_info().pss
-    return total / 2**20
+            info = proc.memory_full_info()
+            pss += info.pss
+            if proc.pid != pid:
+                rss[proc.pid] = info.rss / 2**20
+    return MemorySample(pss / 2**20, rss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,6 +356,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
     terminal = {DocumentStatus.READY, DocumentStatus.FAILED}
     by_id = {run.version_id: run for run in runs}
     peak_pss = 0.0
+    child_peak_rss: dict[int, float] = {}
     next_memory_sample = 0.0
     deadline = time.monotonic() + timeout
     while True:
@@ -336,7 +370,10 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
             if row["status"] not in terminal:
                 pending += 1
         if time.monotonic() >= next_memory_sample:  # reading smaps costs a few ms per process
-            peak_pss = max(peak_pss, tree_pss_mb(worker.pid))
+            memory = sample_memory(worker.pid)
+            peak_pss = max(peak_pss, memory.pss_mb)
+            for child, rss in memory.child_rss_mb.items():
+                child_peak_rss[child] = max(rss, child_peak_rss.get(child, 0.0))
             next_memory_sample = time.monotonic() + 1.0
         if not pending:
             break
@@ -366,6 +403,10 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
         "wall_s": last_finished - first_upload,
         "worker_cpu_s": cpu_s,
         "worker_peak_pss_mb": peak_pss,
+        # Pool processes seen while documents ran: more than the concurrency means some were
+        # replaced (memory limit, crash, or killed for not starting in time).
+        "pool_processes_seen": len(child_peak_rss),
+        "pool_process_peak_rss_mb": sorted((round(v) for v in child_peak_rss.values()), reverse=True),
         "finished": timezone.now().isoformat(),
     }
 
@@ -470,6 +511,7 @@ def print_table(runs: list[DocRun], totals: dict[str, Any]) -> None:
     print(
         f"worker start-up {t['worker_ping_s']:.1f} s to ping, {t['worker_warm_s']:.1f} s to a warm pool; "
         f"peak worker memory {t['worker_peak_pss_mb']:.0f} MB (PSS, all processes); "
+        f"{t['pool_processes_seen']} pool process(es) seen, peak RSS each {t['pool_process_peak_rss_mb']} MB; "
         f"load average {t['load_start']} → {t['load_end']}"
     )
     if any(run.pages is None and run.pages_from_chunks for run in runs):
@@ -512,6 +554,8 @@ def totals_of(runs: list[DocRun], pipeline: dict[str, Any], concurrency: int) ->
         "raw_cpu_s": round(raw_cpu, 3),
         "ratio_cpu": _round(pipeline["worker_cpu_s"] / raw_cpu if raw_cpu else None),
         "worker_peak_pss_mb": round(pipeline["worker_peak_pss_mb"], 1),
+        "pool_processes_seen": pipeline["pool_processes_seen"],
+        "pool_process_peak_rss_mb": pipeline["pool_process_peak_rss_mb"],
     }
 
 
@@ -555,6 +599,12 @@ def main() -> None:
     parser.add_argument(
         "--embed-threads", type=int, default=None, help="GROUNDWORK_EMBED_THREADS for the worker (default: unset)"
     )
+    parser.add_argument(
+        "--proc-alive-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a replacement pool process may take to start (0: Celery's default 4 s; see start_worker)",
+    )
     parser.add_argument("--keep-services", action="store_true", help="leave PostgreSQL and Redis running")
     args = parser.parse_args()
 
@@ -569,7 +619,12 @@ def main() -> None:
     try:
         setup_django(DATA_DIR)
         clear_previous_runs()
-        worker = start_worker(args.concurrency, DATA_DIR / "worker.log", args.embed_threads)
+        worker = start_worker(
+            args.concurrency,
+            DATA_DIR / "worker.log",
+            embed_threads=args.embed_threads,
+            proc_alive_timeout=args.proc_alive_timeout,
+        )
         worker_ping_s, worker_warm_s = wait_worker_ready(worker)
         print(f"worker warm after {worker_warm_s:.1f} s; uploading", file=sys.stderr)
         pipeline = run_pipeline(files, worker, args.timeout)
@@ -593,6 +648,8 @@ def main() -> None:
 
     load_end = [round(x, 2) for x in os.getloadavg()]
     totals = totals_of(runs, pipeline, args.concurrency)
+    log = (DATA_DIR / "worker.log").read_text(errors="replace") if (DATA_DIR / "worker.log").exists() else ""
+    totals["pool_processes_killed_at_start"] = log.count("Timed out waiting for UP message")
     totals.update(
         worker_ping_s=round(worker_ping_s, 2),
         worker_warm_s=round(worker_warm_s, 2),
@@ -618,6 +675,7 @@ def main() -> None:
         "settings": {
             "concurrency": args.concurrency,
             "embed_threads": args.embed_threads,
+            "proc_alive_timeout": args.proc_alive_timeout or "celery default (4 s)",
             "embed_batch": EMBED_BATCH,
             "poll_s": POLL_S,
             **pipeline["knowledge_base"],

@@ -17,7 +17,7 @@ from accounts.services import audit_record
 from kb import selectors, services
 from kb.exceptions import KnowledgeBaseError
 from kb.forms import KnowledgeBaseForm
-from kb.models import ACTIVE_STATUSES, DocumentStatus, KnowledgeBase
+from kb.models import ACTIVE_STATUSES, DocumentStatus, DocumentVersion, KnowledgeBase, SourceType
 
 
 def _kb_or_404(context: OrgContext, kb_id: int) -> KnowledgeBase:
@@ -57,8 +57,21 @@ def knowledge_base_create(request: HttpRequest, context: OrgContext) -> HttpResp
     return render(request, "kb/knowledge_base_form.html", {"form": form})
 
 
-def _document_rows(context: OrgContext, kb: KnowledgeBase) -> tuple[list[Any], bool]:
-    documents = list(selectors.documents_for_org(organization=context.organization).filter(knowledge_base=kb))
+def _document_rows(context: OrgContext, kb: KnowledgeBase, params: Any = None) -> tuple[list[Any], bool]:
+    """The knowledge base's documents, filtered by `status`, `type` and a `q` on the name."""
+    qs = selectors.documents_for_org(organization=context.organization).filter(knowledge_base=kb)
+    params = params or {}
+    if params.get("status"):
+        qs = qs.filter(latest_version__status=params["status"])
+    if params.get("type"):
+        qs = (
+            qs.filter(latest_version__file_type=params["type"])
+            if params["type"] not in SourceType.values
+            else qs.filter(source_type=params["type"])
+        )
+    if params.get("q"):
+        qs = qs.filter(title__icontains=params["q"].strip()[:200])
+    documents = list(qs)
     any_active = any(d.latest_version and d.latest_version.status in ACTIVE_STATUSES for d in documents)
     return documents, any_active
 
@@ -66,7 +79,7 @@ def _document_rows(context: OrgContext, kb: KnowledgeBase) -> tuple[list[Any], b
 @org_required()
 def knowledge_base_detail(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponse:
     kb = _kb_or_404(context, kb_id)
-    documents, any_active = _document_rows(context, kb)
+    documents, any_active = _document_rows(context, kb, request.GET)
     return render(
         request,
         "kb/knowledge_base_detail.html",
@@ -75,7 +88,10 @@ def knowledge_base_detail(request: HttpRequest, context: OrgContext, kb_id: int)
             "documents": documents,
             "any_active": any_active,
             "can_edit": context.allows(Action.EDIT_CONTENT),
-            "statuses": DocumentStatus,
+            "statuses": DocumentStatus.choices,
+            "types": _types_in(kb),
+            "params": request.GET,
+            "filter_query": request.GET.urlencode(),
         },
     )
 
@@ -84,11 +100,27 @@ def knowledge_base_detail(request: HttpRequest, context: OrgContext, kb_id: int)
 def document_table(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponse:
     """The live document table fragment; htmx polls it while anything is still processing."""
     kb = _kb_or_404(context, kb_id)
-    documents, any_active = _document_rows(context, kb)
+    documents, any_active = _document_rows(context, kb, request.GET)
     return render(
         request,
         "kb/_document_table.html",
-        {"kb": kb, "documents": documents, "any_active": any_active, "can_edit": context.allows(Action.EDIT_CONTENT)},
+        {
+            "kb": kb,
+            "documents": documents,
+            "any_active": any_active,
+            "can_edit": context.allows(Action.EDIT_CONTENT),
+            "filter_query": request.GET.urlencode(),
+        },
+    )
+
+
+def _types_in(kb: KnowledgeBase) -> list[str]:
+    return sorted(
+        {
+            t
+            for t in DocumentVersion.objects.filter(document__knowledge_base=kb).values_list("file_type", flat=True)
+            if t
+        }
     )
 
 

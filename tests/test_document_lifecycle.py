@@ -155,3 +155,29 @@ def test_viewer_cannot_modify_documents(make_org, make_user, api_client_for) -> 
     assert response.status_code == 403
     assert api.post(f"/api/v1/knowledge-bases/{kb.pk}/search/", {"query": "text"}, format="json").status_code == 200
     assert Document.objects.filter(pk=doc.pk).exists()
+
+
+@pytest.mark.django_db
+def test_document_table_filters_by_status_type_and_name(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
+    org = make_org()
+    editor = make_user(org, role=Role.EDITOR)
+    kb = services.knowledge_base_create(organization=org, name="KB", created_by=editor)
+    failed = services.document_create_text(
+        knowledge_base=kb, title="Broken notes", text="x", created_by=editor, enqueue=False
+    ).version
+    DocumentVersion.objects.filter(pk=failed.pk).update(status=DocumentStatus.FAILED, error_message="Unreadable.")
+    services.qa_entry_create(
+        knowledge_base=kb, question="Opening hours?", answer="9 to 5.", created_by=editor, enqueue=False
+    )
+    browser = Client()
+    browser.force_login(editor)
+
+    def titles(query: str) -> list[str]:
+        html = browser.get(f"/knowledge-bases/{kb.pk}/documents/table/?{query}").content.decode()
+        return [t for t in ("Broken notes", "Opening hours?") if t in html]
+
+    assert titles("") == ["Broken notes", "Opening hours?"]
+    assert titles("status=failed") == ["Broken notes"]
+    assert titles("status=queued") == ["Opening hours?"]
+    assert titles("type=qa") == ["Opening hours?"]
+    assert titles("q=broken") == ["Broken notes"]
