@@ -73,8 +73,18 @@ def celery_worker_session(django_db_setup: Any, django_db_blocker: Any) -> Itera
 
 
 @pytest.fixture
-def celery_worker(celery_worker_session: Any, transactional_db: None) -> Any:
-    return celery_worker_session
+def celery_worker(celery_worker_session: Any, transactional_db: None) -> Iterator[Any]:
+    yield celery_worker_session
+    # Let the worker go idle before the database is flushed: a task still writing while the
+    # tables are truncated can deadlock with the flush. Pending messages of this test are dropped.
+    from celery.worker import state
+
+    from config.celery import app
+
+    app.control.purge()
+    deadline = time.monotonic() + 60
+    while (state.active_requests or state.reserved_requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
@@ -173,3 +183,16 @@ def login(page: Any, email: str, password: str = "pw-Secret-123") -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/")
+
+
+def read_streaming(response: Any) -> bytes:
+    """The whole body of a streamed (async) response, read in a thread of its own: a browser test
+    earlier in the session keeps an event loop running in the main thread."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, collect()).result()

@@ -16,7 +16,7 @@ from accounts.models import Role
 from chat.models import Channel, Conversation, Message
 from chat.services import chatbot_create, conversations_purge_expired
 from kb.services import knowledge_base_create
-from tests.conftest import wait_for
+from tests.conftest import read_streaming, wait_for
 
 
 def _conversation(
@@ -120,17 +120,7 @@ def test_transcript_feedback_and_review_actions(seeded) -> None:  # type: ignore
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
 
 
-def _read(response: Any) -> bytes:
-    """Consume a streamed (async) response body, in a thread of its own: a browser test earlier in
-    the session may keep an event loop running in this one."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    async def collect() -> bytes:
-        return b"".join([chunk async for chunk in response.streaming_content])
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, collect()).result()
+_read = read_streaming
 
 
 # The export runs its query in a worker thread (its own connection): the rows must be committed.

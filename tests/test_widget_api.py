@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
@@ -16,6 +15,7 @@ from accounts.models import Organization
 from chat.models import Chatbot, Conversation, Message, Role
 from chat.services import chatbot_create, chatbot_update
 from chat.widget import frame_content_security_policy, normalize_origin
+from tests.conftest import read_streaming
 
 SITE = "https://shop.example"
 EVIL = "https://evil.example"
@@ -46,10 +46,7 @@ def _start(client: APIClient, bot: Chatbot, origin: str = SITE, **extra: Any) ->
 
 
 def _read_stream(response: Any) -> str:
-    async def collect() -> bytes:
-        return b"".join([chunk async for chunk in response.streaming_content])
-
-    return async_to_sync(collect)().decode()
+    return read_streaming(response).decode()
 
 
 def _fresh_window() -> None:
