@@ -16,6 +16,7 @@ code serves the streaming and the non-streaming APIs, the playground and the wid
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,13 +165,23 @@ def _best_quote(chunk_text: str, claims: list[str]) -> str:
     sentences = split_sentences(chunk_text) or [chunk_text]
     claim_words = {w.lower() for claim in claims for w in claim.split() if len(w) > 2}
     if not claim_words:
-        return sentences[0][:600]
+        return _exact_span(chunk_text, sentences[0])[:600]
 
     def overlap(sentence: str) -> float:
         words = {w.lower() for w in sentence.split() if len(w) > 2}
         return len(words & claim_words) / (len(words) ** 0.5 or 1)
 
-    return max(sentences, key=overlap)[:600]
+    return _exact_span(chunk_text, max(sentences, key=overlap))[:600]
+
+
+def _exact_span(text: str, sentence: str) -> str:
+    """`sentence` as it stands in `text` (sentence splitting folds whitespace; quotes must be
+    verbatim so a reader — and the citation check — finds them in the source)."""
+    words = sentence.split()
+    if not words:
+        return sentence
+    match = re.search(r"\s+".join(re.escape(w) for w in words), text)
+    return match.group(0) if match else sentence
 
 
 def _history(conversation: Conversation, before: Message) -> list[tuple[str, str]]:
