@@ -20,6 +20,7 @@ from kb.serializers import (
     DocumentUploadSerializer,
     KnowledgeBaseInSerializer,
     KnowledgeBaseOutSerializer,
+    KnowledgeBaseUpdateSerializer,
     QaEntrySerializer,
     SearchInSerializer,
     SearchResultSerializer,
@@ -57,6 +58,28 @@ class KnowledgeBaseDetailApi(KnowledgeBaseScopedView):
     @extend_schema(responses=KnowledgeBaseOutSerializer)
     def get(self, request: Request, kb_id: int) -> Response:
         return Response(KnowledgeBaseOutSerializer(self.get_knowledge_base(kb_id)).data)
+
+    @extend_schema(request=KnowledgeBaseUpdateSerializer, responses=KnowledgeBaseOutSerializer)
+    def patch(self, request: Request, kb_id: int) -> Response:
+        """Rename, describe, or change the embedding model (re-embeds in the background: 202)."""
+        kb = self.get_knowledge_base(kb_id)
+        serializer = KnowledgeBaseUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        for field in ("name", "description"):
+            if field in data:
+                setattr(kb, field, data[field])
+        kb.save()
+        accepted = False
+        if "embedding_model" in data and data["embedding_model"] != kb.embedding_model:
+            kb = services.knowledge_base_change_embedding_model(knowledge_base=kb, model=data["embedding_model"])
+            accepted = True
+        audit_record(
+            context=self.org_context, action="knowledge_base.update", target=kb, detail={"fields": sorted(data)}
+        )
+        return Response(
+            KnowledgeBaseOutSerializer(kb).data, status=status.HTTP_202_ACCEPTED if accepted else status.HTTP_200_OK
+        )
 
 
 class DocumentListUploadApi(KnowledgeBaseScopedView):

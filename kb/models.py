@@ -35,6 +35,13 @@ class KnowledgeBase(models.Model):
     )
     chunk_size = models.PositiveIntegerField(default=1200, help_text="Target chunk size in characters.")
     chunk_overlap = models.PositiveIntegerField(default=150, help_text="Characters shared by consecutive chunks.")
+    # A change of embedding model in progress: chunks get `next_embedding` in the background while
+    # `embedding` keeps serving; one UPDATE swaps them when all are done.
+    reembed_model = models.CharField(max_length=200, blank=True)
+    reembed_dims = models.PositiveIntegerField(null=True, blank=True)
+    reembed_done = models.PositiveIntegerField(default=0)
+    reembed_total = models.PositiveIntegerField(default=0)
+    reembed_error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -195,6 +202,7 @@ class Chunk(models.Model):
     embedding_model = models.CharField(max_length=200, blank=True)
     embedding_dims = models.PositiveIntegerField(null=True, blank=True)
     embedding = VectorField(null=True, blank=True)
+    next_embedding = VectorField(null=True, blank=True)  # the next model's vector, during a model change
     search_vector = SearchVectorField(null=True)
 
     class Meta:

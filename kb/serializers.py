@@ -20,8 +20,15 @@ class KnowledgeBaseInSerializer(serializers.Serializer[Any]):
         return attrs
 
 
+class KnowledgeBaseUpdateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    embedding_model = serializers.CharField(max_length=200, required=False)
+
+
 class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
     document_count = serializers.SerializerMethodField()
+    reembedding = serializers.SerializerMethodField()
 
     class Meta:
         model = KnowledgeBase
@@ -34,8 +41,19 @@ class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
             "chunk_size",
             "chunk_overlap",
             "document_count",
+            "reembedding",
             "created_at",
         )
+
+    def get_reembedding(self, kb: KnowledgeBase) -> dict[str, Any] | None:
+        if not kb.reembed_model and not kb.reembed_error:
+            return None
+        return {
+            "model": kb.reembed_model or None,
+            "done": kb.reembed_done,
+            "total": kb.reembed_total,
+            "error": kb.reembed_error or None,
+        }
 
     def get_document_count(self, kb: KnowledgeBase) -> int:
         annotated = getattr(kb, "document_count", None)

@@ -29,6 +29,17 @@ def document_ingest(self: Any, version_id: int) -> None:
     services.version_ingest(version_id=version_id, worker=self.request.hostname or "")
 
 
+@shared_task(
+    name="kb.knowledge_base_reembed",
+    autoretry_for=(TransientEmbeddingError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=10,
+)
+def knowledge_base_reembed(knowledge_base_id: int) -> None:
+    services.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
+
+
 @shared_task(name="kb.documents_recover_stuck")
 def documents_recover_stuck() -> int:
     return services.documents_recover_stuck()
