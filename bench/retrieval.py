@@ -340,8 +340,6 @@ def load_corpus(
     ver_of = np.array([[v for _, v in t["docs"]] for t in tenants], dtype=np.int64)
 
     conn = raw_connection()
-    notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
     index_defs: dict[str, str] = {}
     with conn.cursor() as cur:
         for name in INDEXES:
@@ -412,6 +410,8 @@ def load_corpus(
         timings["maintenance_work_mem"] = mem
         timings["max_parallel_maintenance_workers"] = workers
         timings["load_average_before_index_builds"] = load_average()
+        notices: list[str] = []  # pgvector says so when the graph outgrows maintenance_work_mem
+        conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
         for name in INDEXES:
             log(f"building {name} ...")
             with stopwatch(timings, f"build_{name}_s"):
@@ -587,6 +587,125 @@ def proposed_keyword_candidates(
             },
         )
         return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+# Further steps, measured with --keyword-variants. Each is PROPOSED_KEYWORD_SQL with one more change.
+_COLLECTION = """collection AS MATERIALIZED (
+    SELECT count(*)::float AS n, greatest(avg(length(search_vector)), 1)::float AS avgdl
+    FROM kb_chunk WHERE knowledge_base_id = ANY(%(kbs)s) AND is_live
+)"""
+_CACHED_COLLECTION = """collection AS MATERIALIZED (
+    SELECT %(n)s::float AS n, %(avgdl)s::float AS avgdl
+)"""
+_UNNEST_ALL = "CROSS JOIN LATERAL unnest(cand.search_vector) AS u(lexeme, positions, weights)"
+_UNNEST_TERMS = (
+    "CROSS JOIN LATERAL unnest(ts_filter(setweight(cand.search_vector, 'A', (SELECT array_agg(lexeme) FROM terms)),"
+    " '{a}')) AS u(lexeme, positions, weights)"
+)
+_POOL_ORDER = """    ORDER BY ts_rank_cd(c.search_vector, q.tq) DESC
+    LIMIT %(pool)s
+"""
+
+
+def _replaced(sql: str, old: str, new: str) -> str:
+    assert old in sql, old
+    return sql.replace(old, new)
+
+
+# + collection size and mean length passed in (kept per knowledge base, e.g. updated at publish),
+#   instead of reading every tsvector of the tenant per query;
+_V2 = _replaced(PROPOSED_KEYWORD_SQL, _COLLECTION, _CACHED_COLLECTION)
+# + only the query's lexemes of each candidate unnested (setweight + ts_filter), not all ~100;
+_V3 = _replaced(_V2, _UNNEST_ALL, _UNNEST_TERMS)
+# + no ts_rank_cd pool: BM25 of every match (exact BM25; ts_rank_cd, having no IDF, picks the pool by
+#   common words).
+_V4 = _replaced(_V3, _POOL_ORDER, "")
+KEYWORD_VARIANTS = {
+    "proposed (MATERIALIZED + GIN)": PROPOSED_KEYWORD_SQL,
+    "+ cached collection stats": _V2,
+    "+ query lexemes only": _V3,
+    "+ no ts_rank_cd pool (exact BM25)": _V4,
+}
+_TERMS = """WITH terms AS MATERIALIZED (
+    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) AS lexeme
+), q AS MATERIALIZED (
+    SELECT array_to_string(array(SELECT quote_literal(lexeme) FROM terms), ' | ')::tsquery AS tq
+)
+"""
+KEYWORD_PARTS = {
+    "collection stats (count + avg length)": (
+        "SELECT count(*), avg(length(search_vector)) FROM kb_chunk WHERE knowledge_base_id = ANY(%(kbs)s) AND is_live"
+    ),
+    "collection count only": "SELECT count(*) FROM kb_chunk WHERE knowledge_base_id = ANY(%(kbs)s) AND is_live",
+    "df per term (GIN)": _TERMS  # noqa: S608 (constants only)
+    + """SELECT t.lexeme, (SELECT count(*) FROM kb_chunk c WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live
+       AND c.search_vector @@ quote_literal(t.lexeme)::tsquery) FROM terms t""",
+    "all matches (count)": _TERMS  # noqa: S608 (constants only)
+    + """SELECT count(*) FROM kb_chunk c, q
+       WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live AND c.search_vector @@ q.tq""",
+    "ts_rank_cd pool of 2,000": _TERMS  # noqa: S608 (constants only)
+    + """SELECT count(*) FROM (SELECT c.id FROM kb_chunk c, q
+       WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live AND c.search_vector @@ q.tq
+       ORDER BY ts_rank_cd(c.search_vector, q.tq) DESC LIMIT %(pool)s) pool""",
+}
+
+
+def bench_keyword_variants(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
+    """Latency of each keyword SQL step and of its parts; results compared with the proposed SQL."""
+    from django.db import connection
+
+    from kb import selectors
+
+    with connection.cursor() as cursor:
+        cursor.execute(KEYWORD_PARTS["collection stats (count + avg length)"], {"kbs": [kb.pk]})
+        row = cursor.fetchone()
+        assert row is not None
+        n, avgdl = float(row[0]), max(float(row[1] or 1), 1.0)
+    times: dict[str, list[float]] = {name: [] for name in [*KEYWORD_VARIANTS, *KEYWORD_PARTS]}
+    same: dict[str, int] = dict.fromkeys(KEYWORD_VARIANTS, 0)
+    matches: list[float] = []
+    pool_r10: list[float] = []
+    pool_r50: list[float] = []
+    for q in queries:
+        params: dict[str, Any] = {
+            "config": kb.text_search_config,
+            "query": q.text,
+            "kbs": [kb.pk],
+            "pool": selectors.KEYWORD_CANDIDATES,
+            "k1": selectors.BM25_K1,
+            "b": selectors.BM25_B,
+            "limit": POOL,
+            "n": n,
+            "avgdl": avgdl,
+        }
+        results: dict[str, list[tuple[int, float]]] = {}
+        with connection.cursor() as cursor:
+            for name, sql in [*KEYWORD_VARIANTS.items(), *KEYWORD_PARTS.items()]:
+                t0 = time.perf_counter()
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+                times[name].append((time.perf_counter() - t0) * 1000)
+                results[name] = [(r[0], float(r[1]) if len(r) > 1 and r[1] is not None else 0.0) for r in rows]
+        base = results["proposed (MATERIALIZED + GIN)"]
+        for name in KEYWORD_VARIANTS:
+            same[name] += [c for c, _ in results[name]] == [c for c, _ in base] and all(
+                abs(a - b) < 1e-9 for (_, a), (_, b) in zip(results[name], base, strict=True)
+            )
+        matches.append(float(results["all matches (count)"][0][0]))
+        exact = [c for c, _ in results["+ no ts_rank_cd pool (exact BM25)"]]
+        pooled = {c for c, _ in base}
+        pool_r10.append(len(set(exact[:10]) & {c for c, _ in base[:10]}) / max(1, len(exact[:10])))
+        pool_r50.append(len(set(exact) & pooled) / max(1, len(exact)))
+    return {
+        "queries": len(queries),
+        "ms": {name: summary(values) for name, values in times.items()},
+        "identical_to_proposed": same,
+        "matches_per_query": summary(matches),
+        "ts_rank_cd_pool_recall_of_exact_bm25": {
+            "at_10": round(statistics.fmean(pool_r10), 4),
+            "at_50": round(statistics.fmean(pool_r50), 4),
+        },
+    }
 
 
 @contextmanager
@@ -907,6 +1026,20 @@ def print_tables(results: dict[str, Any]) -> None:
                 f"max {p['ms']['max']:.0f} ms, {p['timeouts']} cancelled at {p['timeout_s']:g} s, "
                 f"{p['completed_with_same_results_as_proposed']} identical to the proposed SQL's"
             )
+    for role, r in results["tenants"].items():
+        kv = r.get("keyword_variants")
+        if not kv:
+            continue
+        pool = kv["ts_rank_cd_pool_recall_of_exact_bm25"]
+        print(
+            f"\nkeyword SQL steps, {role} tenant ({kv['queries']} queries; matches per query p50 "
+            f"{kv['matches_per_query']['p50']:,.0f}, max {kv['matches_per_query']['max']:,.0f}; ts_rank_cd pool "
+            f"recall of exact BM25 @10 {pool['at_10']:.3f} @50 {pool['at_50']:.3f})"
+        )
+        for name, st in kv["ms"].items():
+            same = kv["identical_to_proposed"].get(name)
+            note = "" if same is None else f"  identical results: {same}/{kv['queries']}"
+            print(f"  {name:<40}p50 {st['p50']:>9.1f} ms  p95 {st['p95']:>9.1f} ms{note}")
     print(
         f"\n{'tenant':<12}{'vector search variant':<36}{'hnsw':>5}{'rows avg':>9}{'min':>5}{'R@10':>7}{'R@50':>7}"
         f"{'p50 ms':>9}{'p95 ms':>9}"
@@ -951,6 +1084,9 @@ def main() -> None:
         type=float,
         default=2000.0,
         help="if the shipped keyword SQL's probe median is slower, only the proposed SQL gets the full run",
+    )
+    parser.add_argument(
+        "--keyword-variants", type=int, default=30, help="queries timing the keyword SQL steps and parts (0: skip)"
     )
     parser.add_argument("--skip-load", action="store_true", help="reuse the corpus already in the bench database")
     parser.add_argument("--skip-overhead", action="store_true")
@@ -1039,6 +1175,11 @@ def main() -> None:
                 log(f"{role}: latency over {args.queries} queries, modes {[m.label for m in modes]}")
                 entry["load_average_before"] = load_average()
                 entry["latency"] = bench_latency(kb, queries, args.warmup, modes)
+                if args.keyword_variants:
+                    log(f"{role}: keyword SQL variants over {args.keyword_variants} queries")
+                    entry["keyword_variants"] = bench_keyword_variants(
+                        kb, queries[args.warmup : args.warmup + args.keyword_variants]
+                    )
             log(f"{role}: recall over {recall_n} queries")
             entry["recall"] = bench_recall(kb, queries[args.warmup : args.warmup + recall_n])
             entry["explain"] = explain(kb, queries[args.warmup], args.statement_timeout)

@@ -34,7 +34,7 @@ from chat.models import Channel, Chatbot, Citation, Conversation, Correction, Me
 from chat.prompting import build_messages
 from chat.secrets_box import encrypt
 from kb.models import KnowledgeBase
-from kb.selectors import SearchHit, chunk_search
+from kb.selectors import SearchHit, chunk_search, hits_to_passages
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,10 @@ class Retrieval:
 def _retrieve(chatbot: Chatbot, question: str) -> Retrieval:
     started = time.perf_counter()
     kbs = list(chatbot.knowledge_bases.all())
-    hits = chunk_search(knowledge_bases=kbs, query=question, limit=chatbot.top_k, mode="hybrid")
+    found = chunk_search(knowledge_bases=kbs, query=question, limit=chatbot.top_k, mode="hybrid")
+    budget = max((kb.chunk_size for kb in kbs), default=1200) * 2
+    passages = hits_to_passages(found, max_chars=budget)
+    hits = [p.hit for p in passages]
     elapsed = (time.perf_counter() - started) * 1000
     best_vector = max((h.vector_score or 0.0 for h in hits), default=0.0)
     any_keyword = any(h.keyword_score for h in hits)
@@ -130,9 +133,14 @@ def _retrieve(chatbot: Chatbot, question: str) -> Retrieval:
     # questions with nothing related at all. The answer step decides the rest.
     relevant = bool(hits) and (any_keyword or best_vector >= chatbot.min_relevance)
     sources = [
-        Source(number=i, text=hit.chunk.text, title=hit.chunk.document.title, section=hit.chunk.section_label or None)
-        for i, hit in enumerate(hits, start=1)
-        if hit.chunk is not None
+        Source(
+            number=i,
+            text=p.text,
+            title=p.hit.chunk.document.title,
+            section=p.hit.chunk.section_label or None,
+        )
+        for i, p in enumerate(passages, start=1)
+        if p.hit.chunk is not None
     ]
     trace = {
         "query": question,
@@ -150,6 +158,7 @@ def _retrieve(chatbot: Chatbot, question: str) -> Retrieval:
                 "vector_rank": h.vector_rank,
                 "keyword_score": None if h.keyword_score is None else round(h.keyword_score, 4),
                 "keyword_rank": h.keyword_rank,
+                "widened_to_section": passages[i - 1].widened,
             }
             for i, h in enumerate(hits, start=1)
         ],
@@ -339,12 +348,15 @@ def _finish_answer(answer: Message, raw: str, retrieval: Retrieval, chatbot: Cha
 def _save_citations(answer: Message, retrieval: Retrieval) -> None:
     claims: dict[int, list[str]] = getattr(answer, "_claims_by_source", {})
     hits = {i: h for i, h in enumerate(retrieval.hits, start=1)}
+    source_texts = {s.number: s.text for s in retrieval.sources}
     rows = []
     for number, sentences in sorted(claims.items()):
         hit = hits.get(number)
         if hit is None or hit.chunk is None:
             continue
-        chunk = hit.chunk
+        # The source the model read: the chunk, or its whole (small) section.
+        quote = _best_quote(source_texts.get(number, hit.chunk.text), sentences)
+        chunk = _chunk_holding(hit.chunk, quote)
         rows.append(
             Citation(
                 message=answer,
@@ -357,11 +369,23 @@ def _save_citations(answer: Message, retrieval: Retrieval) -> None:
                 page=chunk.page_start,
                 page_end=chunk.page_end,
                 section=chunk.section_label,
-                quote=_best_quote(chunk.text, sentences),
+                quote=quote,
                 source_url=chunk.document.source_url,
             )
         )
     Citation.objects.bulk_create(rows)
+
+
+def _chunk_holding(chunk: Any, quote: str) -> Any:
+    """The chunk of the same section that contains `quote` (for its exact page), else `chunk`."""
+    if quote in chunk.text or not chunk.section_id:
+        return chunk
+    from kb.models import Chunk
+
+    siblings = Chunk.objects.filter(version_id=chunk.version_id, section_id=chunk.section_id).select_related(
+        "document", "version"
+    )
+    return next((c for c in siblings if quote in c.text), chunk)
 
 
 def chat_answer(**kwargs: Any) -> dict[str, Any]:

@@ -203,3 +203,40 @@ def chunk_search(
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
     return [h for h in ranked if h.chunk is not None]
+
+
+@dataclass
+class ContextPassage:
+    """What a model reads for one hit: the chunk, or its whole section when that is small."""
+
+    hit: SearchHit
+    text: str
+    widened: bool = False
+
+
+def hits_to_passages(hits: Sequence[SearchHit], *, max_chars: int) -> list[ContextPassage]:
+    """Widen hits to their parent section when the whole section fits in `max_chars`, and drop
+    hits already covered by an earlier passage (two chunks of the same small section).
+
+    A short section split into pieces loses context at the cut (a list's heading, the sentence
+    before); giving the model the whole section answers more questions with the same budget.
+    """
+    from kb.models import Section
+
+    section_ids = {h.chunk.section_id for h in hits if h.chunk is not None and h.chunk.section_id}
+    sections = Section.objects.in_bulk(list(section_ids))
+    passages: list[ContextPassage] = []
+    covered: set[int] = set()
+    for hit in hits:
+        chunk = hit.chunk
+        if chunk is None:
+            continue
+        section = sections.get(chunk.section_id) if chunk.section_id else None
+        if section is not None and section.pk in covered:
+            continue
+        if section is not None and len(chunk.text) < len(section.text) <= max_chars:
+            covered.add(section.pk)
+            passages.append(ContextPassage(hit=hit, text=section.text, widened=True))
+        else:
+            passages.append(ContextPassage(hit=hit, text=chunk.text))
+    return passages

@@ -205,3 +205,31 @@ def test_finish_answer_strips_citations_to_missing_sources() -> None:
     assert message.grounding["removed_citations"] == [4]
     verdicts = {s["text"]: s["verdict"] for s in message.grounding["sentences"]}
     assert any(v == "supported" for v in verdicts.values())
+
+
+@pytest.mark.worker
+def test_hits_of_a_small_section_are_widened_to_the_section_and_not_repeated(make_org, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    from kb.models import Chunk
+    from kb.selectors import chunk_search, hits_to_passages
+    from kb.services import document_create_text, knowledge_base_create
+
+    org = make_org()
+    kb = knowledge_base_create(organization=org, name="Small chunks", created_by=None, chunk_size=300, chunk_overlap=30)
+    text = (
+        "## Returns\n\n"
+        "Unused items can be returned within 30 days of delivery for a full refund of the price paid. "
+        "Keep the original packaging, the receipt and all the labels attached to the item. "
+        "Our warehouse team in Utrecht inspects every returned item on the day it arrives. "
+        "Refunds are paid to the original payment method within five business days after the inspection. "
+        "Store credit can be issued at once instead if the customer prefers it.\n\n"
+        "## Exceptions\n\nGift cards cannot be returned. Opened camping fuel canisters cannot be returned either."
+    )
+    doc = document_create_text(knowledge_base=kb, title="Policy", text=text, created_by=None).document
+    wait_for(lambda: Chunk.objects.filter(document=doc, is_live=True).count() >= 3, timeout=60)
+    hits = chunk_search(knowledge_bases=[kb], query="returns refund inspection warehouse packaging", limit=5)
+    returns_hits = [h for h in hits if h.chunk is not None and h.chunk.section_path[-1:] == ["Returns"]]
+    assert len(returns_hits) >= 2, "the Returns section should be split into several chunks"
+    passages = hits_to_passages(hits, max_chars=1000)
+    widened = [p for p in passages if p.widened]
+    assert len(widened) == 1 and "30 days" in widened[0].text and "Store credit" in widened[0].text
+    assert sum(1 for p in passages if p.hit.chunk is not None and p.hit.chunk.section_path[-1:] == ["Returns"]) == 1
