@@ -49,6 +49,7 @@ class SearchHit:
     vector_rank: int | None = None
     keyword_score: float | None = None
     keyword_rank: int | None = None
+    rerank_score: float | None = None
     chunk: Chunk | None = field(default=None, repr=False)
 
 
@@ -198,11 +199,23 @@ def chunk_search(
             hit.score = hit.keyword_score or 0.0
         else:
             hit.score = sum(1.0 / (RRF_K + r) for r in (hit.vector_rank, hit.keyword_rank) if r is not None)
-    ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[:limit]
+    from kb.reranking import rerank_enabled, rerank_scores
+
+    rerank = mode == "hybrid" and rerank_enabled()
+    # With a reranker, it sees a deeper pool than is returned: that is where it helps most.
+    pool_size = max(limit * 3, 20) if rerank else limit
+    ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[:pool_size]
     chunks = Chunk.objects.select_related("document", "version").in_bulk([h.chunk_id for h in ranked])
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
-    return [h for h in ranked if h.chunk is not None]
+    ranked = [h for h in ranked if h.chunk is not None]
+    if rerank:
+        scores = rerank_scores(query, [h.chunk.text for h in ranked if h.chunk is not None])
+        if scores is not None:
+            for hit, score in zip(ranked, scores, strict=True):
+                hit.rerank_score = score
+            ranked.sort(key=lambda h: h.rerank_score or 0.0, reverse=True)
+    return ranked[:limit]
 
 
 @dataclass
