@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Count
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -164,46 +166,44 @@ class KnowledgeBaseSearchApi(KnowledgeBaseScopedView):
         return Response({"query": serializer.validated_data["query"], "results": results})
 
 
-class TextEntryCreateApi(KnowledgeBaseScopedView):
-    @extend_schema(request=TextEntrySerializer, responses={201: DocumentOutSerializer})
+class _SourceCreateApi(KnowledgeBaseScopedView):
+    """Base of the typed-in sources: validate with `input_serializer`, create with `create`."""
+
+    input_serializer: type[serializers.Serializer[Any]]
+
+    def create(self, kb: KnowledgeBase, data: dict[str, Any]) -> services.UploadResult:
+        raise NotImplementedError
+
     def post(self, request: Request, kb_id: int) -> Response:
         kb = self.get_knowledge_base(kb_id)
-        serializer = TextEntrySerializer(data=request.data)
+        serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = services.document_create_text(
-            knowledge_base=kb, created_by=self.org_context.user, **serializer.validated_data
-        )
+        result = self.create(kb, dict(serializer.validated_data))
         audit_record(
             context=self.org_context, action=f"document.add_{result.document.source_type}", target=result.document
         )
         return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
 
 
-class QaEntryCreateApi(KnowledgeBaseScopedView):
-    @extend_schema(request=QaEntrySerializer, responses={201: DocumentOutSerializer})
-    def post(self, request: Request, kb_id: int) -> Response:
-        kb = self.get_knowledge_base(kb_id)
-        serializer = QaEntrySerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        result = services.qa_entry_create(
-            knowledge_base=kb, created_by=self.org_context.user, **serializer.validated_data
-        )
-        audit_record(
-            context=self.org_context, action=f"document.add_{result.document.source_type}", target=result.document
-        )
-        return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
+@extend_schema_view(post=extend_schema(request=TextEntrySerializer, responses={201: DocumentOutSerializer}))
+class TextEntryCreateApi(_SourceCreateApi):
+    input_serializer = TextEntrySerializer
+
+    def create(self, kb: KnowledgeBase, data: dict[str, Any]) -> services.UploadResult:
+        return services.document_create_text(knowledge_base=kb, created_by=self.org_context.user, **data)
 
 
-class UrlEntryCreateApi(KnowledgeBaseScopedView):
-    @extend_schema(request=UrlEntrySerializer, responses={201: DocumentOutSerializer})
-    def post(self, request: Request, kb_id: int) -> Response:
-        kb = self.get_knowledge_base(kb_id)
-        serializer = UrlEntrySerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        result = services.document_add_url(
-            knowledge_base=kb, url=serializer.validated_data["url"], created_by=self.org_context.user
-        )
-        audit_record(
-            context=self.org_context, action=f"document.add_{result.document.source_type}", target=result.document
-        )
-        return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
+@extend_schema_view(post=extend_schema(request=QaEntrySerializer, responses={201: DocumentOutSerializer}))
+class QaEntryCreateApi(_SourceCreateApi):
+    input_serializer = QaEntrySerializer
+
+    def create(self, kb: KnowledgeBase, data: dict[str, Any]) -> services.UploadResult:
+        return services.qa_entry_create(knowledge_base=kb, created_by=self.org_context.user, **data)
+
+
+@extend_schema_view(post=extend_schema(request=UrlEntrySerializer, responses={201: DocumentOutSerializer}))
+class UrlEntryCreateApi(_SourceCreateApi):
+    input_serializer = UrlEntrySerializer
+
+    def create(self, kb: KnowledgeBase, data: dict[str, Any]) -> services.UploadResult:
+        return services.document_add_url(knowledge_base=kb, url=data["url"], created_by=self.org_context.user)
