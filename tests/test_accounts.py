@@ -115,3 +115,13 @@ def test_bad_setting_stops_start_up_with_a_clear_message() -> None:
     )
     assert result.returncode != 0
     assert "GROUNDWORK_MAX_UPLOAD_MB='lots' is not a whole number" in result.stderr
+
+
+@pytest.mark.django_db
+def test_openapi_schema_documents_the_api_and_its_bearer_auth(make_org, api_client_for) -> None:  # type: ignore[no-untyped-def]
+    response = api_client_for(make_org()).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    for path in ("/api/v1/knowledge-bases/", "/api/v1/knowledge-bases/{kb_id}/documents/", "/api/v1/chatbots/"):
+        assert path in schema["paths"], path
+    assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
