@@ -45,9 +45,18 @@ def parse_version(version: DocumentVersion) -> Parsed:
         )
     except parsing.ParseError as exc:
         raise ParseFailure(exc.code, exc.message) from exc
+    page_count = document.page_count
+    if page_count is None and document.file_type == "pdf":
+        # pypdf could not count the pages but pdfminer read them: the highest page cited will do.
+        page_count = max((e.page_number or 0 for e in document.elements), default=0) or None
+    if page_count is not None and page_count > settings.GROUNDWORK_MAX_PAGES:
+        raise ParseFailure(
+            "too_many_pages",
+            f"This document has {page_count} pages; the limit is {settings.GROUNDWORK_MAX_PAGES}. Split it into parts.",
+        )
     return Parsed(
         file_type=document.file_type,
-        page_count=document.page_count,
+        page_count=page_count,
         document=document,
         warnings=list(document.warnings),
     )

@@ -139,8 +139,8 @@ def document_upload(
     if size == 0:
         raise UploadRejected("empty_file", f"“{filename}” is empty (0 bytes). Choose a file with content.")
     if size > settings.GROUNDWORK_MAX_UPLOAD_BYTES:
-        limit_mb = settings.GROUNDWORK_MAX_UPLOAD_BYTES // (1024 * 1024)
-        raise UploadRejected("too_large", f"“{filename}” is larger than the {limit_mb} MB upload limit.")
+        limit_mb = settings.GROUNDWORK_MAX_UPLOAD_BYTES / (1024 * 1024)
+        raise UploadRejected("too_large", f"“{filename}” is larger than the {limit_mb:g} MB upload limit.")
 
     duplicate = (
         DocumentVersion.objects.select_related("document")
