@@ -87,6 +87,32 @@ def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, lim
     return results[:limit]
 
 
+COLLECTION_STATS_SECONDS = 60
+
+
+def _collection_stats(kb_ids: list[int]) -> dict[str, float]:
+    """BM25's collection size and mean document length for these knowledge bases, cached briefly.
+
+    Reading every live tsvector of a large tenant costs ~250 ms per query (bench/retrieval.py);
+    a minute-old figure changes scores negligibly.
+    """
+    from django.core.cache import cache
+
+    key = "kb-bm25-stats:" + ",".join(str(i) for i in sorted(kb_ids))
+    stats = cache.get(key)
+    if stats is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*), coalesce(avg(length(search_vector)), 1) FROM kb_chunk "
+                "WHERE knowledge_base_id = ANY(%s) AND is_live",
+                [kb_ids],
+            )
+            n, avgdl = cursor.fetchone() or (0, 1)
+        stats = {"n": float(n), "avgdl": max(float(avgdl), 1.0)}
+        cache.set(key, stats, COLLECTION_STATS_SECONDS)
+    return stats
+
+
 BM25_K1 = 1.2
 BM25_B = 0.75
 KEYWORD_CANDIDATES = 2000  # matches scored with BM25 per query; the best by ts_rank_cd when more match
@@ -119,8 +145,7 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
                     SELECT array_to_string(array(SELECT quote_literal(lexeme) FROM terms), ' | ')::tsquery AS tq
                 ),
                 collection AS MATERIALIZED (
-                    SELECT count(*)::float AS n, greatest(avg(length(search_vector)), 1)::float AS avgdl
-                    FROM kb_chunk WHERE knowledge_base_id = ANY(%(kbs)s) AND is_live
+                    SELECT %(n)s::float AS n, %(avgdl)s::float AS avgdl
                 ),
                 df AS MATERIALIZED (
                     SELECT t.lexeme,
@@ -138,7 +163,8 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
                 )
                 SELECT cand.id,
                        sum(
-                           ln(1 + (collection.n - df.n + 0.5) / (df.n + 0.5))
+                           -- greatest(): the cached collection size may trail a fresh upload
+                           ln(1 + (greatest(collection.n, df.n) - df.n + 0.5) / (df.n + 0.5))
                            * (tf.tf * (%(k1)s + 1))
                            / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * length(cand.search_vector) / collection.avgdl))
                        ) AS score
@@ -155,6 +181,7 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
                     "config": config,
                     "query": query,
                     "kbs": kb_ids,
+                    **_collection_stats(kb_ids),
                     "pool": KEYWORD_CANDIDATES,
                     "k1": BM25_K1,
                     "b": BM25_B,
