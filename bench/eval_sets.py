@@ -1,11 +1,13 @@
 """Run `chat_eval` on the public evaluation sets in ../shared/data with the local defaults.
 
-    uv run python bench/eval_sets.py [--sets squad2,clapnq,covidqa,sec10q] [--limit N] [--no-answers]
+    uv run python bench/eval_sets.py [--sets squad2,clapnq,covidqa,sec10q] [--limit N] [--no-answers] [--reuse]
 
 For each set: a fresh organisation and knowledge base in the configured database (the embedded
 one under .data/ by default), documents ingested in-process through the real pipeline, a chatbot,
 the questions converted to the `chat_eval` format, and the report. Figures go to
-bench/results/eval_<set>.json and bench/results/eval_summary.json.
+bench/results/eval_<set>.json and bench/results/eval_summary.json. `--reuse` evaluates the
+newest earlier ingestion of a set instead of ingesting it again (use a dedicated data directory,
+e.g. GROUNDWORK_DATA_DIR=.data/eval).
 """
 
 from __future__ import annotations
@@ -95,16 +97,37 @@ def sec10q() -> tuple[list[Path | tuple[str, str]], list[dict[str, Any]]]:
 SETS = {"squad2": squad2, "clapnq": clapnq, "covidqa": covidqa, "sec10q": sec10q}
 
 
-def run(name: str, limit: int | None, answers: bool) -> dict[str, Any]:
+def _ingested_bot(name: str, documents: int) -> Any:
+    """The chatbot of the newest earlier ingestion of this set whose documents all finished."""
+    from chat.models import Chatbot
+    from kb.models import Document
+
+    bot = (
+        Chatbot.objects.filter(organization__name__startswith=f"eval-{name}-", name=f"{name} bot")
+        .order_by("-pk")
+        .first()
+    )
+    if bot is None:
+        return None
+    finished = Document.objects.filter(
+        knowledge_base__in=bot.knowledge_bases.all(), latest_version__status__in=("ready", "failed")
+    ).count()
+    return bot if finished == documents else None
+
+
+def run(name: str, limit: int | None, answers: bool, reuse: bool = False, ingest_only: bool = False) -> dict[str, Any]:
     import io
 
     from accounts.services import organization_create
-    from chat.evaluation import evaluate, format_report, load_questions
     from chat.services import chatbot_create
     from kb.models import DocumentStatus, DocumentVersion
     from kb.services import document_upload, knowledge_base_create, version_ingest
 
     docs, questions = SETS[name]()
+    bot = _ingested_bot(name, len(docs)) if reuse else None
+    if bot is not None:
+        print(f"{name}: reusing {bot.organization.name}")
+        return _evaluate(name, bot, docs, questions, limit, answers, failed=None, ingest_s=None)
     org = organization_create(name=f"eval-{name}-{int(time.time())}")
     kb = knowledge_base_create(organization=org, name=name, created_by=None)
     started = time.perf_counter()
@@ -126,6 +149,25 @@ def run(name: str, limit: int | None, answers: bool) -> dict[str, Any]:
             failed.append((filename, version.error_message))
     ingest_s = time.perf_counter() - started
     bot = chatbot_create(organization=org, name=f"{name} bot", knowledge_bases=[kb], created_by=None)
+    if ingest_only:
+        print(f"{name}: ingested {len(docs)} documents in {ingest_s:.0f}s, {len(failed)} failed")
+        return {"set": name, "documents": len(docs), "documents_failed": failed, "ingest_seconds": round(ingest_s, 1)}
+    return _evaluate(name, bot, docs, questions, limit, answers, failed=failed, ingest_s=ingest_s)
+
+
+def _evaluate(
+    name: str,
+    bot: Any,
+    docs: list[Any],
+    questions: list[dict[str, Any]],
+    limit: int | None,
+    answers: bool,
+    *,
+    failed: list[Any] | None,
+    ingest_s: float | None,
+) -> dict[str, Any]:
+    from chat.evaluation import evaluate, format_report, load_questions
+
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as out:
         for q in questions:
             out.write(json.dumps(q) + "\n")
@@ -133,8 +175,8 @@ def run(name: str, limit: int | None, answers: bool) -> dict[str, Any]:
     report["set"] = name
     report["documents"] = len(docs)
     report["documents_failed"] = failed
-    report["ingest_seconds"] = round(ingest_s, 1)
-    print(f"\n=== {name} ({len(docs)} documents, ingest {ingest_s:.0f}s) ===")
+    report["ingest_seconds"] = round(ingest_s, 1) if ingest_s is not None else None
+    print(f"\n=== {name} ({len(docs)} documents, ingest {ingest_s or 0:.0f}s) ===")
     print(format_report(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"eval_{name}.json").write_text(json.dumps(report, indent=2))
@@ -146,12 +188,22 @@ def main() -> None:
     parser.add_argument("--sets", default="squad2,clapnq,covidqa,sec10q")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--no-answers", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="evaluate an earlier ingestion of each set")
+    parser.add_argument("--ingest-only", action="store_true", help="ingest the sets, evaluate nothing")
     args = parser.parse_args()
     import django
 
     django.setup()
-    summary = {name: run(name, args.limit, not args.no_answers) for name in args.sets.split(",")}
-    (RESULTS / "eval_summary.json").write_text(json.dumps(summary, indent=2))
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)  # a fresh data directory starts empty
+    summary_path = RESULTS / "eval_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for name in args.sets.split(","):
+        report = run(name, args.limit, not args.no_answers, args.reuse, args.ingest_only)
+        if not args.ingest_only:
+            summary[name] = report
+            summary_path.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

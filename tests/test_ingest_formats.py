@@ -289,11 +289,6 @@ def test_every_sample_format_becomes_ready_and_searchable(
 
 @needs_formats
 @pytest.mark.worker
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: unstructured's partition_csv fills the missing cells of a short row with the string "
-    "'None', and kb.parsing indexes it (MANIFEST.tsv's empty last column reads '| None |')",
-)
 def test_short_csv_rows_are_padded_with_empty_cells(
     make_org: MakeOrg, api_client_for: ApiClientFor, celery_worker: Any
 ) -> None:

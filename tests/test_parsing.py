@@ -165,6 +165,14 @@ def test_tables_are_stored_as_markdown_rows(name: str, expected_rows: list[str])
     assert table.html and table.html.startswith("<table")
 
 
+def test_csv_cells_are_read_as_written(tmp_path: Path) -> None:
+    # Semicolon-separated, Windows-1252, a short row, and a cell that really says "None".
+    path = tmp_path / "prices.csv"
+    path.write_bytes("item;price;note\nCrème;2,50\nTea;1,20;None\n".encode("cp1252"))
+    lines = _table_texts(_parse(path))[0].splitlines()
+    assert lines == ["| item | price | note |", "|---|---|---|", "| Crème | 2,50 |  |", "| Tea | 1,20 | None |"]
+
+
 @needs_data
 def test_merged_table_cells_are_repeated_into_every_row() -> None:
     document = _parse(FORMATS / "docx-tables.docx")
