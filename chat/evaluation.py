@@ -190,6 +190,10 @@ def evaluate(
                 retrieval_ms[mode].append((time.perf_counter() - started) * 1000)
                 rank = next((i for i, c in enumerate(found, start=1) if matcher.matches(c)), None)
                 ranks[mode].append(rank)
+        if q.is_impossible:
+            impossible += 1
+        else:
+            answerable += 1
         if not answer:
             continue
         with transaction.atomic():
@@ -203,14 +207,11 @@ def evaluate(
         if result["latency"]["total_ms"] is not None:
             latencies.append(result["latency"]["total_ms"])
         if q.is_impossible:
-            impossible += 1
             refused_impossible += int(result["refused"])
-        else:
-            answerable += 1
-            if not result["refused"]:
-                answered += 1
-                text = normalize(result["content"])
-                contains_gold += int(any(normalize(a) and normalize(a) in text for a in q.answers))
+        elif not result["refused"]:
+            answered += 1
+            text = normalize(result["content"])
+            contains_gold += int(any(normalize(a) and normalize(a) in text for a in q.answers))
 
     def recall(mode: str, at: int) -> float | None:
         values = ranks[mode]

@@ -42,6 +42,9 @@ class KnowledgeBase(models.Model):
     reembed_done = models.PositiveIntegerField(default=0)
     reembed_total = models.PositiveIntegerField(default=0)
     reembed_error = models.TextField(blank=True)
+    # BM25 collection statistics over the live chunks, kept exact by kb.term_stats at every change.
+    live_chunks = models.BigIntegerField(default=0)
+    live_lexemes = models.BigIntegerField(default=0)  # sum of the live chunks' tsvector lengths
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -219,3 +222,21 @@ class Chunk(models.Model):
     @property
     def section_label(self) -> str:
         return " › ".join(self.section_path)
+
+
+class TermStat(models.Model):
+    """How many live chunks of a knowledge base contain a lexeme: BM25's document frequency.
+
+    Counting it per query means visiting every matching chunk (seconds for a common word in a
+    large knowledge base); kb.term_stats keeps it up to date as chunks go live or leave.
+    """
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    lexeme = models.TextField()
+    chunks = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=("knowledge_base", "lexeme"), name="kb_termstat_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme}: {self.chunks}"

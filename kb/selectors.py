@@ -18,7 +18,11 @@ from kb import embedding as embedding_api
 from kb.models import Chunk, Document, KnowledgeBase
 from kb.vector_indexes import vector_cast
 
-RRF_K = 60  # the usual reciprocal-rank-fusion constant: dampens the weight of top ranks
+# Hybrid fusion: each retriever's scores are divided by its best score of the query (their floor
+# is 0: BM25 never goes below, cosine similarity in practice neither), then averaged with equal
+# weight. On the evaluation sets this beat reciprocal rank fusion, which throws the score gaps
+# away, and z-scores: bench/fusion_sweep.py, bench/results/fusion_sweep.json.
+HYBRID_VECTOR_WEIGHT = 0.5
 
 
 def knowledge_bases_for_org(*, organization: Organization) -> QuerySet[KnowledgeBase]:
@@ -87,72 +91,60 @@ def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, lim
     return results[:limit]
 
 
-COLLECTION_STATS_SECONDS = 60
-
-
-def _collection_stats(kb_ids: list[int]) -> dict[str, float]:
-    """BM25's collection size and mean document length for these knowledge bases, cached briefly.
-
-    Reading every live tsvector of a large tenant costs ~250 ms per query (bench/retrieval.py);
-    a minute-old figure changes scores negligibly.
-    """
-    from django.core.cache import cache
-
-    key = "kb-bm25-stats:" + ",".join(str(i) for i in sorted(kb_ids))
-    stats = cache.get(key)
-    if stats is None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*), coalesce(avg(length(search_vector)), 1) FROM kb_chunk "
-                "WHERE knowledge_base_id = ANY(%s) AND is_live",
-                [kb_ids],
-            )
-            n, avgdl = cursor.fetchone() or (0, 1)
-        stats = {"n": float(n), "avgdl": max(float(avgdl), 1.0)}
-        cache.set(key, stats, COLLECTION_STATS_SECONDS)
-    return stats
-
-
 BM25_K1 = 1.2
 BM25_B = 0.75
-KEYWORD_CANDIDATES = 2000  # matches scored with BM25 per query; the best by ts_rank_cd when more match
+# Candidates come from the query's rarest terms, taken in order while the chunks they match stay
+# under this budget (the rarest term always counts): how many chunks a query may touch, whatever
+# the size of the knowledge base. A chunk matching only words that half the collection contains
+# scores little in BM25 anyway.
+KEYWORD_MATCH_BUDGET = 5000
+KEYWORD_CANDIDATES = 2000  # of those, the best by ts_rank_cd are scored with BM25
 
 
 def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
     """Full-text matches ranked by Okapi BM25, computed in Postgres over the `tsvector` column.
 
     Postgres' own `ts_rank` has no inverse document frequency, so rare words weigh no more than
-    common ones; BM25 fixes that. Terms come from `websearch_to_tsquery`-style parsing of the query
-    (stemming, stop words) and are ORed: a question rarely contains only words its answer contains.
-    Document frequencies are counted per query term on the GIN index; collection size and average
-    length are computed on the same filtered set. Every CTE is MATERIALIZED: inlined, the document
-    frequency subquery ran per (candidate, term) row and a 100k-chunk corpus took over 30 s
-    (bench/retrieval.py); materialised, each part runs once (~130 ms p50 there).
+    common ones; BM25 fixes that. Query terms are the stemmed lexemes of the question (stop words
+    dropped), ORed: a question rarely contains only words its answer contains. Collection size,
+    mean length and each term's document frequency are read from the statistics kb.term_stats
+    keeps exact (counting them per query visits every matching chunk: seconds at 1M chunks). Every
+    CTE is MATERIALIZED: inlined, subqueries ran once per candidate and term.
     """
     by_config: dict[str, list[int]] = defaultdict(list)
     for kb in knowledge_bases:
         by_config[kb.text_search_config].append(kb.pk)
     results: list[tuple[int, float]] = []
     for config, kb_ids in by_config.items():
-        with connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Room for exact bitmaps of common words: lossy ones re-check every row of a page.
+            cursor.execute("SET LOCAL work_mem = '32MB'")
             cursor.execute(
                 """
                 WITH terms AS MATERIALIZED (
                     SELECT DISTINCT lexeme
                     FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) AS lexeme
                 ),
-                q AS MATERIALIZED (
-                    SELECT array_to_string(array(SELECT quote_literal(lexeme) FROM terms), ' | ')::tsquery AS tq
-                ),
                 collection AS MATERIALIZED (
-                    SELECT %(n)s::float AS n, %(avgdl)s::float AS avgdl
+                    SELECT greatest(sum(live_chunks), 1)::float AS n,
+                           greatest(sum(live_lexemes)::float / greatest(sum(live_chunks), 1), 1) AS avgdl
+                    FROM kb_knowledgebase WHERE id = ANY(%(kbs)s)
                 ),
                 df AS MATERIALIZED (
-                    SELECT t.lexeme,
-                           (SELECT count(*) FROM kb_chunk c
-                            WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live
-                              AND c.search_vector @@ quote_literal(t.lexeme)::tsquery)::float AS n
-                    FROM terms t
+                    SELECT t.lexeme, sum(s.chunks)::float AS n
+                    FROM terms t JOIN kb_termstat s ON s.lexeme = t.lexeme AND s.knowledge_base_id = ANY(%(kbs)s)
+                    GROUP BY t.lexeme
+                    HAVING sum(s.chunks) > 0
+                ),
+                picked AS MATERIALIZED (
+                    SELECT lexeme FROM (
+                        SELECT lexeme, sum(n) OVER (ORDER BY n, lexeme ROWS UNBOUNDED PRECEDING) - n AS before
+                        FROM df
+                    ) ranked
+                    WHERE before < %(budget)s
+                ),
+                q AS MATERIALIZED (
+                    SELECT array_to_string(array(SELECT quote_literal(lexeme) FROM picked), ' | ')::tsquery AS tq
                 ),
                 candidates AS MATERIALIZED (
                     SELECT c.id, c.search_vector FROM kb_chunk c, q
@@ -163,7 +155,6 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
                 )
                 SELECT cand.id,
                        sum(
-                           -- greatest(): the cached collection size may trail a fresh upload
                            ln(1 + (greatest(collection.n, df.n) - df.n + 0.5) / (df.n + 0.5))
                            * (tf.tf * (%(k1)s + 1))
                            / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * length(cand.search_vector) / collection.avgdl))
@@ -181,7 +172,7 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
                     "config": config,
                     "query": query,
                     "kbs": kb_ids,
-                    **_collection_stats(kb_ids),
+                    "budget": KEYWORD_MATCH_BUDGET,
                     "pool": KEYWORD_CANDIDATES,
                     "k1": BM25_K1,
                     "b": BM25_B,
@@ -203,7 +194,7 @@ def chunk_search(
 ) -> list[SearchHit]:
     """Best live chunks for `query` over the given knowledge bases.
 
-    `mode`: "hybrid" (vector + keyword fused by reciprocal rank), "vector" or "keyword".
+    `mode`: "hybrid" (vector + keyword, normalised scores averaged), "vector" or "keyword".
     The knowledge bases must already be scoped to the caller's organisation.
     """
     kbs = list(knowledge_bases)
@@ -220,13 +211,11 @@ def chunk_search(
         for rank, (chunk_id, rank_score) in enumerate(_keyword_candidates(kbs, query, pool), start=1):
             hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
             hit.keyword_score, hit.keyword_rank = rank_score, rank
-    for hit in hits.values():
-        if mode == "vector":
-            hit.score = hit.vector_score or 0.0
-        elif mode == "keyword":
-            hit.score = hit.keyword_score or 0.0
-        else:
-            hit.score = sum(1.0 / (RRF_K + r) for r in (hit.vector_rank, hit.keyword_rank) if r is not None)
+    if mode == "hybrid":
+        _fuse(hits.values())
+    else:
+        for hit in hits.values():
+            hit.score = (hit.vector_score if mode == "vector" else hit.keyword_score) or 0.0
     from kb.reranking import rerank_enabled, rerank_scores
 
     rerank = mode == "hybrid" and rerank_enabled()
@@ -244,6 +233,28 @@ def chunk_search(
                 hit.rerank_score = score
             ranked.sort(key=lambda h: h.rerank_score or 0.0, reverse=True)
     return ranked[:limit]
+
+
+def _scaled(values: dict[int, float]) -> dict[int, float]:
+    best = max(values.values(), default=0.0)
+    return {key: max(v, 0.0) / best if best > 0 else 0.0 for key, v in values.items()}
+
+
+def _fuse(hits: Iterable[SearchHit]) -> None:
+    """Hybrid score: the weighted mean of the two retrievers' scores, each scaled to its best.
+
+    A chunk one retriever did not return gets that retriever's lowest scaled score among its
+    candidates (it ranked below all of them). Scores are comparable only within one query.
+    """
+    hits = list(hits)
+    vector = _scaled({h.chunk_id: h.vector_score for h in hits if h.vector_score is not None})
+    keyword = _scaled({h.chunk_id: h.keyword_score for h in hits if h.keyword_score is not None})
+    vector_floor = min(vector.values(), default=0.0)
+    keyword_floor = min(keyword.values(), default=0.0)
+    for hit in hits:
+        hit.score = HYBRID_VECTOR_WEIGHT * vector.get(hit.chunk_id, vector_floor) + (
+            1 - HYBRID_VECTOR_WEIGHT
+        ) * keyword.get(hit.chunk_id, keyword_floor)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from django.utils.text import slugify
 
 from accounts.models import Organization, User
 from kb import embedding as embedding_api
+from kb import term_stats
 from kb.exceptions import EmbeddingError, KnowledgeBaseError, ParseFailure, TransientEmbeddingError, UploadRejected
 from kb.models import (
     Chunk,
@@ -411,6 +412,7 @@ def _ingest_claimed(version: DocumentVersion) -> None:
 
     with transaction.atomic():
         # Idempotent: a retried run replaces what an interrupted one stored.
+        term_stats.remove_live_version(version.pk)  # re-indexing the live version
         Chunk.objects.filter(version=version).delete()
         Section.objects.filter(version=version).delete()
         section_rows = Section.objects.bulk_create(
@@ -529,8 +531,10 @@ def version_publish(*, version_id: int) -> None:
                 status=DocumentStatus.READY, finished_at=timezone.now()
             )
             return
+        term_stats.remove_live_document(document.pk)
         Chunk.objects.filter(document=document, is_live=True).exclude(version_id=version_id).update(is_live=False)
         Chunk.objects.filter(version_id=version_id).update(is_live=document.enabled)
+        term_stats.add_live_version(version_id)
         document.live_version_id = version_id
         document.save(update_fields=["live_version", "updated_at"])
         DocumentVersion.objects.filter(pk=version_id).update(
@@ -542,10 +546,16 @@ def document_set_enabled(*, document: Document, enabled: bool) -> Document:
     """Include or exclude a document from retrieval at once, without deleting it."""
     with transaction.atomic():
         document = Document.objects.select_for_update().get(pk=document.pk)
+        if document.enabled == enabled:
+            return document
         document.enabled = enabled
         document.save(update_fields=["enabled", "updated_at"])
         if document.live_version_id is not None:
+            if not enabled:
+                term_stats.remove_live_version(document.live_version_id)
             Chunk.objects.filter(version_id=document.live_version_id).update(is_live=enabled)
+            if enabled:
+                term_stats.add_live_version(document.live_version_id)
     return document
 
 
@@ -553,7 +563,10 @@ def document_delete(*, document: Document) -> None:
     """Remove a document, its versions, files and chunks; it leaves retrieval at once."""
     files = [v.file.name for v in document.versions.all() if v.file]
     storage = DocumentVersion._meta.get_field("file").storage  # type: ignore[attr-defined]
-    document.delete()
+    with transaction.atomic():
+        Document.objects.select_for_update().filter(pk=document.pk).first()  # no publish in between
+        term_stats.remove_live_document(document.pk)
+        document.delete()
     for name in files:
         try:
             storage.delete(name)

@@ -1,0 +1,102 @@
+"""`manage.py chat_eval` on a fixed real subset: SQuAD 2.0 articles from ../shared/data.
+
+The documents go through the real upload → worker → embedding pipeline; the questions are the
+set's own, with their gold passages and unanswerable questions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+
+from tests.conftest import SHARED_DATA, wait_for
+
+SQUAD = SHARED_DATA / "squad2_dev_half"
+ARTICLES = ("Huguenot", "Warsaw")
+
+pytestmark = pytest.mark.skipif(not SQUAD.exists(), reason=f"shared evaluation data not found at {SQUAD}")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _question_file(tmp_path: Path, *, answerable: int, impossible: int) -> Path:
+    passages = {p["pid"]: p["text"] for p in _jsonl(SQUAD / "passages.jsonl")}
+    rows: list[dict[str, Any]] = []
+    counts = {True: 0, False: 0}
+    wanted = {True: impossible, False: answerable}
+    for q in _jsonl(SQUAD / "questions.jsonl"):
+        if q["doc_id"] not in ARTICLES or counts[q["is_impossible"]] >= wanted[q["is_impossible"]]:
+            continue
+        counts[q["is_impossible"]] += 1
+        rows.append(
+            {
+                "question": q["question"],
+                "answers": q["answers"],
+                "gold_passages": [passages[q["gold_pid"]]] if q.get("gold_pid") in passages else [],
+                "is_impossible": q["is_impossible"],
+            }
+        )
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def squad_bot(make_org, api_client_for, celery_worker) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    org = make_org("Squad")
+    client = api_client_for(org)
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "SQuAD"}, format="json").json()["id"]
+    ids = []
+    for article in ARTICLES:
+        upload = SimpleUploadedFile(f"{article}.txt", (SQUAD / "docs" / f"{article}.txt").read_bytes())
+        response = client.post(f"/api/v1/knowledge-bases/{kb_id}/documents/", {"file": upload}, format="multipart")
+        assert response.status_code in (200, 201), response.content
+        ids.append(response.json()["id"])
+    wait_for(lambda: all(client.get(f"/api/v1/documents/{i}/").json()["status"] == "ready" for i in ids), timeout=180)
+    bot = client.post("/api/v1/chatbots/", {"name": "Squad bot", "knowledge_bases": [kb_id]}, format="json")
+    assert bot.status_code == 201, bot.content
+    return org.slug, bot.json()["slug"]
+
+
+@pytest.mark.worker
+def test_hybrid_retrieval_beats_each_single_method_on_real_questions(squad_bot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    org, bot = squad_bot
+    questions = _question_file(tmp_path, answerable=150, impossible=0)
+    out = tmp_path / "report.json"
+    call_command(
+        "chat_eval", "--bot", bot, "--org", org, "--questions", str(questions), "--no-answers", "--json", str(out)
+    )
+    retrieval = json.loads(out.read_text())["retrieval"]
+    assert retrieval["hybrid"]["evaluated"] == 150
+    for single in ("bm25", "keyword", "vector"):
+        for metric in ("recall@5", "mrr"):
+            assert retrieval["hybrid"][metric] > retrieval[single][metric], (metric, single, retrieval)
+
+
+@pytest.mark.worker
+def test_chat_eval_reports_answers_refusals_citations_and_latency(squad_bot, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    org, bot = squad_bot
+    questions = _question_file(tmp_path, answerable=15, impossible=15)
+    out = tmp_path / "report.json"
+    call_command("chat_eval", "--bot", bot, "--org", org, "--questions", str(questions), "--json", str(out))
+    report = json.loads(out.read_text())
+    assert (report["answerable"], report["impossible"]) == (15, 15)
+    answers = report["answers"]
+    # The local answerer refuses most questions the articles cannot answer, and what it quotes is
+    # really in the chunk it cites.
+    assert answers["refusal_accuracy_impossible"] >= 0.7, answers
+    assert answers["citations"] > 0 and answers["citation_validity"] == 1.0, answers
+    assert answers["latency_p50_ms"] > 0 and answers["latency_p95_ms"] >= answers["latency_p50_ms"]
+    printed = capsys.readouterr().out
+    assert "hybrid" in printed and "refusal_accuracy_impossible" in printed
+    # Evaluating leaves no conversations behind.
+    from chat.models import Conversation
+
+    assert not Conversation.objects.exists()
