@@ -118,8 +118,12 @@ RULES: dict[str, Fusion] = {
 }
 
 
-def collect(name: str, limit: int | None, depth: int) -> list[tuple[Ranked, Ranked, set[int]]]:
+def collect(
+    name: str, limit: int | None, depth: int, cache: Path | None = None
+) -> list[tuple[Ranked, Ranked, set[int]]]:
     """Per answerable question: vector list, keyword list, ids of the chunks that match gold."""
+    if cache is not None and cache.exists():
+        return [(v, k, set(g)) for v, k, g in json.loads(cache.read_text())]
     from eval_sets import SETS, _ingested_bot
 
     from chat.evaluation import _GoldMatcher, load_questions
@@ -144,6 +148,8 @@ def collect(name: str, limit: int | None, depth: int) -> list[tuple[Ranked, Rank
         chunks = Chunk.objects.select_related("document").in_bulk(list(ids))
         gold = {c for c, chunk in chunks.items() if matcher.matches(chunk)}
         rows.append((vector, keyword, gold))
+    if cache is not None:
+        cache.write_text(json.dumps([(v, k, sorted(g)) for v, k, g in rows]))
     return rows
 
 
@@ -163,13 +169,17 @@ def main() -> None:
     parser.add_argument("--sets", default="squad2,clapnq,covidqa,sec10q")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--depth", type=int, default=50, help="candidates per retriever")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="folder keeping each set's candidate lists between runs"
+    )
     args = parser.parse_args()
     import django
 
     django.setup()
     results: dict[str, Any] = {}
     for name in args.sets.split(","):
-        rows = collect(name, args.limit, args.depth)
+        cache = args.cache / f"{name}-{args.limit}-{args.depth}.json" if args.cache else None
+        rows = collect(name, args.limit, args.depth, cache)
         results[name] = {"questions": len(rows), "rules": {rule: score(rows, fuse) for rule, fuse in RULES.items()}}
         print(f"\n=== {name}: {len(rows)} answerable questions with gold ===")
         print(f"{'rule':<24} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'MRR':>7}")
