@@ -57,21 +57,31 @@ class SearchHit:
     chunk: Chunk | None = field(default=None, repr=False)
 
 
+# Up to this many live chunks, vector search is exact (a scan of the tenant's rows), not HNSW.
+EXACT_VECTOR_SEARCH_MAX_CHUNKS = 10_000
+
+
 def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
     """Nearest chunks by cosine similarity, per embedding model, using the HNSW index.
 
     Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
     without them a selective filter silently returns fewer rows.
     """
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    groups: dict[tuple[str, int], list[KnowledgeBase]] = defaultdict(list)
     for kb in knowledge_bases:
-        groups[(kb.embedding_model, kb.embedding_dims)].append(kb.pk)
+        groups[(kb.embedding_model, kb.embedding_dims)].append(kb)
     results: list[tuple[int, float]] = []
-    for (model, dims), kb_ids in groups.items():
+    for (model, dims), kbs in groups.items():
+        kb_ids = [kb.pk for kb in kbs]
         query_vector = embedding_api.embed_query(query, model=model)
         cast = vector_cast(dims)
         literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
         with transaction.atomic(), connection.cursor() as cursor:
+            if sum(kb.live_chunks for kb in kbs) <= EXACT_VECTOR_SEARCH_MAX_CHUNKS:
+                # Few chunks: compare them all. In a large table the planner may still pick the
+                # HNSW index, which then stops at hnsw.max_scan_tuples before finding this
+                # tenant's neighbours (recall@50 0.56 for 5k chunks among 1M: bench/retrieval.py).
+                cursor.execute("SET LOCAL enable_indexscan = off")
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}")
             # Only `cast` is interpolated: built from an integer dimension by vector_cast().
