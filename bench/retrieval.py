@@ -854,11 +854,14 @@ def bench_recall(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
     stats: dict[str, dict[str, list[float]]] = {
         v: {"rows": [], "r10": [], "r50": [], "ms": []} for v in [*VARIANTS, "exact"]
     }
-    from kb.models import KnowledgeBase
-    from kb.selectors import EXACT_VECTOR_SEARCH_MAX_CHUNKS
+    from django.db import connection
 
-    # What kb.selectors._vector_candidates sets for this tenant: exact search when it is small.
-    small = KnowledgeBase.objects.get(pk=kb.pk).live_chunks <= EXACT_VECTOR_SEARCH_MAX_CHUNKS
+    from kb.models import KnowledgeBase
+    from kb.selectors import _exact_search_is_safer
+
+    # What kb.selectors._vector_candidates sets for this tenant: exact search when it is a sliver.
+    with connection.cursor() as cursor:
+        small = _exact_search_is_safer(cursor, KnowledgeBase.objects.get(pk=kb.pk).live_chunks)
     selector_settings = [*EXACT, *SELECTOR_SETTINGS] if small else SELECTOR_SETTINGS
     variants = {**VARIANTS, "selector (relaxed_order, ef 100)": selector_settings}
     selector_agrees = 0
