@@ -243,3 +243,18 @@ def test_keyword_statistics_follow_every_change_of_what_is_live(make_org, api_cl
     assert client.delete(f"/api/v1/documents/{doc['id']}/").status_code == 204
     assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 1
     assert any("refunded" in t for t in _texts(client, kb_id, "are train tickets refunded"))
+
+
+@pytest.mark.worker
+def test_keyword_search_matches_the_document_title(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    # People name the document they mean; its title words are indexed with every chunk.
+    client = api_client_for(make_org())
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Policies"}, format="json").json()["id"]
+    policy = _upload(client, kb_id, "Expense_policy-2024.md", b"# Trains\n\nTickets are refunded within 14 days.\n")
+    other = _upload(client, kb_id, "canteen.md", b"# Lunch\n\nSoup is served until 14:00 on weekdays.\n")
+    _ready(client, policy["id"], 1)
+    _ready(client, other["id"], 1)
+    response = client.post(
+        f"/api/v1/knowledge-bases/{kb_id}/search/", {"query": "expense policy", "mode": "keyword"}, format="json"
+    )
+    assert [r["document_id"] for r in response.json()["results"]] == [policy["id"]]
