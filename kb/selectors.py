@@ -247,11 +247,12 @@ def chunk_search(
     rerank = mode == "hybrid" and rerank_enabled()
     # With a reranker, it sees a deeper pool than is returned: that is where it helps most.
     pool_size = max(limit * 3, 20) if rerank else limit
-    ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[:pool_size]
+    # Twice the pool is loaded so that dropping duplicates still fills it.
+    ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[: pool_size * 2]
     chunks = Chunk.objects.select_related("document", "version").in_bulk([h.chunk_id for h in ranked])
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
-    ranked = [h for h in ranked if h.chunk is not None]
+    ranked = _without_duplicates([h for h in ranked if h.chunk is not None])[:pool_size]
     if rerank:
         scores = rerank_scores(query, [h.chunk.text for h in ranked if h.chunk is not None])
         if scores is not None:
@@ -281,6 +282,24 @@ def _fuse(hits: Iterable[SearchHit]) -> None:
         hit.score = HYBRID_VECTOR_WEIGHT * vector.get(hit.chunk_id, vector_floor) + (
             1 - HYBRID_VECTOR_WEIGHT
         ) * keyword.get(hit.chunk_id, keyword_floor)
+
+
+def _without_duplicates(hits: list[SearchHit]) -> list[SearchHit]:
+    """Drop a hit whose text a better hit already holds, word for word.
+
+    Documents repeat themselves (every quarterly filing carries the same risk paragraph; a
+    policy is uploaded twice under two names): the same text twice would take two of the few
+    sources an answer gets.
+    """
+    seen: set[str] = set()
+    kept: list[SearchHit] = []
+    for hit in hits:
+        assert hit.chunk is not None
+        key = " ".join(hit.chunk.text.split()).casefold()
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+    return kept
 
 
 @dataclass

@@ -258,3 +258,24 @@ def test_keyword_search_matches_the_document_title(make_org, api_client_for, cel
         f"/api/v1/knowledge-bases/{kb_id}/search/", {"query": "expense policy", "mode": "keyword"}, format="json"
     )
     assert [r["document_id"] for r in response.json()["results"]] == [policy["id"]]
+
+
+@pytest.mark.worker
+def test_text_repeated_across_documents_is_retrieved_once(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    # The same paragraph in two documents must not take two of the few sources an answer gets.
+    client = api_client_for(make_org())
+    kb = {"name": "Shop", "chunk_size": 200, "chunk_overlap": 0}  # a chunk per section
+    kb_id = client.post("/api/v1/knowledge-bases/", kb, format="json").json()["id"]
+    returns = (
+        "# Returns\n\nUnused items can be returned within 60 days of delivery for a full refund. "
+        "Keep the original packaging and the receipt; we inspect every returned item on arrival.\n\n"
+    )
+    shipping = "# Shipping\n\nWe ship to 40 countries. Parcels leave our warehouse in Utrecht every weekday at 16:00.\n"
+    contact = "# Contact\n\nCall us on weekdays between nine and five, or write to the support address.\n"
+    first = _upload(client, kb_id, "faq.md", (returns + shipping).encode())
+    second = _upload(client, kb_id, "terms.md", (returns + contact).encode())
+    _ready(client, first["id"], 1)
+    _ready(client, second["id"], 1)
+    texts = _texts(client, kb_id, "how long do I have to return unused items")
+    assert sum("within 60 days" in t for t in texts) == 1, texts
+    assert any("40 countries" in t for t in texts) and any("weekdays" in t for t in texts)
