@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +200,29 @@ def read_streaming(response: Any) -> bytes:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, collect()).result()
+
+
+@contextmanager
+def json_server(respond: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[str]:
+    """A local HTTP server answering every POST with `respond(request JSON)` as JSON: a stand-in
+    model provider reached through LiteLLM's real providers. Yields "http://127.0.0.1:<port>"."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = json.dumps(respond(body)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -8,18 +8,15 @@ the same path a hosted model takes. Nothing outside the machine is contacted.
 from __future__ import annotations
 
 import hashlib
-import http.server
-import json
 import math
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.conftest import wait_for
+from tests.conftest import json_server, wait_for
 
 DIMS = 64
 REQUESTS: list[int] = []
@@ -34,39 +31,24 @@ def hashed_embedding(text: str) -> list[float]:
     return [v / norm for v in vector]
 
 
-class _EmbeddingsServer(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        REQUESTS.append(len(inputs))
-        payload = {
-            "object": "list",
-            "model": body["model"],
-            "data": [
-                {"object": "embedding", "index": i, "embedding": hashed_embedding(t)} for i, t in enumerate(inputs)
-            ],
-            "usage": {"prompt_tokens": 1, "total_tokens": 1},
-        }
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _embeddings_response(body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-compatible /v1/embeddings answer."""
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    REQUESTS.append(len(inputs))
+    return {
+        "object": "list",
+        "model": body["model"],
+        "data": [{"object": "embedding", "index": i, "embedding": hashed_embedding(t)} for i, t in enumerate(inputs)],
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
 
 
 @pytest.fixture
 def embeddings_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EmbeddingsServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    monkeypatch.setenv("OPENAI_API_BASE", base)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-local")
-    yield base
-    server.shutdown()
+    with json_server(_embeddings_response) as url:
+        monkeypatch.setenv("OPENAI_API_BASE", f"{url}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-local")
+        yield f"{url}/v1"
 
 
 @pytest.mark.worker

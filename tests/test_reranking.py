@@ -3,9 +3,6 @@ Cohere-compatible rerank server started by the test (it prefers texts naming a m
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,41 +12,29 @@ from django.test import override_settings
 from kb.models import Chunk
 from kb.selectors import chunk_search
 from kb.services import document_create_text, knowledge_base_create
-from tests.conftest import wait_for
+from tests.conftest import json_server, wait_for
 
 CALLS: list[dict[str, Any]] = []
 
 
-class _Reranker(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        CALLS.append(body)
-        documents = [d if isinstance(d, str) else d.get("text", "") for d in body["documents"]]
-        scores = [1.0 if "lighthouse" in d.lower() else 0.1 for d in documents]
-        order = sorted(range(len(documents)), key=lambda i: scores[i], reverse=True)
-        payload = {
-            "id": "rerank-test",
-            "results": [{"index": i, "relevance_score": scores[i]} for i in order[: body.get("top_n") or len(order)]],
-            "meta": {"billed_units": {"search_units": 1}},
-        }
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _rerank_response(body: dict[str, Any]) -> dict[str, Any]:
+    """A Cohere-compatible /v1/rerank answer."""
+    CALLS.append(body)
+    documents = [d if isinstance(d, str) else d.get("text", "") for d in body["documents"]]
+    scores = [1.0 if "lighthouse" in d.lower() else 0.1 for d in documents]
+    order = sorted(range(len(documents)), key=lambda i: scores[i], reverse=True)
+    return {
+        "id": "rerank-test",
+        "results": [{"index": i, "relevance_score": scores[i]} for i in order[: body.get("top_n") or len(order)]],
+        "meta": {"billed_units": {"search_units": 1}},
+    }
 
 
 @pytest.fixture
 def reranker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Reranker)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("COHERE_API_KEY", "test-local")
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with json_server(_rerank_response) as url:
+        yield url
 
 
 @pytest.mark.worker
