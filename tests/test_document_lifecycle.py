@@ -244,6 +244,18 @@ def test_keyword_statistics_follow_every_change_of_what_is_live(make_org, api_cl
     assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 1
     assert any("refunded" in t for t in _texts(client, kb_id, "are train tickets refunded"))
 
+    # The repair command recounts lost statistics, and names a knowledge base that does not exist.
+    from django.core.management import CommandError, call_command
+
+    from kb.models import TermStat
+
+    TermStat.objects.filter(knowledge_base_id=kb_id).delete()
+    KnowledgeBase.objects.filter(pk=kb_id).update(live_chunks=0, live_lexemes=0)
+    call_command("kb_rebuild_term_stats", "--kb", str(kb_id))
+    assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 1
+    with pytest.raises(CommandError, match="No knowledge base with id 987654"):
+        call_command("kb_rebuild_term_stats", "--kb", "987654")
+
 
 @pytest.mark.worker
 def test_keyword_search_matches_the_document_title(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]

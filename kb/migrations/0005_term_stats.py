@@ -39,21 +39,5 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        # Existing knowledge bases: count what is live now (kb.term_stats keeps it from here on).
-        migrations.RunSQL(
-            sql="""
-            INSERT INTO kb_termstat (knowledge_base_id, lexeme, chunks)
-            SELECT c.knowledge_base_id, lexeme, count(*)
-            FROM kb_chunk c CROSS JOIN LATERAL unnest(tsvector_to_array(c.search_vector)) AS lexeme
-            WHERE c.is_live
-            GROUP BY c.knowledge_base_id, lexeme;
-            UPDATE kb_knowledgebase kb SET live_chunks = d.n, live_lexemes = d.total
-            FROM (
-                SELECT knowledge_base_id, count(*) AS n, coalesce(sum(length(search_vector)), 0) AS total
-                FROM kb_chunk WHERE is_live GROUP BY knowledge_base_id
-            ) d
-            WHERE kb.id = d.knowledge_base_id;
-            """,
-            reverse_sql=migrations.RunSQL.noop,
-        ),
+        # Existing knowledge bases are counted by 0006, after it refills the search vectors.
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from kb import term_stats
 from kb.models import KnowledgeBase
@@ -27,6 +27,9 @@ class Command(BaseCommand):
         knowledge_bases = KnowledgeBase.objects.order_by("pk")
         if options["kb"]:
             knowledge_bases = knowledge_bases.filter(pk__in=options["kb"])
+            missing = set(options["kb"]) - {kb.pk for kb in knowledge_bases}
+            if missing:
+                raise CommandError(f"No knowledge base with id {', '.join(map(str, sorted(missing)))}.")
         for kb in knowledge_bases:
             started = time.perf_counter()
             term_stats.rebuild(kb)
