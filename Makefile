@@ -26,7 +26,7 @@ install: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS_DIR)/bin/uv)
 	$(UV) sync --frozen
 
 run: install
-	$(RUN) python -m config.runner
+	$(RUN) python -m devtools.runner
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot be used here).
 browser:
@@ -49,4 +49,4 @@ test-only:
 test: install browser lint test-only
 
 clean:
-	-$(RUN) python -c "from pathlib import Path; from config import embedded_services as e; [ (e.stop_postgres(Path(d)), e.stop_redis(Path(d))) for d in ('.data', '.data/test') ]"
+	-$(RUN) python -c "from pathlib import Path; from devtools import embedded_services as e; [ (e.stop_postgres(Path(d)), e.stop_redis(Path(d))) for d in ('.data', '.data/test') ]"

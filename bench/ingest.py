@@ -182,11 +182,14 @@ def setup_django(data_dir: Path) -> None:
     os.environ.pop("REDIS_URL", None)
     os.environ["GROUNDWORK_CELERY_QUEUE"] = QUEUE
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from devtools.embedded_services import start_unless_configured
+
+    start_unless_configured(os.environ)  # settings only name the embedded servers (stopped at the end of main)
     import django
 
     import kb.parsing  # noqa: F401  (configures unstructured's environment before anything imports it)
 
-    django.setup()  # settings start (or reuse) the embedded PostgreSQL and Redis under data_dir
+    django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -641,7 +644,7 @@ def main() -> None:
 
                 connections.close_all()
         if not args.keep_services:
-            from config import embedded_services
+            from devtools import embedded_services
 
             embedded_services.stop_postgres(DATA_DIR)
             embedded_services.stop_redis(DATA_DIR)

@@ -1126,6 +1126,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
+    from devtools.embedded_services import start_unless_configured
+
+    start_unless_configured(os.environ)  # settings only name the embedded servers; they outlive this script
     django.setup()
     from django.core.management import call_command
 

@@ -194,6 +194,9 @@ def setup(origin: str) -> str:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
+    from devtools.embedded_services import start_unless_configured
+
+    start_unless_configured(os.environ)  # settings only name the embedded servers; they outlive this script
     django.setup()
     from accounts.models import Organization
     from accounts.services import organization_create

@@ -1,9 +1,11 @@
 """Django settings for Groundwork.
 
 Every deploy-time value comes from the environment (see `config.env` for the strict parsers and
-README.md for the list). With `DATABASE_URL` / `REDIS_URL` unset, the project starts its own
+README.md for the list). With `DATABASE_URL` / `REDIS_URL` unset, the project uses its own
 PostgreSQL (with pgvector) and Redis under `GROUNDWORK_DATA_DIR`, so a fresh machine needs nothing
-installed but Python.
+installed but Python. Importing settings only names those servers (`devtools.paths`); they are
+started by `make run` (`devtools.runner`), `manage.py` and the test session, never by an import
+(type checking imports settings too).
 """
 
 from __future__ import annotations
@@ -77,17 +79,13 @@ PUBLIC_URL = (env_str("GROUNDWORK_PUBLIC_URL") or "").rstrip("/")
 
 _database_url = env_url("DATABASE_URL", schemes={"postgres", "postgresql"})
 _redis_url = env_url("REDIS_URL", schemes={"redis", "rediss", "unix"})
-USING_EMBEDDED_POSTGRES = _database_url is None
-USING_EMBEDDED_REDIS = _redis_url is None
 if _database_url is None or _redis_url is None:
-    from config import embedded_services
+    from devtools import paths as embedded_paths
 
     if _database_url is None:
-        _database_url = embedded_services.ensure_postgres(DATA_DIR)
-        os.environ["DATABASE_URL"] = _database_url  # child processes share this server
+        _database_url = embedded_paths.embedded_postgres_url(DATA_DIR)
     if _redis_url is None:
-        _redis_url = embedded_services.ensure_redis(DATA_DIR)
-        os.environ["REDIS_URL"] = _redis_url
+        _redis_url = embedded_paths.embedded_redis_url(DATA_DIR)
 REDIS_URL: str = _redis_url
 
 DATABASES = {"default": _database_from_url(_database_url)}

@@ -1,9 +1,9 @@
 """`make run`: one command that starts everything Groundwork needs for local use.
 
-    python -m config.runner [--skip-setup] [--keep-services]
+    python -m devtools.runner [--skip-setup] [--keep-services]
 
 1. With `DATABASE_URL` / `REDIS_URL` unset, starts the embedded PostgreSQL and Redis (see
-   `config.embedded_services`) and exports their URLs, so every child shares the same servers.
+   `devtools.embedded_services`) and exports their URLs, so every child shares the same servers.
 2. Runs `manage.py migrate --noinput`, then `manage.py kb_seed_demo` (demo organisation, user and
    knowledge base; prints where to log in) — unless `--skip-setup`.
 3. Starts the commands in `default_commands()` (web, worker, beat) and interleaves their output line
@@ -14,7 +14,7 @@
 5. Finally stops the embedded PostgreSQL and Redis it used (never servers given by
    `DATABASE_URL` / `REDIS_URL`), unless `--keep-services`.
 
-Standard library only (plus `config.embedded_services`), so it runs before Django is importable.
+Standard library only (plus `devtools.embedded_services`), so it runs before Django is importable.
 Environment: `HOST` (default 127.0.0.1), `PORT` (8000), `GROUNDWORK_DATA_DIR` (`<repo>/.data`).
 """
 
@@ -348,7 +348,7 @@ def _setup_steps() -> tuple[list[Command], list[str]]:
 def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | None = None) -> int:
     """`make run`. `commands` replaces `default_commands()` (tests, other layouts)."""
     parser = argparse.ArgumentParser(
-        prog="python -m config.runner", description="Start Groundwork's web server, worker and beat."
+        prog="python -m devtools.runner", description="Start Groundwork's web server, worker and beat."
     )
     parser.add_argument("--skip-setup", action="store_true", help="do not run migrate and the demo seeding first")
     parser.add_argument(
@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | Non
     )
     args = parser.parse_args(argv)
 
-    from config import embedded_services
+    from devtools import embedded_services
 
     env = dict(os.environ)
     data_dir = embedded_services.data_dir_from_env(env)
