@@ -1,6 +1,6 @@
 """Load test of the chat widget: N visitors at once, each starting a conversation and streaming an answer.
 
-Against a running server on loopback (uvicorn + a Celery worker, e.g. `python -m config.runner`):
+Against a running server on loopback (uvicorn + a Celery worker, e.g. `python -m devtools.runner`):
 
     # 1. Seed a knowledge base and a bot (once). Run with the server's environment (same
     #    GROUNDWORK_DATA_DIR or DATABASE_URL); its worker must be running to ingest the document.

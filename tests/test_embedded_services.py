@@ -549,7 +549,7 @@ def test_manage_py_starts_missing_servers_for_its_own_length_only(fresh_data_dir
         "from pathlib import Path; from devtools.embedded_services import postgres_pid, redis_pid; "
         f"d = Path({str(fresh_data_dir)!r}); print(postgres_pid(d), redis_pid(d))"
     )
-    out = _python("", fresh_data_dir, "manage.py", "shell", "-c", show)
+    out = _python("", fresh_data_dir, "manage.py", "shell", "-v", "0", "-c", show)
 
     pg, rd = (int(pid) for pid in out.split())
     assert _gone(pg)
@@ -563,7 +563,7 @@ def test_manage_py_reuses_running_servers_and_leaves_them_running(data_dir: Path
     ensure_redis(data_dir)
     pg, rd = postgres_pid(data_dir), redis_pid(data_dir)
 
-    out = _python("", data_dir, "manage.py", "shell", "-c", "import os; print(os.environ['DATABASE_URL'])")
+    out = _python("", data_dir, "manage.py", "shell", "-v", "0", "-c", "import os; print(os.environ['DATABASE_URL'])")
 
     assert out.strip() == ensure_postgres(data_dir)
     assert postgres_pid(data_dir) == pg is not None

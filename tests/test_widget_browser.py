@@ -185,14 +185,18 @@ def _frame(page: Any) -> Any:
     return page.frame_locator("groundwork-chat iframe.f")
 
 
-def _open_timed(page: Any) -> float:
-    """Open the widget with a bare click (no hover warm-up) and return the loader's open time in ms."""
+def _open_by_click(page: Any) -> dict[str, Any]:
+    """Open the widget with a bare click (no hover warm-up); the loader's `groundwork:open` detail.
+
+    The event fires once the chat frame is loaded, shown and focused. How long that takes is
+    measured by bench/widget_open.py, not asserted here (a timing bound fails on a loaded machine).
+    """
     page.evaluate(
         """() => { window.__gwOpen = new Promise(
-            r => document.addEventListener("groundwork:open", e => r(e.detail.ms), {once: true})); }"""
+            r => document.addEventListener("groundwork:open", e => r(e.detail), {once: true})); }"""
     )
     _launcher(page).dispatch_event("click")
-    return float(page.evaluate("() => window.__gwOpen"))
+    return dict(page.evaluate("() => window.__gwOpen"))
 
 
 def _frame_handle(page: Any) -> Any:
@@ -227,9 +231,10 @@ def test_visitor_gets_a_streamed_cited_answer_and_the_conversation_follows_them(
     assert launcher.get_attribute("aria-label") == "Open chat: Trailhead Help"
     assert launcher.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(15, 118, 110)"
 
-    open_ms = _open_timed(page)
-    print(f"\nwidget open time (cold, first open): {open_ms:.0f} ms")
-    assert open_ms < 300, f"the widget took {open_ms:.0f} ms to open"
+    opened = _open_by_click(page)
+    assert opened["bot"] == bot.widget_key
+    # Shown and focused: the keyboard is in the chat right away.
+    assert page.evaluate("() => document.querySelector('groundwork-chat').shadowRoot.activeElement.className") == "f"
     frame = _frame(page)
     frame.get_by_text("I answer questions about").wait_for()
     assert frame.locator(".welcome strong").inner_text() == "orders"  # Markdown, safely rendered
