@@ -121,7 +121,8 @@ def run(name: str, limit: int | None, answers: bool, reuse: bool = False, ingest
     from accounts.services import organization_create
     from chat.services import chatbot_create
     from kb.models import DocumentStatus, DocumentVersion
-    from kb.services import document_upload, knowledge_base_create, version_ingest
+    from kb.pipeline.run import version_ingest
+    from kb.services import document_upload, knowledge_base_create
 
     docs, questions = SETS[name]()
     bot = _ingested_bot(name, len(docs)) if reuse else None

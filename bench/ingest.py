@@ -187,7 +187,7 @@ def setup_django(data_dir: Path) -> None:
     start_unless_configured(os.environ)  # settings only name the embedded servers (stopped at the end of main)
     import django
 
-    import kb.parsing  # noqa: F401  (configures unstructured's environment before anything imports it)
+    import kb.pipeline.parse  # noqa: F401  (configures unstructured's environment before anything imports it)
 
     django.setup()
     from django.core.management import call_command
@@ -416,7 +416,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
 
 def _embedding_text(text: str, section_path: list[str], title: str) -> str:
     """Exactly what the pipeline embedded for a chunk (see `ChunkDraft.embedding_text`)."""
-    from kb.chunking import ChunkDraft
+    from kb.pipeline.chunk import ChunkDraft
 
     return ChunkDraft(ordinal=0, text=text, section_ordinal=0, section_path=list(section_path)).embedding_text(title)
 
@@ -435,8 +435,8 @@ def timer() -> Iterator[list[float]]:
 
 
 def run_raw(runs: list[DocRun]) -> None:
-    from kb import parsing
     from kb.local_embedder import get_local_embedder
+    from kb.pipeline import parse as parsing
 
     # Untimed warm-up, as a worker does before its first task: the parsers, spaCy, the ONNX model.
     parsing.warm_up()

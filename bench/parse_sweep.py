@@ -1,6 +1,6 @@
 """Robustness and speed sweep: `parse_document` + `chunk_document` on every file of a corpus.
 
-Not a test: run it by hand after changing kb/parsing.py or kb/chunking.py, and read the summary.
+Not a test: run it by hand after changing kb/pipeline/parse/ or kb/pipeline/chunk/, and read the summary.
 
     .venv/bin/python bench/parse_sweep.py                 # ../shared/data/pdf_parsing, 120 s limit
     .venv/bin/python bench/parse_sweep.py --fresh         # one new process per file (slower)
@@ -61,8 +61,8 @@ def _reset_peak_rss() -> None:
 
 
 def _parse_one(path: Path, *, max_pages: int) -> dict[str, Any]:
-    from kb.chunking import chunk_document
-    from kb.parsing import ParseError, parse_document
+    from kb.pipeline.chunk import chunk_document
+    from kb.pipeline.parse import ParseError, parse_document
 
     _reset_peak_rss()
     started = time.perf_counter()
@@ -110,7 +110,7 @@ def worker_main(max_pages: int) -> None:
     channel: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.path.insert(0, str(REPO))
-    from kb.parsing import warm_up
+    from kb.pipeline.parse import warm_up
 
     started = time.perf_counter()
     warm_up()

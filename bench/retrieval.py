@@ -1168,7 +1168,7 @@ def main() -> None:
         assert meta is not None
     # BM25 statistics: the bulk load bypasses the services that keep them (a reused corpus got them
     # from the migration that introduced them, or from an earlier run).
-    from kb import term_stats
+    from kb.pipeline.index import term_stats
 
     stale = [
         kb

@@ -14,7 +14,6 @@ from rest_framework.response import Response
 
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
-from accounts.services import audit_record
 from kb import selectors, services
 from kb.models import KnowledgeBase
 from kb.serializers import (
@@ -50,9 +49,8 @@ class KnowledgeBaseListCreateApi(KnowledgeBaseScopedView):
         serializer = KnowledgeBaseInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         kb = services.knowledge_base_create(
-            organization=self.org, created_by=self.org_context.user, **serializer.validated_data
+            organization=self.org, created_by=self.org_context.user, actor=self.org_context, **serializer.validated_data
         )
-        audit_record(context=self.org_context, action="knowledge_base.create", target=kb)
         return Response(KnowledgeBaseOutSerializer(kb).data, status=status.HTTP_201_CREATED)
 
 
@@ -67,20 +65,12 @@ class KnowledgeBaseDetailApi(KnowledgeBaseScopedView):
         kb = self.get_knowledge_base(kb_id)
         serializer = KnowledgeBaseUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        for field in ("name", "description"):
-            if field in data:
-                setattr(kb, field, data[field])
-        kb.save()
-        accepted = False
-        if "embedding_model" in data and data["embedding_model"] != kb.embedding_model:
-            kb = services.knowledge_base_change_embedding_model(knowledge_base=kb, model=data["embedding_model"])
-            accepted = True
-        audit_record(
-            context=self.org_context, action="knowledge_base.update", target=kb, detail={"fields": sorted(data)}
+        update = services.knowledge_base_update(
+            knowledge_base=kb, changes=dict(serializer.validated_data), actor=self.org_context
         )
         return Response(
-            KnowledgeBaseOutSerializer(kb).data, status=status.HTTP_202_ACCEPTED if accepted else status.HTTP_200_OK
+            KnowledgeBaseOutSerializer(update.knowledge_base).data,
+            status=status.HTTP_202_ACCEPTED if update.reembedding else status.HTTP_200_OK,
         )
 
 
@@ -105,9 +95,8 @@ class DocumentListUploadApi(KnowledgeBaseScopedView):
             filename=upload.name,
             title=serializer.validated_data.get("title"),
             uploaded_by=self.org_context.user,
+            actor=self.org_context,
         )
-        if result.created:
-            audit_record(context=self.org_context, action="document.upload", target=result.document)
         data = dict(DocumentOutSerializer(result.document).data)
         data["duplicate"] = not result.created
         return Response(data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
@@ -125,9 +114,7 @@ class DocumentDetailApi(OrgScopedApiView):
         return Response(DocumentOutSerializer(self._get(doc_id)).data)
 
     def delete(self, request: Request, doc_id: int) -> Response:
-        document = self._get(doc_id)
-        audit_record(context=self.org_context, action="document.delete", target=document)
-        services.document_delete(document=document)
+        services.document_delete(document=self._get(doc_id), actor=self.org_context)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -179,9 +166,6 @@ class _SourceCreateApi(KnowledgeBaseScopedView):
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = self.create(kb, dict(serializer.validated_data))
-        audit_record(
-            context=self.org_context, action=f"document.add_{result.document.source_type}", target=result.document
-        )
         return Response(DocumentOutSerializer(result.document).data, status=status.HTTP_201_CREATED)
 
 
@@ -190,7 +174,9 @@ class TextEntryCreateApi(_SourceCreateApi):
     input_serializer = TextEntrySerializer
 
     def create(self, kb: KnowledgeBase, data: dict[str, Any]) -> services.UploadResult:
-        return services.document_create_text(knowledge_base=kb, created_by=self.org_context.user, **data)
+        return services.document_create_text(
+            knowledge_base=kb, created_by=self.org_context.user, actor=self.org_context, **data
+        )
 
 
 @extend_schema_view(post=extend_schema(request=QaEntrySerializer, responses={201: DocumentOutSerializer}))
@@ -198,7 +184,9 @@ class QaEntryCreateApi(_SourceCreateApi):
     input_serializer = QaEntrySerializer
 
     def create(self, kb: KnowledgeBase, data: dict[str, Any]) -> services.UploadResult:
-        return services.qa_entry_create(knowledge_base=kb, created_by=self.org_context.user, **data)
+        return services.qa_entry_create(
+            knowledge_base=kb, created_by=self.org_context.user, actor=self.org_context, **data
+        )
 
 
 @extend_schema_view(post=extend_schema(request=UrlEntrySerializer, responses={201: DocumentOutSerializer}))
@@ -206,4 +194,6 @@ class UrlEntryCreateApi(_SourceCreateApi):
     input_serializer = UrlEntrySerializer
 
     def create(self, kb: KnowledgeBase, data: dict[str, Any]) -> services.UploadResult:
-        return services.document_add_url(knowledge_base=kb, url=data["url"], created_by=self.org_context.user)
+        return services.document_add_url(
+            knowledge_base=kb, url=data["url"], created_by=self.org_context.user, actor=self.org_context
+        )

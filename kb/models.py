@@ -42,7 +42,7 @@ class KnowledgeBase(models.Model):
     reembed_done = models.PositiveIntegerField(default=0)
     reembed_total = models.PositiveIntegerField(default=0)
     reembed_error = models.TextField(blank=True)
-    # BM25 collection statistics over the live chunks, kept exact by kb.term_stats at every change.
+    # BM25 collection statistics over the live chunks, kept exact by kb.pipeline.index.term_stats at every change.
     live_chunks = models.BigIntegerField(default=0)
     live_lexemes = models.BigIntegerField(default=0)  # sum of the live chunks' tsvector lengths
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
@@ -228,7 +228,7 @@ class TermStat(models.Model):
     """How many live chunks of a knowledge base contain a lexeme: BM25's document frequency.
 
     Counting it per query means visiting every matching chunk (seconds for a common word in a
-    large knowledge base); kb.term_stats keeps it up to date as chunks go live or leave.
+    large knowledge base); kb.pipeline.index.term_stats keeps it up to date as chunks go live or leave.
     """
 
     knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from accounts.models import Organization
 from kb import embedding as embedding_api
 from kb.models import Chunk, Document, KnowledgeBase
-from kb.vector_indexes import vector_cast
+from kb.pipeline.index.vector_indexes import vector_cast
 
 # Hybrid fusion: each retriever's scores are divided by its best score of the query (their floor
 # is 0: BM25 never goes below, cosine similarity in practice neither), then averaged with equal
@@ -133,7 +133,7 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
     Postgres' own `ts_rank` has no inverse document frequency, so rare words weigh no more than
     common ones; BM25 fixes that. Query terms are the stemmed lexemes of the question (stop words
     dropped), ORed: a question rarely contains only words its answer contains. Collection size,
-    mean length and each term's document frequency are read from the statistics kb.term_stats
+    mean length and each term's document frequency are read from the statistics kb.pipeline.index.term_stats
     keeps exact (counting them per query visits every matching chunk: seconds at 1M chunks). Every
     CTE is MATERIALIZED: inlined, subqueries ran once per candidate and term.
     """

@@ -1,4 +1,9 @@
-"""Celery tasks of the kb app: thin wrappers around services, arguments are IDs only."""
+"""Celery tasks of the kb app: thin wrappers around the pipeline, arguments are IDs only.
+
+`kb.services` enqueues through `enqueue_ingest` / `enqueue_reembed` (on commit); the tasks call
+`kb.pipeline` and send what the recover stage hands back. Every task is idempotent: the claim is a
+conditional update, so a version sent twice is processed once.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_ready
 from django.conf import settings
 
-from kb import services
 from kb.exceptions import TransientEmbeddingError
+from kb.pipeline import recover, reembed, run
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ logger = logging.getLogger(__name__)
     time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
 )
 def document_ingest(self: Any, version_id: int) -> None:
-    services.version_ingest(version_id=version_id, worker=self.request.hostname or "")
+    run.version_ingest(version_id=version_id, worker=self.request.hostname or "")
 
 
 @shared_task(
@@ -37,30 +42,42 @@ def document_ingest(self: Any, version_id: int) -> None:
     max_retries=10,
 )
 def knowledge_base_reembed(knowledge_base_id: int) -> None:
-    services.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
+    reembed.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
 @shared_task(name="kb.documents_recover_stuck")
 def documents_recover_stuck() -> int:
-    return services.documents_recover_stuck()
+    """Re-send versions whose worker went silent; returns how many were re-queued or failed."""
+    recovered = recover.recover_stuck()
+    for version_id in recovered.enqueue:
+        enqueue_ingest(version_id)
+    return recovered.touched
+
+
+def enqueue_ingest(version_id: int) -> None:
+    document_ingest.delay(version_id)
+
+
+def enqueue_reembed(knowledge_base_id: int) -> None:
+    knowledge_base_reembed.delay(knowledge_base_id)
 
 
 @worker_init.connect
 def _warm_up_parent(**_: Any) -> None:
     """Import the parsers and load spaCy before forking, so children share them (copy-on-write)
     and a missing model fails loudly at start rather than on the first document."""
-    from kb import ingestion
+    from kb.pipeline import parse
 
-    ingestion.warm_up_parsers()
+    parse.warm_up()
 
 
 @worker_process_init.connect
 def _warm_up_child(**_: Any) -> None:
     """Load the ONNX embedding model in each pool process, never in the parent: onnxruntime's
     thread pool does not survive fork (a session created before forking deadlocks the child)."""
-    from kb import ingestion
+    from kb.pipeline import embed
 
-    ingestion.warm_up_models()
+    embed.warm_up()
 
 
 @worker_ready.connect
@@ -68,9 +85,11 @@ def _recover_after_restart(sender: Any = None, **_: Any) -> None:
     """A worker node that starts again picks up what its killed predecessor left half-done."""
     hostname = getattr(sender, "hostname", "") or ""
     try:
-        recovered = services.documents_recover_after_worker_restart(worker=hostname)
+        recovered = recover.recover_after_worker_restart(worker=hostname)
+        for version_id in recovered.enqueue:
+            enqueue_ingest(version_id)
     except Exception:  # recovery must never stop a worker from starting
         logger.exception("Recovering documents after a worker restart failed")
         return
-    if recovered:
-        logger.info("Re-queued %s document(s) left unfinished by a previous run of %s", recovered, hostname)
+    if recovered.requeued:
+        logger.info("Re-queued %s document(s) left unfinished by a previous run of %s", recovered.requeued, hostname)

@@ -13,7 +13,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.decorators import org_required
 from accounts.permissions import Action
 from accounts.selectors import OrgContext
-from accounts.services import audit_record
 from kb import selectors, services
 from kb.exceptions import KnowledgeBaseError
 from kb.forms import KnowledgeBaseForm
@@ -46,12 +45,11 @@ def knowledge_base_create(request: HttpRequest, context: OrgContext) -> HttpResp
     if request.method == "POST" and form.is_valid():
         try:
             kb = services.knowledge_base_create(
-                organization=context.organization, created_by=context.user, **form.cleaned_data
+                organization=context.organization, created_by=context.user, actor=context, **form.cleaned_data
             )
         except KnowledgeBaseError as exc:
             form.add_error("name", exc.message)
         else:
-            audit_record(context=context, action="knowledge_base.create", target=kb)
             messages.success(request, f"Knowledge base “{kb.name}” created. Add documents to it.")
             return redirect("kb:detail", kb_id=kb.pk)
     return render(request, "kb/knowledge_base_form.html", {"form": form})
@@ -134,14 +132,16 @@ def document_upload(request: HttpRequest, context: OrgContext, kb_id: int) -> Ht
     for upload in files:
         try:
             result = services.document_upload(
-                knowledge_base=kb, upload=upload, filename=upload.name or "upload", uploaded_by=context.user
+                knowledge_base=kb,
+                upload=upload,
+                filename=upload.name or "upload",
+                uploaded_by=context.user,
+                actor=context,
             )
         except KnowledgeBaseError as exc:
             messages.error(request, exc.message)
             continue
-        if result.created:
-            audit_record(context=context, action="document.upload", target=result.document)
-        else:
+        if not result.created:
             messages.info(request, f"“{upload.name}” is already in this knowledge base; nothing to do.")
     if request.htmx:  # type: ignore[attr-defined]
         return document_table(request, kb_id=kb_id)
@@ -191,17 +191,15 @@ def document_file(request: HttpRequest, context: OrgContext, doc_id: int) -> Htt
 @require_POST
 def document_action(request: HttpRequest, context: OrgContext, doc_id: int, action: str) -> HttpResponse:
     document = _document_or_404(context, doc_id)
-    if action in ("disable", "enable", "reindex", "delete", "replace"):
-        audit_record(context=context, action=f"document.{action}", target=document)
     if action == "disable" or action == "enable":
-        services.document_set_enabled(document=document, enabled=action == "enable")
+        services.document_set_enabled(document=document, enabled=action == "enable", actor=context)
         messages.success(request, f"“{document.title}” {'enabled' if action == 'enable' else 'disabled'}.")
     elif action == "reindex" and document.latest_version is not None:
-        services.version_requeue(version=document.latest_version)
+        services.version_requeue(version=document.latest_version, actor=context)
         messages.success(request, f"“{document.title}” is queued for re-indexing.")
     elif action == "delete":
         kb_id = document.knowledge_base_id
-        services.document_delete(document=document)
+        services.document_delete(document=document, actor=context)
         messages.success(request, f"“{document.title}” deleted.")
         return redirect("kb:detail", kb_id=kb_id)
     elif action == "replace":
@@ -216,6 +214,7 @@ def document_action(request: HttpRequest, context: OrgContext, doc_id: int, acti
                     filename=upload.name or document.title,
                     uploaded_by=context.user,
                     replace_document=document,
+                    actor=context,
                 )
             except KnowledgeBaseError as exc:
                 messages.error(request, exc.message)
@@ -242,7 +241,7 @@ def source_add(request: HttpRequest, context: OrgContext, kb_id: int, kind: str)
     try:
         if kind == "url":
             result = services.document_add_url(
-                knowledge_base=kb, url=request.POST.get("url", ""), created_by=context.user
+                knowledge_base=kb, url=request.POST.get("url", ""), created_by=context.user, actor=context
             )
         elif kind == "text":
             result = services.document_create_text(
@@ -250,6 +249,7 @@ def source_add(request: HttpRequest, context: OrgContext, kb_id: int, kind: str)
                 title=request.POST.get("title", ""),
                 text=request.POST.get("text", ""),
                 created_by=context.user,
+                actor=context,
             )
         elif kind == "qa":
             result = services.qa_entry_create(
@@ -257,12 +257,12 @@ def source_add(request: HttpRequest, context: OrgContext, kb_id: int, kind: str)
                 question=request.POST.get("question", ""),
                 answer=request.POST.get("answer", ""),
                 created_by=context.user,
+                actor=context,
             )
         else:
             raise Http404("Unknown source.")
     except KnowledgeBaseError as exc:
         messages.error(request, exc.message)
     else:
-        audit_record(context=context, action=f"document.add_{kind}", target=result.document)
         messages.success(request, f"“{result.document.title}” added; it will be searchable in a few seconds.")
     return redirect("kb:detail", kb_id=kb.pk)

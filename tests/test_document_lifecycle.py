@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client, override_settings
-from django.utils import timezone
+from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import Role
 from kb import services
-from kb.models import Document, DocumentStatus, DocumentVersion, KnowledgeBase
+from kb.models import Document, DocumentStatus, DocumentVersion
 from tests.conftest import wait_for
 
 V1 = b"# Loyalty programme\n\nMembers collect 3 points per euro spent. Points expire after 24 months of inactivity.\n"
@@ -98,34 +96,6 @@ def test_disable_hides_a_document_from_search_and_enable_brings_it_back(
     assert any("3 points" in t for t in _texts(client, kb_id, "points per euro"))
 
 
-@pytest.mark.worker
-@override_settings(GROUNDWORK_STUCK_AFTER_SECONDS=60, GROUNDWORK_MAX_ATTEMPTS=3)
-def test_stuck_documents_are_requeued_or_failed_after_too_many_attempts(
-    make_org, api_client_for, celery_worker
-) -> None:  # type: ignore[no-untyped-def]
-    client = api_client_for(make_org())
-    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Loyalty"}, format="json").json()["id"]
-    kb = KnowledgeBase.objects.get(pk=kb_id)
-    stuck = services.document_upload(
-        knowledge_base=kb, upload=SimpleUploadedFile("a.md", V1), filename="a.md", uploaded_by=None, enqueue=False
-    ).version
-    hopeless = services.document_upload(
-        knowledge_base=kb, upload=SimpleUploadedFile("b.md", V2), filename="b.md", uploaded_by=None, enqueue=False
-    ).version
-    long_ago = timezone.now() - timedelta(minutes=10)
-    DocumentVersion.objects.filter(pk=stuck.pk).update(status=DocumentStatus.PARSING, heartbeat_at=long_ago, attempts=1)
-    DocumentVersion.objects.filter(pk=hopeless.pk).update(
-        status=DocumentStatus.EMBEDDING, heartbeat_at=long_ago, attempts=3
-    )
-
-    assert services.documents_recover_stuck() == 2
-    hopeless.refresh_from_db()
-    assert hopeless.status == DocumentStatus.FAILED and hopeless.error_code == "stuck"
-    assert "stopped responding" in hopeless.error_message
-    wait_for(lambda: DocumentVersion.objects.get(pk=stuck.pk).status == DocumentStatus.READY, timeout=60)
-    assert DocumentVersion.objects.get(pk=stuck.pk).attempts == 2
-
-
 @pytest.mark.django_db
 def test_viewer_cannot_modify_documents(make_org, make_user, api_client_for) -> None:  # type: ignore[no-untyped-def]
     org = make_org()
@@ -181,95 +151,6 @@ def test_document_table_filters_by_status_type_and_name(make_org, make_user) -> 
     assert titles("status=queued") == ["Opening hours?"]
     assert titles("type=qa") == ["Opening hours?"]
     assert titles("q=broken") == ["Broken notes"]
-
-
-def _recounted_stats(kb_id: int) -> tuple[int, int, dict[str, int]]:
-    """BM25 statistics counted from scratch over the live chunks."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*), coalesce(sum(length(search_vector)), 0) FROM kb_chunk "
-            "WHERE knowledge_base_id = %s AND is_live",
-            [kb_id],
-        )
-        n, total = cursor.fetchone()
-        cursor.execute(
-            "SELECT lexeme, count(*) FROM kb_chunk c, unnest(tsvector_to_array(c.search_vector)) lexeme "
-            "WHERE c.knowledge_base_id = %s AND c.is_live GROUP BY lexeme",
-            [kb_id],
-        )
-        return n, total, dict(cursor.fetchall())
-
-
-def _kept_stats(kb_id: int) -> tuple[int, int, dict[str, int]]:
-    from kb.models import TermStat
-
-    kb = KnowledgeBase.objects.get(pk=kb_id)
-    df = dict(TermStat.objects.filter(knowledge_base=kb, chunks__gt=0).values_list("lexeme", "chunks"))
-    return kb.live_chunks, kb.live_lexemes, df
-
-
-@pytest.mark.worker
-def test_keyword_statistics_follow_every_change_of_what_is_live(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
-    # BM25's collection size and document frequencies are kept, not counted per query: after
-    # upload, replacement, disabling, enabling, re-indexing and deletion they must equal a recount.
-    client = api_client_for(make_org())
-    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Loyalty"}, format="json").json()["id"]
-    other = _upload(client, kb_id, "travel.md", b"# Travel\n\nTrain tickets are refunded within 14 days.\n")
-    doc = _upload(client, kb_id, "loyalty.md", V1)
-    _ready(client, other["id"], 1)
-    _ready(client, doc["id"], 1)
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 2
-    assert _kept_stats(kb_id)[2]["expir"] == 1
-
-    _upload(client, kb_id, "loyalty.md", V2)
-    _ready(client, doc["id"], 2)
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id)
-    assert "expir" in _kept_stats(kb_id)[2] and "inact" not in _kept_stats(kb_id)[2]  # V1's word left with it
-
-    document = Document.objects.get(pk=doc["id"])
-    services.document_set_enabled(document=document, enabled=False)
-    services.document_set_enabled(document=document, enabled=False)  # twice: counted once
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 1
-    services.document_set_enabled(document=document, enabled=True)
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 2
-
-    assert document.live_version is not None
-    services.version_requeue(version=document.live_version)  # the re-index button
-    wait_for(lambda: _recounted_stats(kb_id)[0] == 2 and _ready(client, doc["id"], 2), timeout=90)
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id)
-
-    assert client.delete(f"/api/v1/documents/{doc['id']}/").status_code == 204
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 1
-    assert any("refunded" in t for t in _texts(client, kb_id, "are train tickets refunded"))
-
-    # The repair command recounts lost statistics, and names a knowledge base that does not exist.
-    from django.core.management import CommandError, call_command
-
-    from kb.models import TermStat
-
-    TermStat.objects.filter(knowledge_base_id=kb_id).delete()
-    KnowledgeBase.objects.filter(pk=kb_id).update(live_chunks=0, live_lexemes=0)
-    call_command("kb_rebuild_term_stats", "--kb", str(kb_id))
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 1
-    with pytest.raises(CommandError, match="No knowledge base with id 987654"):
-        call_command("kb_rebuild_term_stats", "--kb", "987654")
-
-
-@pytest.mark.worker
-def test_keyword_search_matches_the_document_title(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
-    # People name the document they mean; its title words are indexed with every chunk.
-    client = api_client_for(make_org())
-    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Policies"}, format="json").json()["id"]
-    policy = _upload(client, kb_id, "Expense_policy-2024.md", b"# Trains\n\nTickets are refunded within 14 days.\n")
-    other = _upload(client, kb_id, "canteen.md", b"# Lunch\n\nSoup is served until 14:00 on weekdays.\n")
-    _ready(client, policy["id"], 1)
-    _ready(client, other["id"], 1)
-    response = client.post(
-        f"/api/v1/knowledge-bases/{kb_id}/search/", {"query": "expense policy", "mode": "keyword"}, format="json"
-    )
-    assert [r["document_id"] for r in response.json()["results"]] == [policy["id"]]
 
 
 @pytest.mark.worker

@@ -1,6 +1,6 @@
 """HNSW index for the default local embedding model's dimension (384).
 
-Knowledge bases with other dimensions get theirs on creation (`kb.vector_indexes`).
+Knowledge bases with other dimensions get theirs on creation (`kb.pipeline.index.vector_indexes`).
 """
 
 from django.db import migrations

@@ -13,8 +13,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from kb import term_stats
 from kb.models import KnowledgeBase
+from kb.pipeline.index import term_stats
 
 
 class Command(BaseCommand):

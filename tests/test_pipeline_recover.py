@@ -1,4 +1,5 @@
-"""A real prefork worker in a subprocess, killed mid-document: the document still completes."""
+"""Recovery (kb.pipeline.recover, sent by kb.tasks): stuck versions are re-queued or failed, and a
+real prefork worker in a subprocess, killed mid-document, still completes the document."""
 
 from __future__ import annotations
 
@@ -8,17 +9,23 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+from django.utils import timezone
 
-from kb.models import DocumentStatus, DocumentVersion
+from kb import services
+from kb.models import DocumentStatus, DocumentVersion, KnowledgeBase
 from kb.services import document_upload, knowledge_base_create
-from kb.tasks import document_ingest
+from kb.tasks import document_ingest, documents_recover_stuck
 from tests.conftest import wait_for
+from tests.test_document_lifecycle import V1, V2
 
 REPO = Path(__file__).resolve().parents[1]
 QUEUE = "groundwork-recovery-test"
@@ -103,3 +110,31 @@ def test_worker_killed_mid_document_is_recovered_on_restart(transactional_db, ma
     assert version.attempts == 2
     assert version.chunks_embedded == version.chunks_total > 30
     assert version.chunks.filter(is_live=True, embedding__isnull=False).count() == version.chunks_total
+
+
+@pytest.mark.worker
+@override_settings(GROUNDWORK_STUCK_AFTER_SECONDS=60, GROUNDWORK_MAX_ATTEMPTS=3)
+def test_stuck_documents_are_requeued_or_failed_after_too_many_attempts(
+    make_org, api_client_for, celery_worker
+) -> None:  # type: ignore[no-untyped-def]
+    client = api_client_for(make_org())
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Loyalty"}, format="json").json()["id"]
+    kb = KnowledgeBase.objects.get(pk=kb_id)
+    stuck = services.document_upload(
+        knowledge_base=kb, upload=SimpleUploadedFile("a.md", V1), filename="a.md", uploaded_by=None, enqueue=False
+    ).version
+    hopeless = services.document_upload(
+        knowledge_base=kb, upload=SimpleUploadedFile("b.md", V2), filename="b.md", uploaded_by=None, enqueue=False
+    ).version
+    long_ago = timezone.now() - timedelta(minutes=10)
+    DocumentVersion.objects.filter(pk=stuck.pk).update(status=DocumentStatus.PARSING, heartbeat_at=long_ago, attempts=1)
+    DocumentVersion.objects.filter(pk=hopeless.pk).update(
+        status=DocumentStatus.EMBEDDING, heartbeat_at=long_ago, attempts=3
+    )
+
+    assert documents_recover_stuck() == 2
+    hopeless.refresh_from_db()
+    assert hopeless.status == DocumentStatus.FAILED and hopeless.error_code == "stuck"
+    assert "stopped responding" in hopeless.error_message
+    wait_for(lambda: DocumentVersion.objects.get(pk=stuck.pk).status == DocumentStatus.READY, timeout=60)
+    assert DocumentVersion.objects.get(pk=stuck.pk).attempts == 2

@@ -1,4 +1,4 @@
-"""Fetch one web page for a knowledge base, safely.
+"""Fetch (web pages only): download the page a URL document points at, safely, as the version's file.
 
 Server-side request forgery is the risk: a URL typed by a user must not make the server read its
 own network (cloud metadata endpoints, the database, an intranet admin page). Every hop of a
@@ -10,15 +10,22 @@ content type are bounded.
 
 from __future__ import annotations
 
+import hashlib
+import html
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
+from django.core.files.base import ContentFile
 
 from kb.exceptions import ParseFailure
+from kb.models import Document, SourceType
+from kb.pipeline.job import Job
+from kb.storage import safe_storage_name
 
 ALLOWED_CONTENT_TYPES = {
     "text/html": "html",
@@ -129,3 +136,31 @@ def fetch_url(url: str) -> FetchedPage:
             except httpx.HTTPError as exc:
                 raise FetchRefused("url_unreachable", f"The page could not be fetched: {exc}.") from None
     raise FetchRefused("url_redirects", f"The page redirected more than {MAX_REDIRECTS} times.")
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+def fetch(job: Job) -> None:
+    """For a web page: fetch it (outside any transaction) and store the body as the version's file.
+
+    Other sources already have their file; they pass through untouched.
+    """
+    version = job.version
+    document = version.document
+    if document.source_type != SourceType.URL:
+        return
+    page = fetch_url(document.source_url)
+    name = f"page.{page.extension}"
+    version.file.save(safe_storage_name(document.organization_id, name), ContentFile(page.body), save=False)
+    version.original_filename = name
+    version.size_bytes = len(page.body)
+    version.sha256 = hashlib.sha256(page.body).hexdigest()
+    version.save(update_fields=["file", "original_filename", "size_bytes", "sha256"])
+    if document.title == document.source_url and page.extension == "html":
+        match = re.search(rb"<title[^>]*>(.*?)</title>", page.body[:200_000], re.IGNORECASE | re.DOTALL)
+        if match:
+            title = html.unescape(" ".join(match.group(1).decode("utf-8", "replace").split()))[:500]
+            if title:
+                Document.objects.filter(pk=document.pk).update(title=title)
+                document.title = title

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from kb.parsing import ParsedDocument, ParsedElement
+from kb.pipeline.parse import ParsedDocument, ParsedElement
 
 DEFAULT_MAX_CHARS: Final = 1200
 DEFAULT_OVERLAP: Final = 150

@@ -31,7 +31,7 @@ PDFS = SHARED_DATA / "pdf_parsing"
 SLOW_FORMATS = frozenset({"book-war-and-peace-1225p.txt"})
 # Long texts that make ~700 chunks at the default size: embedding those alone takes a minute on two
 # shared cores. They go into a knowledge base with 6,000-character chunks (~120 chunks): chunk size
-# is not what this file is about (tests/test_parsing.py covers chunking at the default size).
+# is not what this file is about (tests/test_pipeline_chunk.py covers chunking at the default size).
 LONG_FORMATS = frozenset(
     {
         "fake-html-pre.htm",

@@ -1,22 +1,28 @@
-"""Parsing and chunking on real files (no database).
+"""Parsing (kb.pipeline.parse) on real files, no database: type detection, every non-PDF format, failures.
 
-Real documents come from ../shared/data (formats/ and pdf_parsing/), read in place; the module is
-skipped when that folder is absent. The full robustness sweep over every PDF is
-bench/parse_sweep.py; this file keeps to a representative subset so it runs in well under a minute.
+Real documents come from ../shared/data (formats/ and pdf_parsing/), read in place; tests that need
+them are skipped when that folder is absent. The full robustness sweep over every PDF is
+bench/parse_sweep.py; PDFs are in test_pipeline_parse_pdf.py, chunking in test_pipeline_chunk.py.
 """
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kb import parsing
-from kb.chunking import ChunkDraft, chunk_document, chunk_plain_text, content_hash, split_text
-from kb.parsing import ParsedDocument, ParsedElement, ParseError, detect_file_type, parse_document
+from kb.pipeline import parse as parsing
+from kb.pipeline.parse import (
+    ParsedDocument,
+    ParseError,
+    detect,
+    detect_file_type,
+    office,
+    parse_document,
+    sections,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FORMATS = SHARED_DATA / "formats"
@@ -30,11 +36,6 @@ needs_data = pytest.mark.skipif(
 
 def _parse(path: Path, **kwargs: Any) -> ParsedDocument:
     return parse_document(path, filename=path.name, **kwargs)
-
-
-def _manifest() -> dict[str, dict[str, Any]]:
-    lines = (PDFS / "manifest.jsonl").read_text().splitlines()
-    return {entry["file"]: entry for entry in map(json.loads, lines) if entry}
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def test_detect_file_type_rejects_unreadable_kinds(head: bytes, code: str) -> No
     [("application/epub+zip", "EPUB"), ("application/vnd.oasis.opendocument.text", "OpenDocument")],
 )
 def test_epub_and_odt_are_rejected_without_pandoc(tmp_path: Path, mimetype: str, label: str) -> None:
-    if parsing._pandoc_available():
+    if detect._pandoc_available():
         pytest.skip("pandoc is installed here, so these formats are accepted")
     path = tmp_path / "book.bin"
     with zipfile.ZipFile(path, "w") as archive:
@@ -268,118 +269,7 @@ def test_email_body_sits_under_its_subject(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# PDFs and failures.
-
-
-@needs_data
-@pytest.mark.parametrize(
-    "name",
-    [
-        "pypdf_sample_files/minimal-document.pdf",
-        "pypdf_sample_files/pdflatex-4-pages.pdf",
-        "pypdf_sample_files/multicolumn.pdf",
-        "pypdf_sample_files/pdflatex-outline.pdf",
-        "pypdf_sample_files/crazyones-pdfa.pdf",
-        "pypdf_sample_files/habibi.pdf",
-    ],
-)
-def test_pdf_page_counts_match_the_manifest(name: str) -> None:
-    expected = _manifest()[name]["expected"]
-    document = _parse(PDFS / name)
-    assert document.page_count == expected["pages"]
-    pages = {element.page_number for element in document.elements}
-    assert pages <= set(range(1, expected["pages"] + 1))
-    assert document.text.strip()
-
-
-@needs_data
-@pytest.mark.parametrize(
-    ("name", "code"),
-    [
-        ("unstructured_example_docs/password.pdf", "encrypted"),
-        ("pdfplumber_tests/password-example.pdf", "encrypted"),
-        ("pdfplumber_tests/empty.pdf", "empty"),
-        ("pypdf_sample_files/grayscale-image.pdf", "no_text_layer"),
-        ("unstructured_example_docs/table-multi-row-column-cells.pdf", "no_text_layer"),
-    ],
-)
-def test_unreadable_pdfs_fail_with_a_reason(name: str, code: str) -> None:
-    with pytest.raises(ParseError) as caught:
-        _parse(PDFS / name)
-    assert caught.value.code == code
-    assert caught.value.message[0].isupper() and caught.value.message.endswith(".")
-
-
-@needs_data
-def test_encrypted_pdf_is_rejected_before_parsing() -> None:
-    import time
-
-    started = time.perf_counter()
-    with pytest.raises(ParseError, match="password-protected"):
-        _parse(PDFS / "unstructured_example_docs/password.pdf")
-    assert time.perf_counter() - started < 1.0
-
-
-@needs_data
-def test_owner_password_only_pdf_is_read() -> None:
-    # "Copy-protected": encrypted with an empty user password, readable by anyone.
-    document = _parse(PDFS / "unstructured_example_docs/copy-protected.pdf")
-    assert document.page_count == 2
-    assert "LayoutParser" in document.text
-    # The rotated arXiv margin stamp ("n u J") is neither text nor a heading.
-    assert all("n u J" not in element.text for element in document.elements)
-
-
-@needs_data
-def test_truncated_pdf_fails_as_data(tmp_path: Path) -> None:
-    source = (PDFS / "pypdf_sample_files/pdflatex-4-pages.pdf").read_bytes()
-    path = tmp_path / "cut.pdf"
-    path.write_bytes(source[:2000])
-    with pytest.raises(ParseError) as caught:
-        _parse(path)
-    assert caught.value.code in {"corrupt", "no_text_layer", "empty"}
-
-
-def test_bytes_that_claim_to_be_a_pdf_fail_as_corrupt(tmp_path: Path) -> None:
-    path = tmp_path / "fake.pdf"
-    path.write_bytes(b"%PDF-1.4\n" + b"garbage " * 200)
-    with pytest.raises(ParseError) as caught:
-        _parse(path)
-    assert caught.value.code == "corrupt"
-
-
-@needs_data
-def test_too_many_pages_is_refused_up_front() -> None:
-    with pytest.raises(ParseError) as caught:
-        _parse(PDFS / "pypdf_sample_files/GeoTopo-komprimiert.pdf", max_pages=50)
-    assert caught.value.code == "too_many_pages"
-    assert "117" in caught.value.message
-
-
-@needs_data
-def test_letter_spaced_pages_are_reread() -> None:
-    # pdfminer splits pages 5-8 of this file into single letters ("t h e n e x t d a y");
-    # pypdf reads them whole. (nics-background-checks-2015-11-rotated.pdf is the same case, but
-    # pdfminer's layout analysis needs ~40 s for its one dense page: it is left to the benchmark.)
-    document = _parse(PDFS / "pdfplumber_tests/issue-848.pdf")
-    assert "The movie opens with a news report" in document.text
-    assert "t h e n e x t" not in document.text
-    assert any("pages 5, 6, 7, 8" in warning for warning in document.warnings)
-
-
-@needs_data
-def test_pages_with_unmapped_glyphs_are_reread() -> None:
-    # pdfminer gives "(cid:224) (cid:192)" for this page; pypdf maps the same glyphs to "à À".
-    document = _parse(PDFS / "pdfjs_test_subset/french_diacritics.pdf")
-    assert "à À â Â ä Ä ç Ç é É" in document.text
-
-
-@needs_data
-def test_unreadable_fonts_fail_as_garbled() -> None:
-    # Both pdfminer ("(cid:2)(cid:3)") and pypdf ("/g18/g152") read this file's fonts as glyph ids.
-    with pytest.raises(ParseError) as caught:
-        _parse(PDFS / "pdfjs_test_subset/TAMReview.pdf")
-    assert caught.value.code == "garbled_text"
+# Failures of any format.
 
 
 def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
@@ -408,7 +298,7 @@ def test_a_little_cid_junk_is_marked_not_dropped(tmp_path: Path) -> None:
 
 def test_zip_bomb_is_refused_before_unpacking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Same check as production, scaled down so the test file stays small.
-    monkeypatch.setattr(parsing, "ZIP_RATIO_FLOOR", 1 << 20)
+    monkeypatch.setattr(office, "ZIP_RATIO_FLOOR", 1 << 20)
     path = tmp_path / "bomb.docx"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("[Content_Types].xml", "<Types/>")
@@ -458,166 +348,4 @@ def test_timeout_hint_stops_a_long_parse() -> None:
     ],
 )
 def test_noisy_pdf_titles_are_not_headings(title: str, accepted: bool) -> None:
-    assert parsing._is_plausible_heading(title, strict=True) is accepted
-
-
-# --------------------------------------------------------------------------------------------
-# Chunking.
-
-
-def _doc(*elements: ParsedElement, file_type: str = "pdf") -> ParsedDocument:
-    return ParsedDocument(file_type=file_type, page_count=None, elements=list(elements))
-
-
-def _para(seed: str, sentences: int, page: int | None = None, path: list[str] | None = None) -> ParsedElement:
-    text = " ".join(f"{seed} sentence number {n} says something useful about {seed}." for n in range(sentences))
-    return ParsedElement(text=text, category="NarrativeText", page_number=page, section_path=path or [])
-
-
-def _heading(text: str, path: list[str], page: int | None = None) -> ParsedElement:
-    return ParsedElement(text=text, category="Title", page_number=page, section_path=path)
-
-
-def test_chunks_never_cross_section_boundaries() -> None:
-    document = _doc(
-        _heading("Alpha", ["Alpha"], page=1),
-        _para("alpha", 40, page=1, path=["Alpha"]),
-        _heading("Beta", ["Beta"], page=2),
-        _para("beta", 40, page=2, path=["Beta"]),
-    )
-    result = chunk_document(document, max_chars=500, overlap=80)
-    assert len(result.sections) == 2
-    for chunk in result.chunks:
-        section = result.sections[chunk.section_ordinal]
-        assert chunk.section_path == section.section_path
-        assert ("alpha" in chunk.text) != ("beta" in chunk.text)
-        assert len(chunk.text) <= 500
-    assert [chunk.ordinal for chunk in result.chunks] == list(range(len(result.chunks)))
-    for section in result.sections:
-        own = [chunk for chunk in result.chunks if chunk.section_ordinal == section.ordinal]
-        assert [chunk.ordinal for chunk in own] == list(
-            range(section.first_chunk, section.first_chunk + section.chunk_count)
-        )
-
-
-def test_consecutive_chunks_overlap_at_word_boundaries() -> None:
-    result = chunk_document(_doc(_para("gamma", 30, path=["G"])), max_chars=400, overlap=120)
-    assert len(result.chunks) > 2
-    for previous, chunk in zip(result.chunks, result.chunks[1:], strict=False):
-        shared = next(
-            (
-                size
-                for size in range(min(len(previous.text), len(chunk.text)), 0, -1)
-                if previous.text.endswith(chunk.text[:size])
-            ),
-            0,
-        )
-        assert 20 <= shared <= 120
-        assert chunk.text[0].isupper() or chunk.text[0].isalnum()
-
-
-def test_overlap_zero_means_disjoint_chunks() -> None:
-    result = chunk_document(_doc(_para("delta", 30)), max_chars=400, overlap=0)
-    joined = " ".join(chunk.text for chunk in result.chunks)
-    assert normalize(joined) == normalize(_para("delta", 30).text)
-
-
-def normalize(text: str) -> str:
-    return " ".join(text.split())
-
-
-def test_page_ranges_follow_the_elements() -> None:
-    document = _doc(*[_para(f"p{page}", 3, page=page, path=["Report"]) for page in range(1, 7)])
-    result = chunk_document(document, max_chars=600, overlap=0)
-    assert result.sections[0].page_start == 1 and result.sections[0].page_end == 6
-    for chunk in result.chunks:
-        pages = {int(token[1:]) for token in chunk.text.split() if token.startswith("p") and token[1:].isdigit()}
-        assert chunk.page_start == min(pages) and chunk.page_end == max(pages)
-
-
-def test_content_hashes_are_stable_and_whitespace_insensitive() -> None:
-    document = _doc(_heading("Alpha", ["Alpha"]), _para("alpha", 20, path=["Alpha"]))
-    first = [chunk.content_hash for chunk in chunk_document(document).chunks]
-    second = [chunk.content_hash for chunk in chunk_document(document).chunks]
-    assert first == second and len(set(first)) == len(first)
-    assert content_hash("a  b\n c") == content_hash("a b c") != content_hash("a b d")
-
-
-def test_big_tables_split_between_rows_with_the_header_repeated() -> None:
-    header = "| Zone | Sales | Profit |\n|---|---|---|"
-    rows = [f"| Zone {n} | {n * 1000} | {n * 17} |" for n in range(120)]
-    table = ParsedElement(text=header + "\n" + "\n".join(rows), category="Table", section_path=["Results"])
-    result = chunk_document(_doc(_heading("Results", ["Results"]), table), max_chars=500, overlap=100)
-    pieces = [chunk for chunk in result.chunks if "| Zone 5" in chunk.text or "| Zone 9" in chunk.text]
-    assert len(result.chunks) > 3
-    seen: list[str] = []
-    for chunk in result.chunks:
-        lines = chunk.text.splitlines()
-        body = lines[lines.index("| Zone | Sales | Profit |") + 2 :]
-        assert all(line in rows for line in body), "a row was cut"
-        seen += body
-    assert seen == rows and pieces
-
-
-def test_body_less_parent_heading_is_only_in_the_path() -> None:
-    document = _doc(
-        _heading("Handbook", ["Handbook"]),
-        _heading("Leave", ["Handbook", "Leave"]),
-        _para("leave", 12, path=["Handbook", "Leave"]),
-        file_type="docx",
-    )
-    result = chunk_document(document, min_chars=0)
-    assert [section.section_path for section in result.sections] == [["Handbook", "Leave"]]
-    assert result.chunks[0].embedding_text().startswith("Handbook > Leave\n\nLeave\n\n")
-    assert result.chunks[0].embedding_text("Policies").startswith("Policies > Handbook > Leave\n\n")
-
-
-def test_tiny_sections_merge_under_their_common_path() -> None:
-    document = _doc(
-        _heading("Opening hours", ["Contact", "Opening hours"]),
-        ParsedElement(text="Mon-Fri 9-17.", category="NarrativeText", section_path=["Contact", "Opening hours"]),
-        _heading("Phone", ["Contact", "Phone"]),
-        ParsedElement(text="+47 22 00 00 00", category="NarrativeText", section_path=["Contact", "Phone"]),
-        file_type="docx",
-    )
-    result = chunk_document(document, min_chars=200)
-    assert len(result.chunks) == 1
-    assert result.chunks[0].section_path == ["Contact"]
-    assert "Mon-Fri" in result.chunks[0].text and "+47" in result.chunks[0].text
-    separate = chunk_document(document, min_chars=0)
-    assert [chunk.section_path for chunk in separate.chunks] == [["Contact", "Opening hours"], ["Contact", "Phone"]]
-
-
-def test_slides_are_hard_chunk_boundaries() -> None:
-    document = _doc(
-        ParsedElement(text="Slide one text.", category="NarrativeText", page_number=1),
-        ParsedElement(text="Slide two text.", category="NarrativeText", page_number=2),
-        file_type="pptx",
-    )
-    result = chunk_document(document)
-    assert [(chunk.page_start, chunk.page_end) for chunk in result.chunks] == [(1, 1), (2, 2)]
-
-
-def test_split_text_prefers_sentence_boundaries() -> None:
-    text = "First sentence is here. Second sentence is here. Third one closes it."
-    assert split_text(text, 50) == ["First sentence is here. Second sentence is here.", "Third one closes it."]
-    assert all(len(piece) <= 10 for piece in split_text("x" * 95, 10))
-
-
-def test_plain_text_chunks_use_title_and_markdown_headings() -> None:
-    text = "Refunds take 30 days.\n\n## Exceptions\n\nSale items cannot be refunded.\n\n" + _para("extra", 40).text
-    result = chunk_plain_text(text, title="Refund policy", max_chars=400, overlap=50)
-    assert result.chunks[0].section_path == ["Refund policy"]
-    assert result.chunks[0].text.startswith("Refunds take 30 days.")
-    assert any(chunk.section_path == ["Refund policy", "Exceptions"] for chunk in result.chunks)
-    assert all(len(chunk.text) <= 400 for chunk in result.chunks)
-    assert isinstance(result.chunks[0], ChunkDraft)
-
-
-@needs_data
-def test_real_documents_chunk_within_limits() -> None:
-    for name in ("example-docs-README.md", "2023-half-year-analyses-by-segment.xlsx", "norwich-city.txt"):
-        result = chunk_document(_parse(FORMATS / name), max_chars=800, overlap=100)
-        assert result.chunks
-        assert all(0 < len(chunk.text) <= 800 for chunk in result.chunks)
-        assert {chunk.section_ordinal for chunk in result.chunks} == {section.ordinal for section in result.sections}
+    assert sections._is_plausible_heading(title, strict=True) is accepted

@@ -1,0 +1,64 @@
+"""Parse (the stage): read the version's stored file into a `Parsed`, or fail it with a reason.
+
+The parsers themselves (`kb.pipeline.parse`) know nothing of Django; this is the glue that reads
+the stored file, applies the deploy's limits and records what was found on the version row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from kb.exceptions import ParseFailure
+from kb.models import SourceType
+from kb.pipeline import parse as parsers
+from kb.pipeline.job import Job, Parsed, progress
+
+
+def parse(job: Job) -> None:
+    """Parse the stored file; typed-in text and Q&A entries skip the parser."""
+    version = job.version
+    if version.document.source_type in (SourceType.TEXT, SourceType.QA):
+        with version.file.open("rb") as handle:
+            text = handle.read().decode("utf-8")
+        parsed = Parsed(file_type="text", page_count=None, plain_text=text)
+    else:
+        parsed = _parse_file(Path(version.file.path), filename=version.original_filename)
+    progress(
+        version.pk,
+        pages_total=parsed.page_count,
+        pages_parsed=parsed.page_count or 0,
+        file_type=parsed.file_type,
+        warnings=parsed.warnings,
+    )
+    job.parsed = parsed
+
+
+def _parse_file(path: Path, *, filename: str) -> Parsed:
+    """A ParseError becomes a ParseFailure (the version FAILS, with the parser's reason)."""
+    try:
+        document = parsers.parse_document(
+            path,
+            filename=filename,
+            max_pages=settings.GROUNDWORK_MAX_PAGES,
+            # Below Celery's soft limit, so the parser stops with its own readable reason.
+            timeout_s=max(10.0, settings.GROUNDWORK_INGEST_TIME_LIMIT - 30.0),
+        )
+    except parsers.ParseError as exc:
+        raise ParseFailure(exc.code, exc.message) from exc
+    page_count = document.page_count
+    if page_count is None and document.file_type == "pdf":
+        # pypdf could not count the pages but pdfminer read them: the highest page cited will do.
+        page_count = max((e.page_number or 0 for e in document.elements), default=0) or None
+    if page_count is not None and page_count > settings.GROUNDWORK_MAX_PAGES:
+        raise ParseFailure(
+            "too_many_pages",
+            f"This document has {page_count} pages; the limit is {settings.GROUNDWORK_MAX_PAGES}. Split it into parts.",
+        )
+    return Parsed(
+        file_type=document.file_type,
+        page_count=page_count,
+        document=document,
+        warnings=list(document.warnings),
+    )

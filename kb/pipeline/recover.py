@@ -1,0 +1,78 @@
+"""Recover: find versions a worker left unfinished, put them back to QUEUED and return their ids.
+
+Nothing here sends a task (the pipeline never imports the task module): the caller, a task in
+`kb.tasks`, enqueues the ids it gets back. Re-sending a task for a QUEUED version is harmless: the
+claim is a conditional update, so only one run does the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from kb.models import DocumentStatus, DocumentVersion
+from kb.pipeline.job import fail, requeue
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What a recovery pass did: `enqueue` are the version ids to send to the ingest task."""
+
+    enqueue: list[int] = field(default_factory=list)
+    requeued: int = 0  # put back to QUEUED
+    failed: int = 0  # given up after too many attempts
+
+    @property
+    def touched(self) -> int:
+        return self.requeued + self.failed
+
+
+def recover_stuck() -> Recovered:
+    """Versions whose worker went silent: re-queue them, or fail them after too many tries.
+
+    A worker killed mid-document leaves its version in PARSING/EMBEDDING with an old heartbeat;
+    queued ones whose message was lost stay QUEUED.
+    """
+    deadline = timezone.now() - timedelta(seconds=settings.GROUNDWORK_STUCK_AFTER_SECONDS)
+    stuck = DocumentVersion.objects.filter(
+        status__in=(DocumentStatus.QUEUED, DocumentStatus.PARSING, DocumentStatus.EMBEDDING),
+        heartbeat_at__lt=deadline,
+    )
+    enqueue: list[int] = []
+    failed = 0
+    for version in stuck:
+        if version.attempts >= settings.GROUNDWORK_MAX_ATTEMPTS:
+            fail(
+                version.pk,
+                "stuck",
+                f"Processing stopped responding {version.attempts} times; the file may be too large or complex. "
+                "Try splitting it, or re-index to try again.",
+            )
+            failed += 1
+        else:
+            requeue(version.pk)
+            enqueue.append(version.pk)
+    return Recovered(enqueue=enqueue, requeued=len(enqueue), failed=failed)
+
+
+def recover_after_worker_restart(*, worker: str) -> Recovered:
+    """Re-queue what a worker node had claimed before it died, and re-send all queued work.
+
+    Called when a worker node starts: anything still claimed under its name belongs to a previous
+    incarnation that was killed. With late acks Redis would redeliver its messages only after the
+    visibility timeout (an hour); this brings them back at once.
+    """
+    orphaned = list(
+        DocumentVersion.objects.filter(status__in=(DocumentStatus.PARSING, DocumentStatus.EMBEDDING), claimed_by=worker)
+        .exclude(claimed_by="")
+        .values_list("pk", flat=True)
+    )
+    with transaction.atomic():
+        for version_id in orphaned:
+            requeue(version_id)
+    queued = list(DocumentVersion.objects.filter(status=DocumentStatus.QUEUED).values_list("pk", flat=True))
+    return Recovered(enqueue=queued, requeued=len(orphaned))
