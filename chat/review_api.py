@@ -20,7 +20,7 @@ from accounts.permissions import Action
 from accounts.services import audit_record
 from chat import selectors, services
 from chat.models import Conversation, Message
-from chat.streaming import events_in_thread
+from chat.sse import events_in_thread
 
 FILTER_PARAMETERS = [
     OpenApiParameter(name, str, description=description)
@@ -40,7 +40,7 @@ FILTER_PARAMETERS = [
 
 
 def message_payload(message: Message) -> dict[str, Any]:
-    data = services.serialize_message(message)
+    data = selectors.serialize_message(message)
     data.update(
         {
             "feedback": message.feedback or None,

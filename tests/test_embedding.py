@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.llm import LOCAL_PROVIDER, get_litellm
-from kb import embedding
-from kb.exceptions import EmbeddingError, LocalEmbeddingModelError, TransientEmbeddingError
-from kb.local_embedder import (
+from inference import embedder as local_embedder
+from inference.embedder import (
     LOCAL_EMBEDDING_DIMS,
     MAX_TOKENS,
     TOKENIZER_PATH,
@@ -23,6 +21,9 @@ from kb.local_embedder import (
     default_threads,
     get_local_embedder,
 )
+from inference.gateway import LOCAL_PROVIDER, get_litellm
+from kb import embedding
+from kb.exceptions import EmbeddingError, LocalEmbeddingModelError, TransientEmbeddingError
 
 SENTENCES = [
     "How do I reset my password?",
@@ -142,7 +143,7 @@ def test_sha256_mismatch_raises_a_clear_error(tmp_path: Path) -> None:
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not the model")
 
-    with pytest.raises(LocalEmbeddingModelError, match="does not match its pinned checksum") as info:
+    with pytest.raises(local_embedder.LocalEmbeddingModelError, match="does not match its pinned checksum") as info:
         LocalEmbedder(model_path=fake)
     assert "uv sync --frozen" in str(info.value)
 
@@ -151,8 +152,8 @@ def test_broken_local_model_is_a_permanent_embedding_error(tmp_path: Path, monke
     # Through LiteLLM the checksum failure must not turn into a retryable "connection error".
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"tampered")
-    monkeypatch.setattr("kb.local_embedder.packaged_model_path", lambda: fake)
-    monkeypatch.setattr("kb.local_embedder._instance", None)  # restored after the test
+    monkeypatch.setattr("inference.embedder.packaged_model_path", lambda: fake)
+    monkeypatch.setattr("inference.embedder._instance", None)  # restored after the test
 
     with pytest.raises(LocalEmbeddingModelError, match="pinned checksum"):
         embedding.embed_passages(["hello"], model=embedding.LOCAL_EMBEDDING_MODEL)
@@ -185,7 +186,7 @@ def test_threads_setting_is_parsed_strictly(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_local_chat_streams_the_same_text_it_returns() -> None:
-    # Glue only: whatever chat.extractive answers must arrive whole, streamed or not.
+    # Glue only: whatever inference.extractive answers must arrive whole, streamed or not.
     litellm = get_litellm()
     messages = [{"role": "user", "content": "What are the opening hours?"}]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chat.extractive import (
+from inference.extractive import (
     REFUSAL_SENTINEL,
     ExtractiveAnswer,
     Source,
@@ -22,8 +22,8 @@ from chat.extractive import (
     build_sources_block,
     complete,
     parse_prompt,
-    split_sentences,
 )
+from inference.text import split_sentences
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
