@@ -14,7 +14,6 @@ from rest_framework.response import Response
 
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
-from accounts.services import audit_record
 from chat import selectors, services
 from chat.exceptions import ChatError
 from chat.models import Channel, Chatbot, Conversation
@@ -50,9 +49,13 @@ class ChatbotListCreateApi(ChatbotScopedView):
         data = dict(serializer.validated_data)
         kbs = self.knowledge_bases(data.pop("knowledge_bases"))
         bot = services.chatbot_create(
-            organization=self.org, name=data.pop("name"), knowledge_bases=kbs, created_by=self.org_context.user, **data
+            organization=self.org,
+            name=data.pop("name"),
+            knowledge_bases=kbs,
+            created_by=self.org_context.user,
+            context=self.org_context,
+            **data,
         )
-        audit_record(context=self.org_context, action="chatbot.create", target=bot)
         return Response(ChatbotOutSerializer(bot, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
@@ -68,15 +71,12 @@ class ChatbotDetailApi(ChatbotScopedView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         kbs = self.knowledge_bases(data.pop("knowledge_bases")) if "knowledge_bases" in data else None
-        services.chatbot_update(chatbot=bot, knowledge_bases=kbs, **data)
-        changed = sorted(data) + (["knowledge_bases"] if kbs is not None else [])
-        audit_record(context=self.org_context, action="chatbot.update", target=bot, detail={"fields": changed})
+        services.chatbot_update(chatbot=bot, knowledge_bases=kbs, context=self.org_context, **data)
         return Response(ChatbotOutSerializer(bot, context={"request": request}).data)
 
     def delete(self, request: Request, bot_id: str) -> Response:
         bot = self.get_chatbot(bot_id)
-        audit_record(context=self.org_context, action="chatbot.delete", target=bot)
-        bot.delete()
+        services.chatbot_delete(chatbot=bot, context=self.org_context)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -12,6 +12,8 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from accounts.models import Organization, User
+from accounts.selectors import OrgContext
+from accounts.services import audit_record
 from chat.exceptions import ChatError
 from chat.models import Chatbot, Conversation, Correction, Message, ProviderKey, Role
 from chat.secrets_box import encrypt
@@ -29,9 +31,13 @@ def chatbot_create(
     name: str,
     knowledge_bases: list[KnowledgeBase],
     created_by: User | None,
+    context: OrgContext | None = None,
     **settings: Any,
 ) -> Chatbot:
-    """Create a chatbot over knowledge bases of the same organisation, with a unique slug."""
+    """Create a chatbot over knowledge bases of the same organisation, with a unique slug.
+
+    With `context` (the staff request's), the creation is recorded in the audit log.
+    """
     _check_same_org(organization, knowledge_bases)
     base = slugify(settings.pop("slug", "") or name)[:70] or "bot"
     slug, n = base, 1
@@ -41,10 +47,23 @@ def chatbot_create(
     with transaction.atomic():
         bot = Chatbot.objects.create(organization=organization, name=name, slug=slug, created_by=created_by, **settings)
         bot.knowledge_bases.set(knowledge_bases)
+    if context is not None:
+        audit_record(context=context, action="chatbot.create", target=bot)
     return bot
 
 
-def chatbot_update(*, chatbot: Chatbot, knowledge_bases: list[KnowledgeBase] | None = None, **changes: Any) -> Chatbot:
+def chatbot_update(
+    *,
+    chatbot: Chatbot,
+    knowledge_bases: list[KnowledgeBase] | None = None,
+    context: OrgContext | None = None,
+    changed_fields: list[str] | None = None,
+    **changes: Any,
+) -> Chatbot:
+    """Change a chatbot's settings and knowledge bases.
+
+    With `context`, the change is audited with `changed_fields` (default: the fields passed).
+    """
     with transaction.atomic():
         for name, value in changes.items():
             setattr(chatbot, name, value)
@@ -52,7 +71,18 @@ def chatbot_update(*, chatbot: Chatbot, knowledge_bases: list[KnowledgeBase] | N
         if knowledge_bases is not None:
             _check_same_org(chatbot.organization, knowledge_bases)
             chatbot.knowledge_bases.set(knowledge_bases)
+    if context is not None:
+        if changed_fields is None:
+            changed_fields = sorted(changes) + (["knowledge_bases"] if knowledge_bases is not None else [])
+        audit_record(context=context, action="chatbot.update", target=chatbot, detail={"fields": changed_fields})
     return chatbot
+
+
+def chatbot_delete(*, chatbot: Chatbot, context: OrgContext | None = None) -> None:
+    """Delete a chatbot with its conversations (audited first, while the row still has its id)."""
+    if context is not None:
+        audit_record(context=context, action="chatbot.delete", target=chatbot)
+    chatbot.delete()
 
 
 def _check_same_org(organization: Organization, knowledge_bases: list[KnowledgeBase]) -> None:
@@ -60,13 +90,22 @@ def _check_same_org(organization: Organization, knowledge_bases: list[KnowledgeB
         raise ChatError("foreign_knowledge_base", "A chatbot can only use knowledge bases of its own organisation.")
 
 
-def provider_key_set(*, organization: Organization, provider: str, api_key: str, api_base: str = "") -> ProviderKey:
+def provider_key_set(
+    *,
+    organization: Organization,
+    provider: str,
+    api_key: str,
+    api_base: str = "",
+    context: OrgContext | None = None,
+) -> ProviderKey:
     """Store (encrypted) the organisation's key for a model provider; it is never shown back."""
     key, _ = ProviderKey.objects.update_or_create(
         organization=organization,
         provider=provider.strip().lower(),
         defaults={"encrypted_key": encrypt(api_key.strip()), "last_four": api_key.strip()[-4:], "api_base": api_base},
     )
+    if context is not None:
+        audit_record(context=context, action="settings.provider_key", target=key)
     return key
 
 
@@ -155,7 +194,9 @@ def conversation_review_update(
     return conversation
 
 
-def message_correct(*, message: Message, answer: str, actor: User | None) -> Correction:
+def message_correct(
+    *, message: Message, answer: str, actor: User | None, context: OrgContext | None = None
+) -> Correction:
     """Turn a staff correction into a Q&A entry of the bot's first knowledge base, live within seconds.
 
     The question is the user message the answer replied to. The conversation is marked reviewed.
@@ -186,10 +227,17 @@ def message_correct(*, message: Message, answer: str, actor: User | None) -> Cor
             created_by=actor,
         )
         conversation_review_update(conversation=conversation, actor=actor, reviewed=True)
+    if context is not None:
+        audit_record(
+            context=context, action="answer.correct", target=message, detail={"document_id": correction.document_id}
+        )
     return correction
 
 
-def conversation_delete(*, conversation: Conversation) -> None:
+def conversation_delete(*, conversation: Conversation, context: OrgContext | None = None) -> None:
+    """Delete a conversation and its messages (audited first, while the row still has its id)."""
+    if context is not None:
+        audit_record(context=context, action="conversation.delete", target=conversation)
     conversation.delete()
 
 
