@@ -143,8 +143,8 @@ class _ProviderCall:
             model=kwargs["model"],
             model_response=kwargs["model_response"],
             optional_params=kwargs.get("optional_params") or {},
-            messages=kwargs.get("messages") or [],
-            input=kwargs.get("input") or [],
+            messages=kwargs.get("messages", []),
+            input=kwargs.get("input", []),
         )
 
 
