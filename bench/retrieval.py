@@ -36,7 +36,7 @@ Measured (each query interleaves the modes, so drifting load on a shared machine
   the same scan with iterative scans off, in strict order, and with HNSW forced where the planner
   would answer exactly (small tenants);
 - EXPLAIN ANALYZE of the vector and keyword SQL for one query per tenant;
-- `chat.services.chat_answer_events` up to the moment it calls the model (everything but the
+- `chat.rag.answer.chat_answer_events` up to the moment it calls the model (everything but the
   model): the real local query embedding, hybrid retrieval, prompt building, database writes.
 
 Figures are printed and written to bench/results/retrieval_<rows>.json.
