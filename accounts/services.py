@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import ApiKey, AuditEvent, Invitation, Membership, Organization, Role, User
-from accounts.selectors import hash_api_key
+from accounts.selectors import OrgContext, hash_api_key
 
 
 def organization_create(*, name: str, owner: User | None = None, slug: str | None = None) -> Organization:
@@ -48,9 +48,14 @@ class IssuedApiKey:
 
 
 def api_key_issue(
-    *, organization: Organization, name: str, created_by: User | None, role: str = Role.ADMIN
+    *,
+    organization: Organization,
+    name: str,
+    created_by: User | None,
+    role: str = Role.ADMIN,
+    context: OrgContext | None = None,
 ) -> IssuedApiKey:
-    """Create a key `gw_<prefix>_<secret>` and store only its hash."""
+    """Create a key `gw_<prefix>_<secret>` and store only its hash (audited when `context` is given)."""
     prefix = secrets.token_hex(6)
     while ApiKey.objects.filter(prefix=prefix).exists():
         prefix = secrets.token_hex(6)
@@ -63,11 +68,16 @@ def api_key_issue(
         role=role,
         created_by=created_by,
     )
+    if context is not None:
+        audit_record(context=context, action="api_key.create", target=key)
     return IssuedApiKey(api_key=key, raw_key=raw_key)
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
+def api_key_revoke(*, api_key: ApiKey, context: OrgContext | None = None) -> None:
+    """Revoke a key at once (audited when `context` is given)."""
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if context is not None:
+        audit_record(context=context, action="api_key.revoke", target=api_key)
 
 
 def api_key_touch(*, api_key: ApiKey) -> None:
@@ -98,6 +108,32 @@ def audit_record(*, context: Any, action: str, target: Any = None, detail: dict[
     )
 
 
+# --- organisation settings and users ----------------------------------------------------------
+
+
+def organization_retention_set(
+    *, organization: Organization, days: int | None, context: OrgContext | None = None
+) -> Organization:
+    """Keep conversations `days` days (None: forever); audited when `context` is given."""
+    organization.conversation_retention_days = days
+    organization.save(update_fields=["conversation_retention_days"])
+    if context is not None:
+        audit_record(
+            context=context,
+            action="settings.retention",
+            target=organization,
+            detail={"days": organization.conversation_retention_days},
+        )
+    return organization
+
+
+def user_password_set(*, user: User, password: str) -> User:
+    """Set a user's password (already validated, e.g. by Django's SetPasswordForm)."""
+    user.set_password(password)
+    user.save()
+    return user
+
+
 # --- members and invitations -----------------------------------------------------------------
 
 INVITATION_DAYS = 7
@@ -116,9 +152,18 @@ class IssuedInvitation:
 
 
 def invitation_create(
-    *, organization: Organization, email: str, role: str, invited_by: User | None, accept_url_base: str
+    *,
+    organization: Organization,
+    email: str,
+    role: str,
+    invited_by: User | None,
+    accept_url_base: str,
+    context: OrgContext | None = None,
 ) -> IssuedInvitation:
-    """Invite `email` with `role` and send the link through Django's e-mail backend."""
+    """Invite `email` with `role` and send the link through Django's e-mail backend.
+
+    Audited when `context` (the staff request's) is given.
+    """
     from datetime import timedelta
 
     from django.core.mail import send_mail
@@ -150,6 +195,8 @@ def invitation_create(
         from_email=None,
         recipient_list=[email],
     )
+    if context is not None:
+        audit_record(context=context, action="member.invite", target=invitation)
     return IssuedInvitation(invitation=invitation, token=token)
 
 
@@ -167,26 +214,39 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     return membership
 
 
-def membership_change_role(*, actor_role: str, membership: Membership, role: str) -> Membership:
-    """Change a member's role. Only owners make or unmake owners; an organisation keeps one owner."""
+def membership_change_role(
+    *, actor_role: str, membership: Membership, role: str, context: OrgContext | None = None
+) -> Membership:
+    """Change a member's role. Only owners make or unmake owners; an organisation keeps one owner.
+
+    Audited (old and new role) when `context` is given.
+    """
     if role not in Role.values:
         raise MembershipError("Unknown role.")
     if Role.OWNER in (role, membership.role) and actor_role != Role.OWNER:
         raise MembershipError("Only an owner can make or change an owner.")
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organization) == 1:
         raise MembershipError("An organisation needs at least one owner.")
+    old = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
+    if context is not None:
+        audit_record(context=context, action="member.role", target=membership, detail={"from": old, "to": role})
     return membership
 
 
-def membership_remove(*, actor_role: str, actor: User | None, membership: Membership) -> None:
-    """Remove a member. Owners cannot be removed by others."""
+def membership_remove(
+    *, actor_role: str, actor: User | None, membership: Membership, context: OrgContext | None = None
+) -> None:
+    """Remove a member. Owners cannot be removed by others. Audited when `context` is given."""
     if membership.role == Role.OWNER and (actor is None or actor.pk != membership.user_id):
         raise MembershipError("An owner cannot be removed by someone else.")
     if membership.role == Role.OWNER and _owner_count(membership.organization) == 1:
         raise MembershipError("The last owner cannot leave; make someone else owner first.")
     membership.delete()
+    if context is not None:
+        # After the delete, as it always was: the event keeps the member's label.
+        audit_record(context=context, action="member.remove", target=membership)
 
 
 def _owner_count(organization: Organization) -> int:

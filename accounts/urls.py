@@ -13,7 +13,7 @@ urlpatterns = [
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("team/", views.team, name="team"),
     path("team/<str:action>/", views.team_action, name="team_action"),
-    path("settings/", views.organization_settings, name="settings"),
+    # "settings/" (accounts:settings) is chat.settings_views.organization_settings, mounted by config/urls.py.
     path("settings/api-keys/", views.api_keys, name="api_keys"),
     path("settings/audit/", views.audit_log, name="audit_log"),
 ]

@@ -94,8 +94,8 @@ def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpR
                 role=request.POST.get("role", Role.VIEWER),
                 invited_by=context.user,
                 accept_url_base=_base_url(request),
+                context=context,
             )
-            services.audit_record(context=context, action="member.invite", target=issued.invitation)
             messages.success(request, f"Invitation sent to {issued.invitation.email}.")
         elif action in ("role", "remove"):
             membership = (
@@ -106,20 +106,14 @@ def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpR
             if membership is None:
                 raise Http404("No such member.")
             if action == "role":
-                old = membership.role
                 services.membership_change_role(
-                    actor_role=context.role, membership=membership, role=request.POST.get("role", "")
-                )
-                services.audit_record(
-                    context=context,
-                    action="member.role",
-                    target=membership,
-                    detail={"from": old, "to": membership.role},
+                    actor_role=context.role, membership=membership, role=request.POST.get("role", ""), context=context
                 )
                 messages.success(request, f"{membership.user.email} is now {membership.role}.")
             else:
-                services.membership_remove(actor_role=context.role, actor=context.user, membership=membership)
-                services.audit_record(context=context, action="member.remove", target=membership)
+                services.membership_remove(
+                    actor_role=context.role, actor=context.user, membership=membership, context=context
+                )
                 messages.success(request, f"{membership.user.email} was removed.")
         else:
             raise Http404("Unknown action.")
@@ -144,7 +138,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     form = SetPasswordForm(user, request.POST or None) if needs_password else None
     if request.method == "POST" and (form is None or form.is_valid()):
         if form is not None:
-            form.save()
+            services.user_password_set(user=user, password=form.cleaned_data["new_password1"])
         services.invitation_accept(invitation=invitation, user=user)
         if not request.user.is_authenticated:
             if needs_password:
@@ -168,8 +162,7 @@ def api_keys(request: HttpRequest, context: OrgContext) -> HttpResponse:
             key = ApiKey.objects.filter(organization=context.organization, pk=request.POST["revoke"]).first()
             if key is None:
                 raise Http404("No such key.")
-            services.api_key_revoke(api_key=key)
-            services.audit_record(context=context, action="api_key.revoke", target=key)
+            services.api_key_revoke(api_key=key, context=context)
             messages.success(request, f"Key “{key.name}” revoked.")
         else:
             role = request.POST.get("role", Role.ADMIN)
@@ -180,8 +173,8 @@ def api_keys(request: HttpRequest, context: OrgContext) -> HttpResponse:
                 name=(request.POST.get("name") or "API key").strip()[:100],
                 created_by=context.user,
                 role=role,
+                context=context,
             )
-            services.audit_record(context=context, action="api_key.create", target=issued.api_key)
             new_key = issued.raw_key  # shown once, never stored
     keys = ApiKey.objects.filter(organization=context.organization).select_related("created_by")
     return render(request, "accounts/api_keys.html", {"keys": keys, "new_key": new_key, "roles": Role.choices})
@@ -195,40 +188,3 @@ def audit_log(request: HttpRequest, context: OrgContext) -> HttpResponse:
     events = AuditEvent.objects.filter(organization=context.organization)
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     return render(request, "accounts/audit_log.html", {"page": page})
-
-
-@org_required(Action.MANAGE_SETTINGS)
-def organization_settings(request: HttpRequest, context: OrgContext) -> HttpResponse:
-    from django.shortcuts import render
-
-    from chat.models import ProviderKey
-    from chat.services import provider_key_set
-
-    org = context.organization
-    if request.method == "POST":
-        if "retention" in request.POST:
-            raw = request.POST.get("retention", "").strip()
-            org.conversation_retention_days = int(raw) if raw.isdigit() and int(raw) > 0 else None
-            org.save(update_fields=["conversation_retention_days"])
-            services.audit_record(
-                context=context,
-                action="settings.retention",
-                target=org,
-                detail={"days": org.conversation_retention_days},
-            )
-            messages.success(request, "Retention saved.")
-        elif request.POST.get("provider") and request.POST.get("api_key"):
-            key = provider_key_set(
-                organization=org,
-                provider=request.POST["provider"],
-                api_key=request.POST["api_key"],
-                api_base=request.POST.get("api_base", "").strip(),
-            )
-            services.audit_record(context=context, action="settings.provider_key", target=key)
-            messages.success(request, f"{key.provider} key saved (…{key.last_four}).")
-        return redirect("accounts:settings")
-    return render(
-        request,
-        "accounts/settings.html",
-        {"org": org, "provider_keys": ProviderKey.objects.filter(organization=org)},
-    )

@@ -82,7 +82,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_threads(threads: int, passages: list[str], questions: list[str], repeats: int) -> dict[str, Any]:
     """Load, throughput and latency for one intra-op thread count."""
-    from kb.local_embedder import BATCH_SIZE, LocalEmbedder
+    from inference.embedder import BATCH_SIZE, LocalEmbedder
 
     load_times = []
     embedder = None
@@ -123,7 +123,7 @@ def bench_threads(threads: int, passages: list[str], questions: list[str], repea
 
 def bench_batch_sizes(threads: int, passages: list[str], sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     """Throughput per batch size. Rounds are interleaved so load drift hits every size alike."""
-    from kb.local_embedder import LocalEmbedder
+    from inference.embedder import LocalEmbedder
 
     embedders = {size: LocalEmbedder(threads=threads, batch_size=size) for size in sizes}
     walls: dict[int, list[float]] = {size: [] for size in sizes}
@@ -147,9 +147,9 @@ def bench_batch_sizes(threads: int, passages: list[str], sizes: list[int], repea
 
 def bench_litellm_path(questions: list[str]) -> dict[str, Any]:
     """What the app pays on top: the LiteLLM import and the per-call overhead of `kb.embedding`."""
-    from config.llm import get_litellm
+    from inference.embedder import get_local_embedder
+    from inference.gateway import get_litellm
     from kb import embedding
-    from kb.local_embedder import get_local_embedder
 
     import_s, import_cpu_s = timed_cpu(get_litellm)
     direct = get_local_embedder()
@@ -186,7 +186,7 @@ def main() -> None:
 
     import onnxruntime
 
-    from kb.local_embedder import MODEL_SHA256, default_threads, packaged_model_path
+    from inference.embedder import MODEL_SHA256, default_threads, packaged_model_path
 
     passages = load_passages(args.data, args.passages)
     questions = load_questions(args.data, args.queries)

@@ -15,7 +15,7 @@ and write `bench/results/extractive_eval.json`.
 `--fit` refits the logistic weights on sentence-level labels (SQuAD: the gold passage's sentences
 containing a gold answer are positive; ClapNQ: gold-passage sentences mostly copied into the long
 answer) with article-level cross-validation on SQuAD, prints the weights to paste into
-`chat/extractive.py` and the cross-validated trade-off table. Data is read in place from
+`inference/extractive/weights.py` and the cross-validated trade-off table. Data is read in place from
 `<repo>/../shared/data`; nothing is copied.
 
 Usage:  .venv/bin/python bench/extractive_eval.py [--fit] [--dense] [--limit N]
@@ -42,7 +42,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from chat import extractive as ex  # noqa: E402
+from inference import extractive as ex  # noqa: E402
+from inference.extractive import weights  # noqa: E402
+from inference.text import content_terms  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results" / "extractive_eval.json"
@@ -71,7 +73,7 @@ class Item:
 
 
 def _bm25_tokens(text: str) -> list[str]:
-    return [t.stem for t in ex.content_terms(text)]
+    return [t.stem for t in content_terms(text)]
 
 
 class BM25:
@@ -201,11 +203,11 @@ def contains_gold(item: Item, answer: str) -> bool:
     if item.dataset == "squad2":
         norm = f" {normalise(answer)} "
         return any(f" {normalise(a)} " in norm for a in item.answers if normalise(a))
-    answer_stems = {t.stem for t in ex.content_terms(answer)}
+    answer_stems = {t.stem for t in content_terms(answer)}
     if not answer_stems:
         return False
     for gold in item.answers:
-        gold_stems = {t.stem for t in ex.content_terms(gold)}
+        gold_stems = {t.stem for t in content_terms(gold)}
         if not gold_stems:
             continue
         shared = len(gold_stems & answer_stems)
@@ -222,11 +224,11 @@ def sentence_label(item: Item, sentence: ex.ScoredSentence) -> int:
     if item.dataset == "squad2":
         norm = f" {normalise(sentence.text)} "
         return int(any(f" {normalise(a)} " in norm for a in item.answers if normalise(a)))
-    sent_stems = {t.stem for t in ex.content_terms(sentence.text)}
+    sent_stems = {t.stem for t in content_terms(sentence.text)}
     if len(sent_stems) < 3:
         return 0
     for gold in item.answers:
-        gold_stems = {t.stem for t in ex.content_terms(gold)}
+        gold_stems = {t.stem for t in content_terms(gold)}
         if len(sent_stems & gold_stems) / len(sent_stems) >= 0.6:
             return 1
     return 0
@@ -293,8 +295,8 @@ class CachingEmbedder:
 def module_weights(dense: bool) -> tuple[Mapping[str, float], Mapping[str, float]]:
     """The weights `answer_extractively` uses (with or without the dense feature)."""
     if dense:
-        return ex._RANK_WEIGHTS_DENSE, ex._SUPPORT_WEIGHTS_DENSE
-    return ex._RANK_WEIGHTS_LEXICAL, ex._SUPPORT_WEIGHTS_LEXICAL
+        return weights.RANK_WEIGHTS_DENSE, weights.SUPPORT_WEIGHTS_DENSE
+    return weights.RANK_WEIGHTS_LEXICAL, weights.SUPPORT_WEIGHTS_LEXICAL
 
 
 def collect(items: Sequence[Item], embedder: ex.Embedder | None) -> list[Scored]:
@@ -471,7 +473,7 @@ def main() -> None:
 
     embedder: ex.Embedder | None = None
     if args.dense:
-        from kb.local_embedder import get_local_embedder
+        from inference.embedder import get_local_embedder
 
         embedder = CachingEmbedder(get_local_embedder(), args.embed_cache)
 

@@ -21,7 +21,7 @@ What it does, in order:
 4. Stops the worker, then in this process times the raw work on the same files:
    `unstructured.partition.auto.partition(filename=..., strategy="fast")` and embedding the very
    texts the pipeline embedded (read back from the chunk rows) with
-   `kb.local_embedder.get_local_embedder().embed(...)` in batches of 32. Nothing else: no file-type
+   `inference.embedder.get_local_embedder().embed(...)` in batches of 32. Nothing else: no file-type
    checks, cleaning, chunking, database, broker or LiteLLM.
 5. Reports the ratio pipeline seconds / raw seconds (per document: claim → READY against raw
    partition + embed; in total: first upload → last READY against the sum of raw times, so with
@@ -435,7 +435,7 @@ def timer() -> Iterator[list[float]]:
 
 
 def run_raw(runs: list[DocRun]) -> None:
-    from kb.local_embedder import get_local_embedder
+    from inference.embedder import get_local_embedder
     from kb.pipeline import parse as parsing
 
     # Untimed warm-up, as a worker does before its first task: the parsers, spaCy, the ONNX model.

@@ -36,7 +36,7 @@ Measured (each query interleaves the modes, so drifting load on a shared machine
   the same scan with iterative scans off, in strict order, and with HNSW forced where the planner
   would answer exactly (small tenants);
 - EXPLAIN ANALYZE of the vector and keyword SQL for one query per tenant;
-- `chat.services.chat_answer_events` up to the moment it calls the model (everything but the
+- `chat.rag.answer.chat_answer_events` up to the moment it calls the model (everything but the
   model): the real local query embedding, hybrid retrieval, prompt building, database writes.
 
 Figures are printed and written to bench/results/retrieval_<rows>.json.
@@ -942,10 +942,12 @@ def bench_overhead(
     kb: KnowledgeBase, queries: list[Query], warmup: int, *, proposed_keyword_sql: bool
 ) -> dict[str, Any]:
     """`chat_answer_events` until it calls the model: everything but the model."""
+    import chat.rag.answer as rag_answer
+    import chat.rag.retrieve as rag_retrieve
     import chat.services as chat_services
     from accounts.models import Organization
-    from chat.llm import CompletionStream
     from chat.models import Chatbot
+    from chat.rag.generate import CompletionStream
     from kb import embedding
 
     organization = Organization.objects.get(pk=kb.organization_id)
@@ -957,8 +959,8 @@ def bench_overhead(
     marks: dict[str, float] = {}
     real_embed, real_search, real_build = (
         embedding.embed_query,
-        chat_services.chunk_search,
-        chat_services.build_messages,
+        rag_retrieve.chunk_search,
+        rag_answer.build_messages,
     )
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -979,15 +981,15 @@ def bench_overhead(
     reached_model = 0
     with ExitStack() as stack:
         stack.enter_context(mock.patch("kb.embedding.embed_query", timed("embedding", real_embed)))
-        stack.enter_context(mock.patch.object(chat_services, "chunk_search", timed("retrieval", real_search)))
-        stack.enter_context(mock.patch.object(chat_services, "build_messages", timed("prompt", real_build)))
-        stack.enter_context(mock.patch("chat.llm.stream_completion", fake_model))
+        stack.enter_context(mock.patch.object(rag_retrieve, "chunk_search", timed("retrieval", real_search)))
+        stack.enter_context(mock.patch.object(rag_answer, "build_messages", timed("prompt", real_build)))
+        stack.enter_context(mock.patch("chat.rag.generate.stream_completion", fake_model))
         if proposed_keyword_sql:
             stack.enter_context(mock.patch("kb.selectors._keyword_candidates", proposed_keyword_candidates))
         for i, q in enumerate(queries):
             marks.clear()
             t0 = time.perf_counter()
-            for _event in chat_services.chat_answer_events(chatbot=_fresh(chatbot), question=q.text):
+            for _event in rag_answer.chat_answer_events(chatbot=_fresh(chatbot), question=q.text):
                 pass
             if "model_called_at" not in marks:
                 continue  # refused before the model (nothing relevant): not a first-token path

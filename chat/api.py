@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import Http404, StreamingHttpResponse
@@ -15,12 +14,12 @@ from rest_framework.response import Response
 
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
-from accounts.services import audit_record
 from chat import selectors, services
 from chat.exceptions import ChatError
 from chat.models import Channel, Chatbot, Conversation
+from chat.rag.answer import chat_answer, chat_answer_events
 from chat.serializers import ChatbotInSerializer, ChatbotOutSerializer, ChatInSerializer
-from chat.streaming import events_in_thread, sse
+from chat.sse import ApiFormat, OpenAIFormat, answer_payload, answer_sse, openai_usage, sse_response
 
 
 class ChatbotScopedView(OrgScopedApiView):
@@ -50,9 +49,13 @@ class ChatbotListCreateApi(ChatbotScopedView):
         data = dict(serializer.validated_data)
         kbs = self.knowledge_bases(data.pop("knowledge_bases"))
         bot = services.chatbot_create(
-            organization=self.org, name=data.pop("name"), knowledge_bases=kbs, created_by=self.org_context.user, **data
+            organization=self.org,
+            name=data.pop("name"),
+            knowledge_bases=kbs,
+            created_by=self.org_context.user,
+            context=self.org_context,
+            **data,
         )
-        audit_record(context=self.org_context, action="chatbot.create", target=bot)
         return Response(ChatbotOutSerializer(bot, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
@@ -68,38 +71,13 @@ class ChatbotDetailApi(ChatbotScopedView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         kbs = self.knowledge_bases(data.pop("knowledge_bases")) if "knowledge_bases" in data else None
-        services.chatbot_update(chatbot=bot, knowledge_bases=kbs, **data)
-        changed = sorted(data) + (["knowledge_bases"] if kbs is not None else [])
-        audit_record(context=self.org_context, action="chatbot.update", target=bot, detail={"fields": changed})
+        services.chatbot_update(chatbot=bot, knowledge_bases=kbs, context=self.org_context, **data)
         return Response(ChatbotOutSerializer(bot, context={"request": request}).data)
 
     def delete(self, request: Request, bot_id: str) -> Response:
         bot = self.get_chatbot(bot_id)
-        audit_record(context=self.org_context, action="chatbot.delete", target=bot)
-        bot.delete()
+        services.chatbot_delete(chatbot=bot, context=self.org_context)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _answer_payload(final: dict[str, Any]) -> dict[str, Any]:
-    message = final["message"]
-    return {
-        "answer": message["content"],
-        "citations": message["citations"],
-        "refused": message["refused"],
-        "conversation_id": message["conversation_id"],
-        "message_id": message["id"],
-        "model": message["model"],
-        "grounding": {"grade": message["grounding_grade"], "label": message["grounding_label"]},
-        "latency": message["latency"],
-        **({"error": final["error"]} if final.get("error") else {}),
-    }
-
-
-def sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(events, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # keep reverse proxies from buffering the stream
-    return response
 
 
 class ChatbotChatApi(ChatbotScopedView):
@@ -125,21 +103,8 @@ class ChatbotChatApi(ChatbotScopedView):
             "user": self.org_context.user,
         }
         if not serializer.validated_data["stream"]:
-            return Response(_answer_payload(services.chat_answer(**kwargs)))
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                async for event in events_in_thread(lambda: services.chat_answer_events(**kwargs)):
-                    if event["type"] == "delta":
-                        yield sse({"text": event["text"]}, event="delta")
-                    elif event["type"] == "start":
-                        yield sse({"conversation_id": event["conversation_id"]}, event="start")
-                    elif event["type"] == "final":
-                        yield sse(_answer_payload(event), event="final")
-            except ChatError as exc:
-                yield sse({"error": exc.code, "detail": exc.message}, event="error")
-
-        return sse_response(events())
+            return Response(answer_payload(chat_answer(**kwargs)))
+        return sse_response(answer_sse(lambda: chat_answer_events(**kwargs), ApiFormat()))
 
 
 # --- OpenAI-compatible -----------------------------------------------------------------------
@@ -189,7 +154,7 @@ class ChatCompletionsApi(OrgScopedApiView):
         created = int(time.time())
         if not body.get("stream"):
             try:
-                final = services.chat_answer(**kwargs)
+                final = chat_answer(**kwargs)
             except ChatError as exc:
                 return _openai_error(exc.message, exc.status_code, exc.code)
             message = final["message"]
@@ -206,49 +171,15 @@ class ChatCompletionsApi(OrgScopedApiView):
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": _usage(message),
+                    "usage": openai_usage(message),
                     "citations": message["citations"],
                     "refused": message["refused"],
                     "conversation_id": message["conversation_id"],
                 }
             )
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            return sse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": bot.slug,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                    **extra,
-                }
-            )
-
-        async def events() -> AsyncIterator[str]:
-            yield chunk({"role": "assistant", "content": ""})
-            try:
-                async for event in events_in_thread(lambda: services.chat_answer_events(**kwargs)):
-                    if event["type"] == "delta":
-                        yield chunk({"content": event["text"]})
-                    elif event["type"] == "final":
-                        message = event["message"]
-                        extra: dict[str, Any] = {
-                            "citations": message["citations"],
-                            "refused": message["refused"],
-                            "conversation_id": message["conversation_id"],
-                            "answer": message["content"],
-                            "usage": _usage(message),
-                        }
-                        if message["refused"]:
-                            # Nothing was streamed for a refusal: send the fallback text itself.
-                            yield chunk({"content": message["content"]})
-                        yield chunk({}, "stop", **extra)
-            except ChatError as exc:
-                yield sse({"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}})
-            yield "data: [DONE]\n\n"
-
-        return sse_response(events())
+        fmt = OpenAIFormat(completion_id=completion_id, created=created, model=bot.slug)
+        return sse_response(answer_sse(lambda: chat_answer_events(**kwargs), fmt))
 
 
 def _content_text(content: Any) -> str:
@@ -257,12 +188,6 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):  # [{"type": "text", "text": "..."}]
         return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
     return ""
-
-
-def _usage(message: dict[str, Any]) -> dict[str, int]:
-    prompt = message["usage"]["prompt_tokens"] or 0
-    completion = message["usage"]["completion_tokens"] or 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _openai_error(message: str, status_code: int = 400, code: str = "invalid_request") -> Response:

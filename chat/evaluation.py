@@ -29,7 +29,7 @@ from typing import Any
 from django.db import transaction
 
 from chat.models import Channel, Chatbot
-from chat.services import chat_answer
+from chat.rag.answer import chat_answer
 from kb.models import Chunk
 from kb.selectors import chunk_search
 

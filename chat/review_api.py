@@ -17,10 +17,9 @@ from rest_framework.response import Response
 
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
-from accounts.services import audit_record
 from chat import selectors, services
 from chat.models import Conversation, Message
-from chat.streaming import events_in_thread
+from chat.sse import events_in_thread
 
 FILTER_PARAMETERS = [
     OpenApiParameter(name, str, description=description)
@@ -40,7 +39,7 @@ FILTER_PARAMETERS = [
 
 
 def message_payload(message: Message) -> dict[str, Any]:
-    data = services.serialize_message(message)
+    data = selectors.serialize_message(message)
     data.update(
         {
             "feedback": message.feedback or None,
@@ -133,8 +132,7 @@ class ConversationDetailApi(ReviewView):
 
     def delete(self, request: Request, pk: int) -> Response:
         conversation = self.get_conversation(pk)
-        audit_record(context=self.org_context, action="conversation.delete", target=conversation)
-        services.conversation_delete(conversation=conversation)
+        services.conversation_delete(conversation=conversation, context=self.org_context)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -166,13 +164,10 @@ class MessageCorrectionApi(ReviewView):
         serializer = CorrectionIn(data=request.data)
         serializer.is_valid(raise_exception=True)
         correction = services.message_correct(
-            message=message, answer=serializer.validated_data["answer"], actor=self.org_context.user
-        )
-        audit_record(
+            message=message,
+            answer=serializer.validated_data["answer"],
+            actor=self.org_context.user,
             context=self.org_context,
-            action="answer.correct",
-            target=message,
-            detail={"document_id": correction.document_id},
         )
         return Response(
             {

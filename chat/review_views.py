@@ -13,7 +13,6 @@ from django.views.decorators.http import require_POST
 from accounts.decorators import org_required
 from accounts.permissions import Action
 from accounts.selectors import OrgContext
-from accounts.services import audit_record
 from chat import analytics, charts, selectors, services
 from chat.exceptions import ChatError
 from chat.models import Channel, Conversation
@@ -83,16 +82,12 @@ def conversation_action(request: HttpRequest, context: OrgContext, pk: int, acti
             message = conversation.messages.filter(pk=request.POST.get("message_id") or 0).first()
             if message is None:
                 raise Http404("No such message.")
-            correction = services.message_correct(
-                message=message, answer=request.POST.get("answer", ""), actor=context.user
-            )
-            audit_record(
-                context=context, action="answer.correct", target=message, detail={"document_id": correction.document_id}
+            services.message_correct(
+                message=message, answer=request.POST.get("answer", ""), actor=context.user, context=context
             )
             messages.success(request, "Correction saved as a Q&A entry; it answers the same question within seconds.")
         elif action == "delete":
-            audit_record(context=context, action="conversation.delete", target=conversation)
-            services.conversation_delete(conversation=conversation)
+            services.conversation_delete(conversation=conversation, context=context)
             messages.success(request, "Conversation deleted.")
             return redirect("chat:conversations")
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -150,3 +151,49 @@ def message_get_for_org(*, organization: Organization, pk: int) -> Message | Non
         .select_related("conversation__chatbot")
         .first()
     )
+
+
+def conversation_history(*, conversation: Conversation, before: Message) -> list[tuple[str, str]]:
+    """(role, content) of the answered turns before `before`, oldest first (three exchanges at most)."""
+    turns = list(
+        conversation.messages.filter(pk__lt=before.pk, refused=False)
+        .order_by("-pk")
+        .values_list("role", "content")[: 2 * 3]
+    )
+    return [(role, content) for role, content in reversed(turns)]
+
+
+def serialize_message(message: Message) -> dict[str, Any]:
+    """The JSON form of a stored message, as the chat APIs return it."""
+    return {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "role": message.role,
+        "content": message.content,
+        "refused": message.refused,
+        "model": message.model,
+        "grounding_grade": message.grounding_grade,
+        "grounding_label": message.grounding_label,
+        "citations": [
+            {
+                "number": c.number,
+                "chunk_id": c.chunk_id,
+                "document_id": c.document_id,
+                "document_title": c.document_title,
+                "version": c.version_number,
+                "page": c.page,
+                "page_end": c.page_end,
+                "section": c.section,
+                "quote": c.quote,
+                "source_url": c.source_url,
+            }
+            for c in message.citations.all()
+        ],
+        "latency": {
+            "retrieval_ms": message.retrieval_ms,
+            "first_token_ms": message.first_token_ms,
+            "total_ms": message.total_ms,
+        },
+        "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
+        "created_at": message.created_at.isoformat(),
+    }

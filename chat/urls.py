@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import review_views, views
+from chat import review_views, settings_views, views
 
 app_name = "chat"
 
@@ -15,4 +15,10 @@ urlpatterns = [
     path("conversations/<int:pk>/", review_views.conversation_detail, name="conversation"),
     path("conversations/<int:pk>/<str:action>/", review_views.conversation_action, name="conversation_action"),
     path("analytics/", review_views.analytics_dashboard, name="analytics"),
+]
+
+#: Pages that belong to the `accounts` URL namespace but live in chat (they edit chat's models);
+#: `config/urls.py` mounts them under `accounts/` next to `accounts.urls`.
+accounts_urlpatterns = [
+    path("settings/", settings_views.organization_settings, name="settings"),
 ]

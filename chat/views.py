@@ -11,7 +11,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.decorators import org_required
 from accounts.permissions import Action
 from accounts.selectors import OrgContext
-from accounts.services import audit_record
 from chat import selectors, services
 from chat.api import ChatbotChatApi
 from chat.exceptions import ChatError
@@ -34,6 +33,7 @@ def chatbot_list(request: HttpRequest, context: OrgContext) -> HttpResponse:
 
 
 def _save_form(request: HttpRequest, context: OrgContext, form: ChatbotForm, bot: Chatbot | None) -> Chatbot | None:
+    """Create or update the chatbot from the form (audited by the service); None on a domain error."""
     data = dict(form.cleaned_data)
     kbs = list(data.pop("knowledge_bases"))
     data["suggested_questions"] = data.pop("suggested_questions_text")
@@ -45,9 +45,12 @@ def _save_form(request: HttpRequest, context: OrgContext, form: ChatbotForm, bot
                 name=data.pop("name"),
                 knowledge_bases=kbs,
                 created_by=context.user,
+                context=context,
                 **data,
             )
-        return services.chatbot_update(chatbot=bot, knowledge_bases=kbs, **data)
+        return services.chatbot_update(
+            chatbot=bot, knowledge_bases=kbs, context=context, changed_fields=form.changed_data, **data
+        )
     except ChatError as exc:
         form.add_error(None, exc.message)
         return None
@@ -60,7 +63,6 @@ def chatbot_create(request: HttpRequest, context: OrgContext) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         bot = _save_form(request, context, form, None)
         if bot is not None:
-            audit_record(context=context, action="chatbot.create", target=bot)
             messages.success(request, f"Chatbot “{bot.name}” created. Try it in the playground.")
             return redirect("chat:playground", bot_id=bot.pk)
     return render(request, "chat/chatbot_form.html", {"form": form, "bot": None})
@@ -76,7 +78,6 @@ def chatbot_edit(request: HttpRequest, context: OrgContext, bot_id: int) -> Http
         if not can_edit:
             raise PermissionDenied("Your role may not change chatbots.")
         if form.is_valid() and _save_form(request, context, form, bot) is not None:
-            audit_record(context=context, action="chatbot.update", target=bot, detail={"fields": form.changed_data})
             messages.success(request, "Settings saved.")
             return redirect("chat:edit", bot_id=bot.pk)
     snippet = services_widget_snippet(request, bot)

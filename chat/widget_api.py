@@ -7,8 +7,6 @@ never look at `request.user`, so a signed-in staff member's cookies grant nothin
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,13 +25,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import widget_services as ws
-from chat.api import sse_response
 from chat.exceptions import ChatError
 from chat.models import Chatbot
-from chat.streaming import events_in_thread, sse
+from chat.sse import WidgetFormat, answer_sse, sse_response
 from chat.widget import frame_content_security_policy, normalize_origin
-
-logger = logging.getLogger(__name__)
 
 HOST_HEADER = "X-Groundwork-Host"
 
@@ -174,31 +169,10 @@ class WidgetChatApi(WidgetApiView):
             chatbot=bot, conversation_id=_int_or_none(data.get("conversation_id")), visitor_token=token
         )
 
-        async def events() -> AsyncIterator[str]:
-            try:
-                async for event in events_in_thread(
-                    lambda: ws.widget_answer_events(chatbot=bot, conversation=conversation, question=question)
-                ):
-                    if event["type"] == "delta":
-                        yield sse({"text": event["text"]}, event="delta")
-                    elif event["type"] == "start":
-                        yield sse(
-                            {"conversation_id": event["conversation_id"], "user_message_id": event["user_message_id"]},
-                            event="start",
-                        )
-                    elif event["type"] == "final":
-                        yield sse({"message": event["message"], "offer_lead": event["offer_lead"]}, event="final")
-            except ChatError as exc:
-                yield sse({"error": exc.code, "detail": exc.message}, event="error")
-            except Exception:
-                # Headers are sent: the visitor can only be told in the stream.
-                logger.exception("Widget answer failed (bot %s, conversation %s)", bot.pk, conversation.pk)
-                yield sse(
-                    {"error": "server_error", "detail": "Something went wrong while answering. Please try again."},
-                    event="error",
-                )
-
-        return sse_response(events())
+        fmt = WidgetFormat(bot_id=bot.pk, conversation_id=conversation.pk)
+        return sse_response(
+            answer_sse(lambda: ws.widget_answer_events(chatbot=bot, conversation=conversation, question=question), fmt)
+        )
 
 
 class WidgetFeedbackApi(WidgetApiView):

@@ -42,7 +42,8 @@ from django.db import transaction
 
 from chat.exceptions import ChatError
 from chat.models import Channel, Chatbot, Conversation, Message, Role
-from chat.services import chat_answer_events, conversation_lead_set, conversation_start, message_feedback_set
+from chat.rag.answer import chat_answer_events
+from chat.services import conversation_lead_set, conversation_start, message_feedback_set
 from chat.widget import normalize_origin, normalized_origins
 
 logger = logging.getLogger(__name__)

@@ -230,6 +230,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # Public chat widget: writes per visitor and per bot per minute (fixed windows in Redis).
 GROUNDWORK_WIDGET_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_RATE_PER_MINUTE", 20, minimum=1)
 GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE", 600, minimum=1)
+GROUNDWORK_STREAM_THREADS = env_int("GROUNDWORK_STREAM_THREADS", 32, minimum=1)  # answers streamed at once (chat.sse)
 
 # Ingestion limits.
 GROUNDWORK_MAX_UPLOAD_BYTES = env_int("GROUNDWORK_MAX_UPLOAD_MB", 50, minimum=1) * 1024 * 1024

@@ -2,14 +2,17 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
+from accounts.urls import urlpatterns as accounts_urlpatterns
 from chat.api import ChatCompletionsApi
+from chat.urls import accounts_urlpatterns as chat_accounts_urlpatterns
 from config.health import healthz
 
 urlpatterns = [
     path("", include("kb.urls")),
     path("", include("chat.urls")),
     path("", include("chat.widget_urls")),
-    path("accounts/", include("accounts.urls")),
+    # The accounts namespace, plus the settings page that edits chat's provider keys (no accounts -> chat import).
+    path("accounts/", include((accounts_urlpatterns + chat_accounts_urlpatterns, "accounts"))),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/v1/", include("kb.api_urls")),

@@ -1,7 +1,7 @@
 """Embeddings for the app: the one thin module between Groundwork and LiteLLM.
 
 Every model goes through the same `litellm.embedding(model=..., input=[...])` call: the offline
-default `local/minilm` (an in-process provider registered by `config.llm`) exactly like a hosted
+default `local/minilm` (an in-process provider registered by `inference.gateway`) exactly like a hosted
 `openai/text-embedding-3-small` or an `ollama/...` server. This module adds what the pipeline needs
 around that call:
 
@@ -21,9 +21,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from config.llm import get_litellm
-from kb.exceptions import EmbeddingError, TransientEmbeddingError
-from kb.local_embedder import LOCAL_EMBEDDING_DIMS
+from inference import embedder as local_embedder
+from inference.embedder import LOCAL_EMBEDDING_DIMS
+from inference.gateway import get_litellm
+from kb.exceptions import EmbeddingError, LocalEmbeddingModelError, TransientEmbeddingError
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +134,20 @@ def _passthrough_error(exc: Exception) -> BaseException | None:
     LiteLLM wraps whatever a provider raised (the original stays reachable as `__context__`).
     Two kinds must not be re-classified by LiteLLM's wrapper class:
 
-    - our own `EmbeddingError` from the local provider (e.g. a model file failing its checksum,
-      which LiteLLM reports as a retryable "connection error");
+    - our own `EmbeddingError`, and the local model's load error (e.g. a model file failing its
+      checksum, which LiteLLM reports as a retryable "connection error"), re-raised as the
+      permanent `LocalEmbeddingModelError`;
     - Celery's `SoftTimeLimitExceeded`, raised into whatever code was running when a task hit its
       time limit: the task must see it as such, not as a failed (and retried) embedding.
     """
     from celery.exceptions import SoftTimeLimitExceeded
 
     for link in _exception_chain(exc):
-        if link is not exc and isinstance(link, EmbeddingError | SoftTimeLimitExceeded):
+        if link is exc:
+            continue
+        if isinstance(link, local_embedder.LocalEmbeddingModelError):
+            return LocalEmbeddingModelError(str(link))
+        if isinstance(link, EmbeddingError | SoftTimeLimitExceeded):
             return link
     return None
 

@@ -23,7 +23,7 @@ def rerank_scores(query: str, texts: Sequence[str]) -> list[float] | None:
     """A relevance score per text (same order), or None when no reranker is configured or it failed."""
     if not rerank_enabled() or not texts:
         return None
-    from config.llm import get_litellm
+    from inference.gateway import get_litellm
 
     litellm = get_litellm()
     kwargs: dict[str, object] = {}

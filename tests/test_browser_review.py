@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import Role
-from chat.services import chat_answer, chatbot_create, message_feedback_set
+from chat.rag.answer import chat_answer
+from chat.services import chatbot_create, message_feedback_set
 from kb.models import DocumentStatus, DocumentVersion
 from kb.services import document_create_text, knowledge_base_create
 from tests.conftest import login, screenshot, wait_for

@@ -8,8 +8,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from chat import services as chat_services
 from chat.models import Citation, Message
+from chat.rag import generate
 from tests.conftest import wait_for
 
 REFUNDS = b"""# Refund policy
@@ -114,7 +114,7 @@ def test_question_without_relevant_sources_gets_the_fallback_and_no_model_call(
     def no_model_call(**_: Any) -> None:
         raise AssertionError("the model must not be called when nothing relevant was retrieved")
 
-    monkeypatch.setattr(chat_services.llm, "stream_completion", no_model_call)
+    monkeypatch.setattr(generate, "stream_completion", no_model_call)
     body = client.post(
         f"/api/v1/chatbots/{bot['id']}/chat/", {"message": "Who painted the Mona Lisa?"}, format="json"
     ).json()
@@ -188,9 +188,10 @@ def test_a_bot_cannot_use_or_reach_another_organisations_knowledge(make_org, api
 
 
 def test_finish_answer_strips_citations_to_missing_sources() -> None:
-    from chat.extractive import Source
     from chat.models import Chatbot
-    from chat.services import Retrieval, _finish_answer
+    from chat.rag.answer import finish_answer
+    from chat.rag.retrieve import Retrieval
+    from inference.extractive import Source
 
     retrieval = Retrieval(
         hits=[],
@@ -200,7 +201,7 @@ def test_finish_answer_strips_citations_to_missing_sources() -> None:
         relevant=True,
     )
     message = Message()
-    _finish_answer(message, "Items can be returned within 30 days [1]. Shipping is free [4].", retrieval, Chatbot())
+    finish_answer(message, "Items can be returned within 30 days [1]. Shipping is free [4].", retrieval, Chatbot())
     assert "[4]" not in message.content and "[1]" in message.content
     assert message.grounding["removed_citations"] == [4]
     verdicts = {s["text"]: s["verdict"] for s in message.grounding["sentences"]}

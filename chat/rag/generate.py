@@ -82,7 +82,7 @@ def stream_completion(
     extra: dict[str, Any] | None = None,
 ) -> CompletionStream:
     """Start a streamed completion. Raises ChatModelError on failure (also mid-stream)."""
-    from config.llm import get_litellm
+    from inference.gateway import get_litellm
 
     litellm = get_litellm()
     kwargs: dict[str, Any] = {

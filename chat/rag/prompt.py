@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from chat.extractive import REFUSAL_SENTINEL, Source, build_sources_block
 from chat.models import AnswerLanguage, Chatbot
+from inference.extractive import REFUSAL_SENTINEL, Source, build_sources_block
 
 HISTORY_TURNS = 6
 

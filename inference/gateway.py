@@ -10,16 +10,17 @@ Two rules this module enforces:
   (5 s timeout, then background retries). `LITELLM_OFFLINE_MODE` and `LITELLM_LOCAL_MODEL_COST_MAP`
   must be in `os.environ` before the first import anywhere in the process, so importing this module
   sets them. Entry points that might import LiteLLM through another route should import
-  `config.llm` (or call `configure_litellm_env()`) first.
+  `inference.gateway` (or call `configure_litellm_env()`) first.
 - **Import lazily.** `import litellm` costs ~3 s of CPU; Django start-up must not pay it. Call
   `get_litellm()` inside the function that needs LiteLLM, never at module level.
 
 The `local` provider (registered by `get_litellm()`):
 
-- `local/minilm` embeddings: delegates to `kb.local_embedder` (all-MiniLM-L6-v2, int8 ONNX).
-- `local/extractive` chat: delegates to `chat.extractive.complete` (see `_local_answer`).
+- `local/minilm` embeddings: delegates to `inference.embedder` (all-MiniLM-L6-v2, int8 ONNX).
+- `local/extractive` chat: delegates to `inference.extractive.complete` (see `_local_answer`).
 
-This module must not import Django: the embedding tests and benchmark run without settings.
+This module (like all of `inference`) imports no app and not Django: the embedding tests and
+benchmark run without settings, and kb and chat both call it.
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ import os
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    import httpx
     from litellm import CustomLLM
-    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
     from litellm.types.utils import (
         EmbeddingResponse,
         GenericStreamingChunk,
@@ -74,7 +74,7 @@ def configure_litellm_env() -> None:
     if "litellm" in sys.modules and any(os.environ.get(k) != v for k, v in OFFLINE_ENV.items()):
         logger.warning(
             "litellm was imported before its offline settings were applied; it may have tried to "
-            "fetch its model cost map. Import config.llm before anything that imports litellm."
+            "fetch its model cost map. Import inference.gateway before anything that imports litellm."
         )
     os.environ.update(OFFLINE_ENV)
 
@@ -121,6 +121,33 @@ def _register_local_provider() -> None:
     litellm.utils.custom_llm_setup()
 
 
+@dataclass(frozen=True)
+class _ProviderCall:
+    """The arguments of a LiteLLM custom-provider call that the `local` models use.
+
+    LiteLLM calls every `CustomLLM` method with keyword arguments only (about sixteen for chat,
+    ten for embeddings; see `litellm/main.py`, litellm 1.110.2), most of them for HTTP providers.
+    The provider methods take `**kwargs` and read them through this one signature, instead of
+    spelling the full parameter list four times over.
+    """
+
+    model: str
+    model_response: Any
+    optional_params: dict[str, Any]
+    messages: list[Any]
+    input: list[Any] | str
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> _ProviderCall:
+        return cls(
+            model=kwargs["model"],
+            model_response=kwargs["model_response"],
+            optional_params=kwargs.get("optional_params") or {},
+            messages=kwargs.get("messages", []),
+            input=kwargs.get("input", []),
+        )
+
+
 def _make_local_provider() -> CustomLLM:
     """Build the provider instance.
 
@@ -130,169 +157,59 @@ def _make_local_provider() -> CustomLLM:
     from litellm import CustomLLM
 
     class LocalProvider(CustomLLM):
-        """In-process models behind LiteLLM's `CustomLLM` interface.
-
-        Signatures mirror `litellm/llms/custom_llm.py` (litellm 1.110.2): LiteLLM calls these with
-        keyword arguments, so every parameter name must be accepted even when unused.
-        """
+        """In-process models behind LiteLLM's `CustomLLM` interface (arguments: see `_ProviderCall`)."""
 
         # -- embeddings: local/minilm --------------------------------------------------------
 
-        def embedding(
-            self,
-            model: str,
-            input: list[Any],
-            model_response: EmbeddingResponse,
-            print_verbose: Callable[..., Any],
-            logging_obj: Any,
-            optional_params: dict[str, Any],
-            api_key: str | None = None,
-            api_base: str | None = None,
-            timeout: float | httpx.Timeout | None = None,
-            litellm_params: dict[str, Any] | None = None,
-        ) -> EmbeddingResponse:
+        def embedding(self, *args: Any, **kwargs: Any) -> EmbeddingResponse:
             # `timeout` cannot interrupt an onnxruntime run; a batch of 32 passages takes ~0.5 s.
-            return _local_embedding(model=model, input=input, model_response=model_response)
+            return _local_embedding(_ProviderCall.of(kwargs))
 
-        async def aembedding(
-            self,
-            model: str,
-            input: list[Any],
-            model_response: EmbeddingResponse,
-            print_verbose: Callable[..., Any],
-            logging_obj: Any,
-            optional_params: dict[str, Any],
-            api_key: str | None = None,
-            api_base: str | None = None,
-            timeout: float | httpx.Timeout | None = None,
-            litellm_params: dict[str, Any] | None = None,
-        ) -> EmbeddingResponse:
+        async def aembedding(self, *args: Any, **kwargs: Any) -> EmbeddingResponse:
             # The model is CPU-bound: run it on a worker thread so the event loop keeps serving
             # (onnxruntime releases the GIL while it computes).
-            return await asyncio.to_thread(
-                _local_embedding,
-                model=model,
-                input=input,
-                model_response=model_response,
-            )
+            return await asyncio.to_thread(_local_embedding, _ProviderCall.of(kwargs))
 
-        # -- chat: local/extractive (delegates to chat.extractive.complete) -------------------
+        # -- chat: local/extractive (delegates to inference.extractive.complete) --------------
 
-        def completion(
-            self,
-            model: str,
-            messages: list[Any],
-            api_base: str,
-            custom_prompt_dict: dict[str, Any],
-            model_response: ModelResponse,
-            print_verbose: Callable[..., Any],
-            encoding: Any,
-            api_key: Any,
-            logging_obj: Any,
-            optional_params: dict[str, Any],
-            acompletion: Any = None,
-            litellm_params: Any = None,
-            logger_fn: Any = None,
-            headers: dict[str, Any] | None = None,
-            timeout: float | httpx.Timeout | None = None,
-            client: HTTPHandler | None = None,
-        ) -> ModelResponse:
-            answer = _local_answer(model=model, messages=messages, optional_params=optional_params)
-            return _fill_model_response(model_response, model=model, messages=messages, answer=answer)
+        def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
+            call = _ProviderCall.of(kwargs)
+            return _fill_model_response(call, answer=_local_answer(call))
 
-        def streaming(
-            self,
-            model: str,
-            messages: list[Any],
-            api_base: str,
-            custom_prompt_dict: dict[str, Any],
-            model_response: ModelResponse,
-            print_verbose: Callable[..., Any],
-            encoding: Any,
-            api_key: Any,
-            logging_obj: Any,
-            optional_params: dict[str, Any],
-            acompletion: Any = None,
-            litellm_params: Any = None,
-            logger_fn: Any = None,
-            headers: dict[str, Any] | None = None,
-            timeout: float | httpx.Timeout | None = None,
-            client: HTTPHandler | None = None,
-        ) -> Iterator[GenericStreamingChunk]:
-            answer = _local_answer(model=model, messages=messages, optional_params=optional_params)
-            yield from _stream_chunks(messages=messages, answer=answer)
+        def streaming(self, *args: Any, **kwargs: Any) -> Iterator[GenericStreamingChunk]:
+            call = _ProviderCall.of(kwargs)
+            yield from _stream_chunks(call, answer=_local_answer(call))
 
-        async def acompletion(
-            self,
-            model: str,
-            messages: list[Any],
-            api_base: str,
-            custom_prompt_dict: dict[str, Any],
-            model_response: ModelResponse,
-            print_verbose: Callable[..., Any],
-            encoding: Any,
-            api_key: Any,
-            logging_obj: Any,
-            optional_params: dict[str, Any],
-            acompletion: Any = None,
-            litellm_params: Any = None,
-            logger_fn: Any = None,
-            headers: dict[str, Any] | None = None,
-            timeout: float | httpx.Timeout | None = None,
-            client: AsyncHTTPHandler | None = None,
-        ) -> ModelResponse:
-            answer = await asyncio.to_thread(
-                _local_answer,
-                model=model,
-                messages=messages,
-                optional_params=optional_params,
-            )
-            return _fill_model_response(model_response, model=model, messages=messages, answer=answer)
+        async def acompletion(self, *args: Any, **kwargs: Any) -> ModelResponse:
+            call = _ProviderCall.of(kwargs)
+            return _fill_model_response(call, answer=await asyncio.to_thread(_local_answer, call))
 
-        async def astreaming(  # type: ignore[override,misc]  # an async generator, as LiteLLM expects
-            self,
-            model: str,
-            messages: list[Any],
-            api_base: str,
-            custom_prompt_dict: dict[str, Any],
-            model_response: ModelResponse,
-            print_verbose: Callable[..., Any],
-            encoding: Any,
-            api_key: Any,
-            logging_obj: Any,
-            optional_params: dict[str, Any],
-            acompletion: Any = None,
-            litellm_params: Any = None,
-            logger_fn: Any = None,
-            headers: dict[str, Any] | None = None,
-            timeout: float | httpx.Timeout | None = None,
-            client: AsyncHTTPHandler | None = None,
+        async def astreaming(  # type: ignore[override]  # an async generator, as LiteLLM expects
+            self, *args: Any, **kwargs: Any
         ) -> AsyncIterator[GenericStreamingChunk]:
             # The answer is computed whole (off the event loop), then sent in word-sized pieces
             # so the chat UI streams the same way it does for a real LLM.
-            answer = await asyncio.to_thread(
-                _local_answer,
-                model=model,
-                messages=messages,
-                optional_params=optional_params,
-            )
-            for chunk in _stream_chunks(messages=messages, answer=answer):
+            call = _ProviderCall.of(kwargs)
+            answer = await asyncio.to_thread(_local_answer, call)
+            for chunk in _stream_chunks(call, answer=answer):
                 yield chunk
 
     return LocalProvider()
 
 
-def _local_embedding(*, model: str, input: list[Any] | str, model_response: EmbeddingResponse) -> EmbeddingResponse:
+def _local_embedding(call: _ProviderCall) -> EmbeddingResponse:
     """Embed `input` with the local MiniLM and fill LiteLLM's response object.
 
     Errors from the embedder propagate unchanged; LiteLLM wraps them in one of its exception
-    classes with the original as `__context__` (kb.embedding looks there for our own errors).
+    classes with the original as `__context__` (kb.embedding looks there for the model's load error).
     """
     from litellm.llms.custom_llm import CustomLLMError
     from litellm.types.utils import Usage
 
-    from kb.local_embedder import get_local_embedder
+    from inference.embedder import get_local_embedder
 
+    model, input = call.model, call.input
+    model_response: EmbeddingResponse = call.model_response
     if model != LOCAL_EMBEDDING_MODEL_NAME:
         raise CustomLLMError(
             status_code=404,
@@ -321,11 +238,10 @@ def _local_embedding(*, model: str, input: list[Any] | str, model_response: Embe
     return model_response
 
 
-def _local_answer(*, model: str, messages: list[Any], optional_params: dict[str, Any]) -> str:
+def _local_answer(call: _ProviderCall) -> str:
     """The answer text of the local extractive "LLM" for `messages`.
 
-    Contract with `chat.extractive` (written separately; to be refined). It is called with keyword
-    arguments, so either a plain or a keyword-only signature fits::
+    Contract with `inference.extractive.complete`, called with keyword arguments::
 
         def complete(messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> str
 
@@ -341,16 +257,17 @@ def _local_answer(*, model: str, messages: list[Any], optional_params: dict[str,
     """
     from litellm.llms.custom_llm import CustomLLMError
 
+    model = call.model
     if model != LOCAL_CHAT_MODEL_NAME:
         raise CustomLLMError(
             status_code=404,
             message=f"Unknown local chat model {model!r}; available: {LOCAL_PROVIDER}/{LOCAL_CHAT_MODEL_NAME}.",
         )
-    from chat.extractive import complete
+    from inference.extractive import complete
 
-    answer = complete(messages=messages, optional_params=optional_params)
+    answer = complete(messages=call.messages, optional_params=call.optional_params)
     if not isinstance(answer, str):
-        raise TypeError(f"chat.extractive.complete must return str, got {type(answer).__name__}.")
+        raise TypeError(f"inference.extractive.complete must return str, got {type(answer).__name__}.")
     return answer
 
 
@@ -366,17 +283,16 @@ def _usage_counts(*, messages: list[Any], answer: str) -> tuple[int, int]:
     return prompt_tokens, completion_tokens
 
 
-def _fill_model_response(
-    model_response: ModelResponse, *, model: str, messages: list[Any], answer: str
-) -> ModelResponse:
+def _fill_model_response(call: _ProviderCall, *, answer: str) -> ModelResponse:
     """Put a whole answer into LiteLLM's (pre-built) response object."""
     from litellm.types.utils import Usage
 
-    prompt_tokens, completion_tokens = _usage_counts(messages=messages, answer=answer)
+    model_response: ModelResponse = call.model_response
+    prompt_tokens, completion_tokens = _usage_counts(messages=call.messages, answer=answer)
     choice = model_response.choices[0]
     choice.message.content = answer  # type: ignore[union-attr]  # non-streaming: always a Choices
     choice.finish_reason = "stop"
-    model_response.model = model
+    model_response.model = call.model
     model_response.usage = Usage(  # type: ignore[attr-defined]  # set like LiteLLM does
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
@@ -385,7 +301,7 @@ def _fill_model_response(
     return model_response
 
 
-def _stream_chunks(*, messages: list[Any], answer: str) -> Iterator[GenericStreamingChunk]:
+def _stream_chunks(call: _ProviderCall, *, answer: str) -> Iterator[GenericStreamingChunk]:
     """An answer as LiteLLM streaming chunks: word-sized text pieces, then a final "stop" chunk.
 
     The final chunk carries the usage and no text; after it LiteLLM emits one more chunk whose
@@ -400,7 +316,7 @@ def _stream_chunks(*, messages: list[Any], answer: str) -> Iterator[GenericStrea
             "usage": None,
             "index": 0,
         }
-    prompt_tokens, completion_tokens = _usage_counts(messages=messages, answer=answer)
+    prompt_tokens, completion_tokens = _usage_counts(messages=call.messages, answer=answer)
     yield {
         "text": "",
         "tool_use": None,

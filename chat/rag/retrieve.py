@@ -1,0 +1,68 @@
+"""Step 1 of an answer: search the chatbot's knowledge bases and number the passages as sources."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from chat.models import Chatbot
+from inference.extractive import Source
+from kb.selectors import SearchHit, chunk_search, hits_to_passages
+
+
+@dataclass
+class Retrieval:
+    hits: list[SearchHit]
+    sources: list[Source]
+    trace: dict[str, Any]
+    elapsed_ms: float
+    relevant: bool
+
+
+def retrieve(*, chatbot: Chatbot, question: str) -> Retrieval:
+    """Hybrid search over the bot's knowledge bases; `relevant` is False when nothing is related."""
+    started = time.perf_counter()
+    kbs = list(chatbot.knowledge_bases.all())
+    found = chunk_search(knowledge_bases=kbs, query=question, limit=chatbot.top_k, mode="hybrid")
+    budget = max((kb.chunk_size for kb in kbs), default=1200) * 2
+    passages = hits_to_passages(found, max_chars=budget)
+    hits = [p.hit for p in passages]
+    elapsed = (time.perf_counter() - started) * 1000
+    best_vector = max((h.vector_score or 0.0 for h in hits), default=0.0)
+    any_keyword = any(h.keyword_score for h in hits)
+    # Scores alone separate answerable from unanswerable questions poorly; this gate only catches
+    # questions with nothing related at all. The answer step decides the rest.
+    relevant = bool(hits) and (any_keyword or best_vector >= chatbot.min_relevance)
+    sources = [
+        Source(
+            number=i,
+            text=p.text,
+            title=p.hit.chunk.document.title,
+            section=p.hit.chunk.section_label or None,
+        )
+        for i, p in enumerate(passages, start=1)
+        if p.hit.chunk is not None
+    ]
+    trace = {
+        "query": question,
+        "knowledge_bases": [kb.pk for kb in kbs],
+        "mode": "hybrid",
+        "relevant": relevant,
+        "best_vector_score": round(best_vector, 4),
+        "candidates": [
+            {
+                "number": i,
+                "chunk_id": h.chunk_id,
+                "document_id": h.chunk.document_id if h.chunk else None,
+                "score": round(h.score, 5),
+                "vector_score": None if h.vector_score is None else round(h.vector_score, 4),
+                "vector_rank": h.vector_rank,
+                "keyword_score": None if h.keyword_score is None else round(h.keyword_score, 4),
+                "keyword_rank": h.keyword_rank,
+                "widened_to_section": passages[i - 1].widened,
+            }
+            for i, h in enumerate(hits, start=1)
+        ],
+    }
+    return Retrieval(hits=hits, sources=sources, trace=trace, elapsed_ms=elapsed, relevant=relevant)

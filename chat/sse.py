@@ -1,0 +1,234 @@
+"""The one adapter from answer events to server-sent events, for every streaming endpoint.
+
+`chat.rag.answer.chat_answer_events` yields `start`, `delta`… and `final` events. The API chat
+endpoint and the staff playground (`ApiFormat`), the widget (`WidgetFormat`) and the
+OpenAI-compatible endpoint (`OpenAIFormat`) each put them on the wire in their own shape; the loop
+that runs the pipeline, maps the events and reports errors is `answer_sse`, written once.
+
+The answer pipeline is synchronous (ORM, LiteLLM, the local models); the ASGI server must not
+block on it. Each stream runs in a bounded thread pool and hands events to the event loop, so
+a response starts as soon as the first piece is ready. Django's StreamingHttpResponse would
+otherwise buffer a synchronous iterator completely under ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+from django.http import StreamingHttpResponse
+
+from chat.exceptions import ChatError
+
+logger = logging.getLogger(__name__)
+
+_executor = ThreadPoolExecutor(max_workers=settings.GROUNDWORK_STREAM_THREADS, thread_name_prefix="answer-stream")
+_DONE = object()
+
+
+async def events_in_thread(factory: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """Yield what `factory()` yields, computed in a worker thread. Exceptions are re-raised here."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def run() -> None:
+        close_old_connections()
+        try:
+            for event in factory():
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+        except BaseException as exc:  # handed to the consumer, which decides what to show
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            connections.close_all()
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    loop.run_in_executor(_executor, run)
+    while True:
+        item = await queue.get()
+        if item is _DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def sse(data: Any, event: str | None = None) -> str:
+    """One server-sent event."""
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    head = f"event: {event}\n" if event else ""
+    return head + "".join(f"data: {line}\n" for line in payload.split("\n")) + "\n"
+
+
+def sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
+    """A `text/event-stream` response that proxies pass through unbuffered."""
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # keep reverse proxies from buffering the stream
+    return response
+
+
+class SseFormat:
+    """How one endpoint writes answer events. The default writes nothing; formats override."""
+
+    def opening(self) -> list[str]:
+        return []
+
+    def start(self, event: dict[str, Any]) -> list[str]:
+        return []
+
+    def delta(self, event: dict[str, Any]) -> list[str]:
+        return []
+
+    def final(self, event: dict[str, Any]) -> list[str]:
+        return []
+
+    def error(self, exc: ChatError) -> list[str]:
+        return []
+
+    def unexpected(self, exc: Exception) -> list[str] | None:
+        """Events for an unexpected failure once headers are sent; None lets it propagate."""
+        return None
+
+    def closing(self) -> list[str]:
+        return []
+
+
+async def answer_sse(factory: Callable[[], Iterator[dict[str, Any]]], fmt: SseFormat) -> AsyncIterator[str]:
+    """Run an answer-event generator in a worker thread and write its events in `fmt`'s shape."""
+    for line in fmt.opening():
+        yield line
+    try:
+        async for event in events_in_thread(factory):
+            kind = event["type"]
+            lines = fmt.start(event) if kind == "start" else fmt.delta(event) if kind == "delta" else []
+            if kind == "final":
+                lines = fmt.final(event)
+            for line in lines:
+                yield line
+    except ChatError as exc:
+        for line in fmt.error(exc):
+            yield line
+    except Exception as exc:
+        lines_or_none = fmt.unexpected(exc)
+        if lines_or_none is None:
+            raise
+        for line in lines_or_none:
+            yield line
+    for line in fmt.closing():
+        yield line
+
+
+# --- the endpoints' formats ------------------------------------------------------------------
+
+
+def answer_payload(final: dict[str, Any]) -> dict[str, Any]:
+    """The chat API's answer object (the JSON response, and the data of the `final` event)."""
+    message = final["message"]
+    return {
+        "answer": message["content"],
+        "citations": message["citations"],
+        "refused": message["refused"],
+        "conversation_id": message["conversation_id"],
+        "message_id": message["id"],
+        "model": message["model"],
+        "grounding": {"grade": message["grounding_grade"], "label": message["grounding_label"]},
+        "latency": message["latency"],
+        **({"error": final["error"]} if final.get("error") else {}),
+    }
+
+
+class ApiFormat(SseFormat):
+    """The chat API and the playground: `start`, `delta`…, `final` (or `error`) named events."""
+
+    def start(self, event: dict[str, Any]) -> list[str]:
+        return [sse({"conversation_id": event["conversation_id"]}, event="start")]
+
+    def delta(self, event: dict[str, Any]) -> list[str]:
+        return [sse({"text": event["text"]}, event="delta")]
+
+    def final(self, event: dict[str, Any]) -> list[str]:
+        return [sse(answer_payload(event), event="final")]
+
+    def error(self, exc: ChatError) -> list[str]:
+        return [sse({"error": exc.code, "detail": exc.message}, event="error")]
+
+
+@dataclass
+class WidgetFormat(ApiFormat):
+    """The public widget: public message payloads, the lead-form offer, and no server error unsaid."""
+
+    bot_id: int
+    conversation_id: int
+
+    def start(self, event: dict[str, Any]) -> list[str]:
+        data = {"conversation_id": event["conversation_id"], "user_message_id": event["user_message_id"]}
+        return [sse(data, event="start")]
+
+    def final(self, event: dict[str, Any]) -> list[str]:
+        return [sse({"message": event["message"], "offer_lead": event["offer_lead"]}, event="final")]
+
+    def unexpected(self, exc: Exception) -> list[str]:
+        # Headers are sent: the visitor can only be told in the stream.
+        logger.error("Widget answer failed (bot %s, conversation %s)", self.bot_id, self.conversation_id, exc_info=exc)
+        detail = "Something went wrong while answering. Please try again."
+        return [sse({"error": "server_error", "detail": detail}, event="error")]
+
+
+def openai_usage(message: dict[str, Any]) -> dict[str, int]:
+    """OpenAI's `usage` object for a stored message."""
+    prompt = message["usage"]["prompt_tokens"] or 0
+    completion = message["usage"]["completion_tokens"] or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+@dataclass
+class OpenAIFormat(SseFormat):
+    """`chat.completion.chunk` objects as unnamed events, closed by `data: [DONE]`."""
+
+    completion_id: str
+    created: int
+    model: str
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        return sse(
+            {
+                "id": self.completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+        )
+
+    def opening(self) -> list[str]:
+        return [self.chunk({"role": "assistant", "content": ""})]
+
+    def delta(self, event: dict[str, Any]) -> list[str]:
+        return [self.chunk({"content": event["text"]})]
+
+    def final(self, event: dict[str, Any]) -> list[str]:
+        message = event["message"]
+        extra: dict[str, Any] = {
+            "citations": message["citations"],
+            "refused": message["refused"],
+            "conversation_id": message["conversation_id"],
+            "answer": message["content"],
+            "usage": openai_usage(message),
+        }
+        # Nothing was streamed for a refusal: send the fallback text itself.
+        lines = [self.chunk({"content": message["content"]})] if message["refused"] else []
+        return [*lines, self.chunk({}, "stop", **extra)]
+
+    def error(self, exc: ChatError) -> list[str]:
+        return [sse({"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}})]
+
+    def closing(self) -> list[str]:
+        return ["data: [DONE]\n\n"]

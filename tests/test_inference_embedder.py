@@ -1,0 +1,124 @@
+"""The offline default embedder (inference.embedder: all-MiniLM-L6-v2 int8 ONNX).
+
+No database, no LiteLLM: the embedder itself, against the real local model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.embedder import (
+    LOCAL_EMBEDDING_DIMS,
+    MAX_TOKENS,
+    TOKENIZER_PATH,
+    LocalEmbedder,
+    LocalEmbeddingModelError,
+    default_threads,
+    get_local_embedder,
+)
+
+SENTENCES = [
+    "How do I reset my password?",
+    "I forgot my login credentials and cannot sign in.",
+    "The Normans gave their name to Normandy, a region in northern France.",
+    "Refunds are issued to the original payment method within 14 days.",
+    "",
+]
+
+# Lengths from one word to several hundred tokens, so batches need padding and truncation.
+_WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dogs", "while", "seven", "wizards", "judge")
+VARIED_TEXTS = [" ".join(_WORDS[(i + j) % len(_WORDS)] for j in range(1 + (i * 53) % 300)) for i in range(34)]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    return get_local_embedder()
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return float(np.dot(a, b))  # the vectors are unit length
+
+
+def test_tokenizer_gives_reference_ids() -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
+    # The file as shipped pads to 128 (LocalEmbedder turns that off): the first four ids are the text.
+    assert tokenizer.encode("hello world").ids[:4] == [101, 7592, 2088, 102]
+    assert tokenizer.encode("Unbelievable tokenization!").tokens[:6] == [
+        "[CLS]",
+        "unbelievable",
+        "token",
+        "##ization",
+        "!",
+        "[SEP]",
+    ]
+
+
+def test_vendored_model_config_matches_the_embedder() -> None:
+    assets = TOKENIZER_PATH.parent
+    assert json.loads((assets / "sentence_bert_config.json").read_text())["max_seq_length"] == MAX_TOKENS
+    pooling = json.loads((assets / "pooling_config.json").read_text())
+    assert pooling["word_embedding_dimension"] == LOCAL_EMBEDDING_DIMS
+    assert pooling["pooling_mode_mean_tokens"] is True
+
+
+def test_embedder_truncates_at_256_not_the_tokenizer_files_128(embedder: LocalEmbedder) -> None:
+    assert embedder.count_tokens(["hello world"]) == 4
+    assert embedder.count_tokens(["word " * 1000]) == MAX_TOKENS == 256
+
+
+def test_vectors_are_384_dimensional_and_unit_norm(embedder: LocalEmbedder) -> None:
+    vectors = embedder.embed(SENTENCES)
+
+    assert len(vectors) == len(SENTENCES)
+    for vector in vectors:
+        assert len(vector) == LOCAL_EMBEDDING_DIMS == 384
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_close_sentences_score_higher_than_unrelated(embedder: LocalEmbedder) -> None:
+    reset, forgot, normans, refunds, _ = embedder.embed(SENTENCES)
+
+    related = _cosine(reset, forgot)
+    assert related > 0.5
+    assert related > _cosine(reset, normans) + 0.3
+    assert related > _cosine(reset, refunds) + 0.3
+    assert _cosine(normans, refunds) < 0.3
+
+
+def test_batching_gives_the_same_vectors_as_one_by_one(embedder: LocalEmbedder) -> None:
+    batched = np.array(embedder.embed(VARIED_TEXTS))  # 34 texts: two batches of mixed lengths
+    single = np.array([embedder.embed([text])[0] for text in VARIED_TEXTS])
+
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_embed_rejects_a_bare_string(embedder: LocalEmbedder) -> None:
+    with pytest.raises(TypeError, match="list of strings"):
+        embedder.embed("hello")
+    assert embedder.embed([]) == []
+
+
+def test_sha256_mismatch_raises_a_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not the model")
+
+    with pytest.raises(LocalEmbeddingModelError, match="does not match its pinned checksum") as info:
+        LocalEmbedder(model_path=fake)
+    assert "uv sync --frozen" in str(info.value)
+
+
+def test_threads_setting_is_parsed_strictly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUNDWORK_EMBED_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("GROUNDWORK_EMBED_THREADS", "0")
+    with pytest.raises(ValueError, match="below the minimum 1"):
+        default_threads()
+    monkeypatch.setenv("GROUNDWORK_EMBED_THREADS", "two")
+    with pytest.raises(ValueError, match="not a whole number"):
+        default_threads()
