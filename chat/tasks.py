@@ -11,5 +11,6 @@ from chat import services
 def conversations_purge_expired() -> int:
     return services.conversations_purge_expired()
 
+
 # Celery discovers `<app>.tasks` only; the evaluation task lives with its package.
 from chat.testsets.tasks import eval_run_execute  # noqa: E402, F401

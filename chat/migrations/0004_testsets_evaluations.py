@@ -6,93 +6,177 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_organization_conversation_retention_days'),
-        ('chat', '0003_message_message_content_search'),
+        ("accounts", "0003_organization_conversation_retention_days"),
+        ("chat", "0003_message_message_content_search"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EvalRun',
+            name="EvalRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('target', models.CharField(choices=[('live', 'Live knowledge'), ('draft', 'Draft knowledge')], default='live', max_length=8)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
-                ('cases_total', models.PositiveIntegerField(default=0)),
-                ('cases_done', models.PositiveIntegerField(default=0)),
-                ('summary', models.JSONField(blank=True, default=dict)),
-                ('settings_override', models.JSONField(blank=True, default=dict)),
-                ('judge', models.BooleanField(default=False)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('chatbot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='eval_runs', to='chat.chatbot')),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "target",
+                    models.CharField(
+                        choices=[("live", "Live knowledge"), ("draft", "Draft knowledge")], default="live", max_length=8
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("cases_total", models.PositiveIntegerField(default=0)),
+                ("cases_done", models.PositiveIntegerField(default=0)),
+                ("summary", models.JSONField(blank=True, default=dict)),
+                ("settings_override", models.JSONField(blank=True, default=dict)),
+                ("judge", models.BooleanField(default=False)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "chatbot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="eval_runs", to="chat.chatbot"
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="accounts.organization"
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-created_at', '-pk'),
+                "ordering": ("-created_at", "-pk"),
             },
         ),
         migrations.CreateModel(
-            name='EvalResult',
+            name="EvalResult",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('case_key', models.CharField(help_text='case:<id> or qa:<document id>; pairs results across runs.', max_length=40)),
-                ('ordinal', models.PositiveIntegerField()),
-                ('question', models.TextField()),
-                ('expected', models.JSONField(blank=True, default=list)),
-                ('must_refuse', models.BooleanField(default=False)),
-                ('expected_document_ids', models.JSONField(blank=True, default=list)),
-                ('answer', models.TextField(blank=True)),
-                ('refused', models.BooleanField(default=False)),
-                ('passed', models.BooleanField(default=False)),
-                ('reason', models.TextField(blank=True)),
-                ('checks', models.JSONField(blank=True, default=dict)),
-                ('citations', models.JSONField(blank=True, default=list)),
-                ('retrieved', models.JSONField(blank=True, default=list)),
-                ('citation_valid', models.BooleanField(blank=True, null=True)),
-                ('grounding_grade', models.FloatField(blank=True, null=True)),
-                ('latency_ms', models.FloatField(blank=True, null=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='results', to='chat.evalrun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "case_key",
+                    models.CharField(
+                        help_text="case:<id> or qa:<document id>; pairs results across runs.", max_length=40
+                    ),
+                ),
+                ("ordinal", models.PositiveIntegerField()),
+                ("question", models.TextField()),
+                ("expected", models.JSONField(blank=True, default=list)),
+                ("must_refuse", models.BooleanField(default=False)),
+                ("expected_document_ids", models.JSONField(blank=True, default=list)),
+                ("answer", models.TextField(blank=True)),
+                ("refused", models.BooleanField(default=False)),
+                ("passed", models.BooleanField(default=False)),
+                ("reason", models.TextField(blank=True)),
+                ("checks", models.JSONField(blank=True, default=dict)),
+                ("citations", models.JSONField(blank=True, default=list)),
+                ("retrieved", models.JSONField(blank=True, default=list)),
+                ("citation_valid", models.BooleanField(blank=True, null=True)),
+                ("grounding_grade", models.FloatField(blank=True, null=True)),
+                ("latency_ms", models.FloatField(blank=True, null=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="results", to="chat.evalrun"
+                    ),
+                ),
             ],
             options={
-                'ordering': ('run', 'ordinal'),
+                "ordering": ("run", "ordinal"),
             },
         ),
         migrations.CreateModel(
-            name='TestCase',
+            name="TestCase",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('question', models.TextField()),
-                ('expected', models.JSONField(blank=True, default=list)),
-                ('must_refuse', models.BooleanField(default=False)),
-                ('expected_document_ids', models.JSONField(blank=True, default=list)),
-                ('source', models.CharField(choices=[('manual', 'Added by staff'), ('import', 'Imported'), ('review', 'From a conversation'), ('gap', 'From the knowledge-gap inbox')], default='manual', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('chatbot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='test_cases', to='chat.chatbot')),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('message', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='chat.message')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("question", models.TextField()),
+                ("expected", models.JSONField(blank=True, default=list)),
+                ("must_refuse", models.BooleanField(default=False)),
+                ("expected_document_ids", models.JSONField(blank=True, default=list)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("manual", "Added by staff"),
+                            ("import", "Imported"),
+                            ("review", "From a conversation"),
+                            ("gap", "From the knowledge-gap inbox"),
+                        ],
+                        default="manual",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "chatbot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="test_cases", to="chat.chatbot"
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="chat.message",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="accounts.organization"
+                    ),
+                ),
             ],
             options={
-                'ordering': ('created_at', 'pk'),
+                "ordering": ("created_at", "pk"),
             },
         ),
         migrations.AddIndex(
-            model_name='evalrun',
-            index=models.Index(fields=['organization', 'chatbot', '-created_at'], name='evalrun_org_bot_recent'),
+            model_name="evalrun",
+            index=models.Index(fields=["organization", "chatbot", "-created_at"], name="evalrun_org_bot_recent"),
         ),
         migrations.AddConstraint(
-            model_name='evalresult',
-            constraint=models.UniqueConstraint(fields=('run', 'case_key'), name='evalresult_unique_case'),
+            model_name="evalresult",
+            constraint=models.UniqueConstraint(fields=("run", "case_key"), name="evalresult_unique_case"),
         ),
         migrations.AddIndex(
-            model_name='testcase',
-            index=models.Index(fields=['organization', 'chatbot'], name='testcase_org_bot'),
+            model_name="testcase",
+            index=models.Index(fields=["organization", "chatbot"], name="testcase_org_bot"),
         ),
     ]
