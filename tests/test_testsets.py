@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
@@ -185,7 +186,7 @@ def test_settings_override_is_validated(org_bot) -> None:  # type: ignore[no-unt
 
 def test_evaluation_endpoints_are_in_the_openapi_schema(org_bot) -> None:  # type: ignore[no-untyped-def]
     _, client, _ = org_bot
-    schema = json.loads(client.get("/api/schema/?format=json").content)
+    schema = yaml.safe_load(client.get("/api/schema/").content)
     for path in (
         "/api/v1/chatbots/{bot_id}/test-cases/",
         "/api/v1/chatbots/{bot_id}/test-cases/import/",
@@ -196,3 +197,35 @@ def test_evaluation_endpoints_are_in_the_openapi_schema(org_bot) -> None:  # typ
         "/api/v1/messages/{id}/test-case/",
     ):
         assert path in schema["paths"], path
+
+
+def test_staff_tests_page_add_run_progress_and_add_from_transcript(org_bot, make_user, client) -> None:  # type: ignore[no-untyped-def]
+    org, _, bot = org_bot
+    client.force_login(make_user(org, Role.EDITOR))
+    assert client.get(f"/chatbots/{bot.pk}/tests/").status_code == 200
+    client.post(f"/chatbots/{bot.pk}/tests/add/", {"question": "How long?", "expected": "30 days | thirty days"})
+    assert TestCase.objects.get().expected == ["30 days", "thirty days"]
+    page = client.get(f"/chatbots/{bot.pk}/tests/").content.decode()
+    assert "How long?" in page and "Run evaluation" in page
+    started = client.post(f"/chatbots/{bot.pk}/tests/run/", {"target": "live"})
+    run = EvalRun.objects.get()
+    assert started["Location"] == f"/evaluations/{run.pk}/"
+    fragment = client.get(f"/evaluations/{run.pk}/progress/").content.decode()
+    assert 'hx-trigger="every 1s"' in fragment and "Cancel" in fragment
+    client.post(f"/evaluations/{run.pk}/cancel/")
+    fragment = client.get(f"/evaluations/{run.pk}/progress/").content.decode()
+    assert "hx-trigger" not in fragment and "Cancelled" in fragment  # terminal: polling stops
+    conversation = conversation_start(chatbot=bot, channel=Channel.API)
+    Message.objects.create(conversation=conversation, role="user", content="Do you ship to Norway?")
+    answer = Message.objects.create(conversation=conversation, role="assistant", content="Yes.")
+    assert "Add to test set" in client.get(f"/conversations/{conversation.pk}/").content.decode()
+    client.post(f"/messages/{answer.pk}/add-to-tests/")
+    assert TestCase.objects.filter(question="Do you ship to Norway?", source="review").exists()
+
+
+def test_viewer_sees_tests_page_without_write_controls(org_bot, make_user, client) -> None:  # type: ignore[no-untyped-def]
+    org, _, bot = org_bot
+    client.force_login(make_user(org, Role.VIEWER))
+    page = client.get(f"/chatbots/{bot.pk}/tests/").content.decode()
+    assert "Run evaluation" not in page
+    assert client.post(f"/chatbots/{bot.pk}/tests/run/", {"target": "live"}).status_code == 403
