@@ -117,7 +117,7 @@ def test_cancel_flag_stops_a_run_between_cases(refunds_bot) -> None:  # type: ig
 @pytest.mark.worker
 def test_chat_eval_fail_under_exits_non_zero_below_and_zero_above(refunds_bot, capsys) -> None:  # type: ignore[no-untyped-def]
     _, bot, _ = refunds_bot
-    with pytest.raises(CommandError, match="below --fail-under 0.9"):
+    with pytest.raises(CommandError, match=r"below --fail-under 0\.9"):
         call_command("chat_eval", "--chatbot", str(bot["id"]), "--fail-under", "0.9")
     call_command("chat_eval", "--chatbot", bot["slug"], "--fail-under", "0.5")
     out = capsys.readouterr().out

@@ -110,13 +110,14 @@ def test_jsonl_import_and_its_line_numbers(org_bot) -> None:  # type: ignore[no-
 
 
 def test_case_from_message_prefills_question_and_correction(org_bot) -> None:  # type: ignore[no-untyped-def]
-    org, client, bot = org_bot
+    _, client, bot = org_bot
     conversation = conversation_start(chatbot=bot, channel=Channel.API)
     Message.objects.create(conversation=conversation, role="user", content="Can I return boots?")
     answer = Message.objects.create(conversation=conversation, role="assistant", content="Yes, any time.")
     Correction.objects.create(message=answer, question="Can I return boots?", answer="Custom-fitted boots cannot")
     case = case_from_message(message=answer, actor=None)
-    assert (case.question, case.expected, case.source) == ("Can I return boots?", ["Custom-fitted boots cannot"], "review")
+    assert case.question == "Can I return boots?"
+    assert (case.expected, case.source) == (["Custom-fitted boots cannot"], "review")
     response = client.post(f"/api/v1/messages/{answer.pk}/test-case/")
     assert response.status_code == 201, response.content
     assert response.json()["message_id"] == answer.pk
