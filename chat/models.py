@@ -218,3 +218,130 @@ class Correction(models.Model):
 
     def __str__(self) -> str:
         return f"Correction of message {self.message_id}"
+
+
+# --- test sets and evaluation runs (chat.testsets) ------------------------------------------
+
+
+class TestCaseSource(models.TextChoices):
+    MANUAL = "manual", "Added by staff"
+    IMPORT = "import", "Imported"
+    REVIEW = "review", "From a conversation"
+    GAP = "gap", "From the knowledge-gap inbox"
+
+
+class TestCase(models.Model):
+    """A question with what its answer must satisfy.
+
+    The answer passes when it contains any one of `expected` (alternative spellings; empty: no
+    phrase check), cites one of `expected_document_ids` (empty: no citation check), and refuses
+    exactly when `must_refuse`.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    chatbot = models.ForeignKey(Chatbot, on_delete=models.CASCADE, related_name="test_cases")
+    question = models.TextField()
+    expected = models.JSONField(default=list, blank=True)
+    must_refuse = models.BooleanField(default=False)
+    expected_document_ids = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=16, choices=TestCaseSource.choices, default=TestCaseSource.MANUAL)
+    message = models.ForeignKey(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("created_at", "pk")
+        indexes = [models.Index(fields=("organization", "chatbot"), name="testcase_org_bot")]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class EvalTarget(models.TextChoices):
+    LIVE = "live", "Live knowledge"
+    DRAFT = "draft", "Draft knowledge"
+
+
+class EvalStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+EVAL_TERMINAL = (EvalStatus.DONE, EvalStatus.FAILED, EvalStatus.CANCELLED)
+
+
+class EvalRun(models.Model):
+    """One evaluation of a chatbot's test cases (and Q&A entries).
+
+        queued ──claim──▶ running ──▶ done
+           │                 ├──────▶ failed     (error holds why)
+           └──cancel──▶ cancelled ◀──┘ (cancel_requested, seen between cases)
+
+    `settings_override` (system_prompt, chat_model, top_k, min_relevance) is applied to an unsaved
+    copy of the bot for this run only.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    chatbot = models.ForeignKey(Chatbot, on_delete=models.CASCADE, related_name="eval_runs")
+    target = models.CharField(max_length=8, choices=EvalTarget.choices, default=EvalTarget.LIVE)
+    status = models.CharField(max_length=16, choices=EvalStatus.choices, default=EvalStatus.QUEUED)
+    cases_total = models.PositiveIntegerField(default=0)
+    cases_done = models.PositiveIntegerField(default=0)
+    summary = models.JSONField(default=dict, blank=True)
+    settings_override = models.JSONField(default=dict, blank=True)
+    judge = models.BooleanField(default=False)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+        indexes = [models.Index(fields=("organization", "chatbot", "-created_at"), name="evalrun_org_bot_recent")]
+
+    def __str__(self) -> str:
+        return f"Evaluation {self.pk} of {self.chatbot_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in EVAL_TERMINAL
+
+    @property
+    def progress_percent(self) -> int:
+        return round(100 * self.cases_done / self.cases_total) if self.cases_total else 0
+
+
+class EvalResult(models.Model):
+    """One case's outcome in a run; the case's fields are copied so history survives edits."""
+
+    run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="results")
+    case_key = models.CharField(max_length=40, help_text="case:<id> or qa:<document id>; pairs results across runs.")
+    ordinal = models.PositiveIntegerField()
+    question = models.TextField()
+    expected = models.JSONField(default=list, blank=True)
+    must_refuse = models.BooleanField(default=False)
+    expected_document_ids = models.JSONField(default=list, blank=True)
+    answer = models.TextField(blank=True)
+    refused = models.BooleanField(default=False)
+    passed = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    checks = models.JSONField(default=dict, blank=True)
+    citations = models.JSONField(default=list, blank=True)
+    retrieved = models.JSONField(default=list, blank=True)
+    citation_valid = models.BooleanField(null=True, blank=True)
+    grounding_grade = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("run", "ordinal")
+        constraints = [models.UniqueConstraint(fields=("run", "case_key"), name="evalresult_unique_case")]
+
+    def __str__(self) -> str:
+        return f"{self.case_key}: {'pass' if self.passed else 'fail'}"

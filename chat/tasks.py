@@ -10,3 +10,7 @@ from chat import services
 @shared_task(name="chat.conversations_purge_expired")
 def conversations_purge_expired() -> int:
     return services.conversations_purge_expired()
+
+
+# Celery discovers `<app>.tasks` only; the evaluation task lives with its package.
+from chat.testsets.tasks import eval_run_execute  # noqa: E402, F401

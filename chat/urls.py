@@ -1,6 +1,7 @@
 from django.urls import path
 
 from chat import review_views, settings_views, views
+from chat.testsets.urls import urlpatterns as testsets_urlpatterns
 
 app_name = "chat"
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("conversations/<int:pk>/", review_views.conversation_detail, name="conversation"),
     path("conversations/<int:pk>/<str:action>/", review_views.conversation_action, name="conversation_action"),
     path("analytics/", review_views.analytics_dashboard, name="analytics"),
+    *testsets_urlpatterns,
 ]
 
 #: Pages that belong to the `accounts` URL namespace but live in chat (they edit chat's models);

@@ -125,3 +125,25 @@ def stream_completion(
 
     result.pieces = pieces()
     return result
+
+
+def complete_text(
+    *, model: str, messages: list[dict[str, Any]], organization: Organization | None = None, temperature: float = 0.0
+) -> str:
+    """One short non-streamed completion (e.g. an evaluation judge). Raises ChatModelError."""
+    from inference.gateway import get_litellm
+
+    try:
+        response = get_litellm().completion(
+            model=model,
+            messages=messages,
+            temperature=temperature,
+            timeout=settings.GROUNDWORK_MODEL_TIMEOUT,
+            drop_params=True,
+            **_credentials(model, organization),
+        )
+    except ChatModelError:
+        raise
+    except Exception as exc:
+        raise _map_error(exc, model) from exc
+    return str(response.choices[0].message.content or "")
