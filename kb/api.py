@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -15,10 +15,11 @@ from rest_framework.response import Response
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
 from accounts.services import audit_record
-from kb import selectors, services
+from kb import releases, selectors, services
 from kb.models import KnowledgeBase
 from kb.serializers import (
     DocumentOutSerializer,
+    DocumentUpdateSerializer,
     DocumentUploadSerializer,
     KnowledgeBaseInSerializer,
     KnowledgeBaseOutSerializer,
@@ -42,7 +43,9 @@ class KnowledgeBaseScopedView(OrgScopedApiView):
 class KnowledgeBaseListCreateApi(KnowledgeBaseScopedView):
     @extend_schema(responses=KnowledgeBaseOutSerializer(many=True))
     def get(self, request: Request) -> Response:
-        kbs = selectors.knowledge_bases_for_org(organization=self.org).annotate(document_count=Count("documents"))
+        kbs = selectors.knowledge_bases_for_org(organization=self.org).annotate(
+            document_count=Count("documents", filter=Q(documents__deleted_at__isnull=True))
+        )
         return Response(KnowledgeBaseOutSerializer(kbs, many=True).data)
 
     @extend_schema(request=KnowledgeBaseInSerializer, responses={201: KnowledgeBaseOutSerializer})
@@ -68,7 +71,7 @@ class KnowledgeBaseDetailApi(KnowledgeBaseScopedView):
         serializer = KnowledgeBaseUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        for field in ("name", "description"):
+        for field in ("name", "description", "review_changes", "publish_min_pass_rate"):
             if field in data:
                 setattr(kb, field, data[field])
         kb.save()
@@ -124,10 +127,27 @@ class DocumentDetailApi(OrgScopedApiView):
     def get(self, request: Request, doc_id: int) -> Response:
         return Response(DocumentOutSerializer(self._get(doc_id)).data)
 
+    @extend_schema(request=DocumentUpdateSerializer, responses=DocumentOutSerializer)
+    def patch(self, request: Request, doc_id: int) -> Response:
+        """Switch a document on or off (`enabled`), or rename it; in review mode the switch waits in the draft."""
+        document = self._get(doc_id)
+        serializer = DocumentUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "title" in data:
+            document = services.document_rename(document=document, title=data["title"])
+        if "enabled" in data:
+            document = services.document_set_enabled(
+                document=document, enabled=data["enabled"], actor=releases.actor_from_context(self.org_context)
+            )
+            action = "document.enable" if data["enabled"] else "document.disable"
+            audit_record(context=self.org_context, action=action, target=document)
+        return Response(DocumentOutSerializer(self._get(doc_id)).data)
+
     def delete(self, request: Request, doc_id: int) -> Response:
         document = self._get(doc_id)
         audit_record(context=self.org_context, action="document.delete", target=document)
-        services.document_delete(document=document)
+        services.document_delete(document=document, actor=releases.actor_from_context(self.org_context))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

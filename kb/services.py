@@ -35,13 +35,14 @@ from django.utils.text import slugify
 
 from accounts.models import Organization, User
 from kb import embedding as embedding_api
-from kb import term_stats
+from kb import releases, term_stats
 from kb.exceptions import EmbeddingError, KnowledgeBaseError, ParseFailure, TransientEmbeddingError, UploadRejected
 from kb.models import (
     Chunk,
     Document,
     DocumentStatus,
     DocumentVersion,
+    DraftChange,
     KnowledgeBase,
     Section,
     SourceType,
@@ -188,6 +189,7 @@ def document_upload(
         version.save()
         document.latest_version = version
         document.save(update_fields=["latest_version", "updated_at"])
+        _stage_if_reviewed(knowledge_base, version, uploaded_by)
         if enqueue:  # False: the caller runs `version_ingest` itself (imports, evaluation)
             transaction.on_commit(lambda: _enqueue_ingest(version.pk))
     return UploadResult(document=document, version=version, created=True)
@@ -304,7 +306,14 @@ def _new_version(
     version.save()
     Document.objects.filter(pk=document.pk).update(latest_version=version, updated_at=timezone.now())
     document.latest_version = version
+    _stage_if_reviewed(document.knowledge_base, version, created_by)
     return version
+
+
+def _stage_if_reviewed(knowledge_base: KnowledgeBase, version: DocumentVersion, created_by: User | None) -> None:
+    """In a review-mode knowledge base a new version waits in the draft instead of going live."""
+    if KnowledgeBase.objects.filter(pk=knowledge_base.pk, review_changes=True).exists():
+        releases.draft_stage_version(version=version, created_by=created_by)
 
 
 def _enqueue_ingest(version_id: int) -> None:
@@ -535,12 +544,15 @@ def version_publish(*, version_id: int) -> None:
         version = DocumentVersion.objects.select_related("document").get(pk=version_id)
         document = Document.objects.select_for_update().get(pk=version.document_id)
         live = document.live_version
-        if live is not None and live.number > version.number:
-            # A newer version went live while this one was processing; keep this one as history.
+        staged = releases.version_is_staged(version_id)
+        if staged or (live is not None and live.number > version.number):
+            # Staged: it waits in the draft. Older: a newer version went live while this one was
+            # processing; keep this one as history.
             DocumentVersion.objects.filter(pk=version_id).update(
-                status=DocumentStatus.READY, finished_at=timezone.now()
+                status=DocumentStatus.READY, finished_at=timezone.now(), heartbeat_at=timezone.now()
             )
             return
+        action = "add" if live is None else ("replace" if live.pk != version_id else "")
         term_stats.remove_live_document(document.pk)
         Chunk.objects.filter(document=document, is_live=True).exclude(version_id=version_id).update(is_live=False)
         Chunk.objects.filter(version_id=version_id).update(is_live=document.enabled)
@@ -550,12 +562,21 @@ def version_publish(*, version_id: int) -> None:
         DocumentVersion.objects.filter(pk=version_id).update(
             status=DocumentStatus.READY, finished_at=timezone.now(), heartbeat_at=timezone.now()
         )
+        if action:  # a re-index of the live version changes nothing a release records
+            releases.release_record(
+                knowledge_base=document.knowledge_base,
+                changes=[releases.change_entry(document, action)],
+                actor=releases.Actor(user=version.created_by, label=getattr(version.created_by, "email", "system")),
+            )
 
 
-def document_set_enabled(*, document: Document, enabled: bool) -> Document:
-    """Include or exclude a document from retrieval at once, without deleting it."""
+def document_set_enabled(*, document: Document, enabled: bool, actor: releases.Actor | None = None) -> Document:
+    """Include or exclude a document from retrieval (at once, or in the draft in review mode)."""
     with transaction.atomic():
         document = Document.objects.select_for_update().get(pk=document.pk)
+        if document.knowledge_base.review_changes and document.live_version_id is not None:
+            releases.draft_stage_enabled(document=document, enabled=enabled, created_by=actor.user if actor else None)
+            return document
         if document.enabled == enabled:
             return document
         document.enabled = enabled
@@ -566,22 +587,43 @@ def document_set_enabled(*, document: Document, enabled: bool) -> Document:
             Chunk.objects.filter(version_id=document.live_version_id).update(is_live=enabled)
             if enabled:
                 term_stats.add_live_version(document.live_version_id)
+            releases.release_record(
+                knowledge_base=document.knowledge_base,
+                changes=[releases.change_entry(document, "enable" if enabled else "disable")],
+                actor=actor,
+            )
     return document
 
 
-def document_delete(*, document: Document) -> None:
-    """Remove a document, its versions, files and chunks; it leaves retrieval at once."""
-    files = [v.file.name for v in document.versions.all() if v.file]
-    storage = DocumentVersion._meta.get_field("file").storage  # type: ignore[attr-defined]
+def document_rename(*, document: Document, title: str) -> Document:
+    """Change the title people and citations see (the search vectors keep the title they were built with)."""
+    title = title.strip()[:500] or document.title
+    Document.objects.filter(pk=document.pk).update(title=title, updated_at=timezone.now())
+    document.title = title
+    return document
+
+
+def document_delete(*, document: Document, actor: releases.Actor | None = None) -> None:
+    """Take a document out of the knowledge base; it leaves retrieval at once (or with the draft).
+
+    A document that went live stays restorable with an earlier release (its rows are kept,
+    soft-deleted, until no kept release refers to it); one that never went live goes for good.
+    """
     with transaction.atomic():
-        Document.objects.select_for_update().filter(pk=document.pk).first()  # no publish in between
-        term_stats.remove_live_document(document.pk)
-        document.delete()
-    for name in files:
-        try:
-            storage.delete(name)
-        except OSError:
-            logger.warning("Could not delete stored file %s", name)
+        kb = KnowledgeBase.objects.select_for_update().get(pk=document.knowledge_base_id)
+        document = Document.objects.select_for_update().get(pk=document.pk)  # no publish in between
+        if document.live_version_id is None:
+            DraftChange.objects.filter(document=document).delete()
+            releases.document_delete_for_good(document)
+            return
+        if kb.review_changes:
+            releases.draft_stage_delete(document=document, created_by=actor.user if actor else None)
+            return
+        DraftChange.objects.filter(document=document).delete()
+        target = releases.live_manifest(kb)
+        target.pop(document.pk, None)
+        changes = releases.manifest_apply(kb, target)
+        releases.release_record(knowledge_base=kb, changes=changes, actor=actor)
 
 
 def version_requeue(*, version: DocumentVersion) -> DocumentVersion:
