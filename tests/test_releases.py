@@ -242,3 +242,25 @@ def test_viewer_cannot_publish_or_restore(make_org, api_client_for) -> None:  # 
     assert viewer.get(f"/api/v1/knowledge-bases/{kb_id}/draft/").status_code == 200
     assert viewer.post(f"/api/v1/knowledge-bases/{kb_id}/draft/publish/", {}, format="json").status_code == 403
     assert viewer.post(f"/api/v1/knowledge-bases/{kb_id}/releases/1/restore/", {}, format="json").status_code == 403
+
+
+def test_changes_page_shows_the_draft_and_releases_and_restores_only_in_its_organisation(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
+    from django.test import Client
+
+    from kb.services import knowledge_base_create
+
+    org, other = make_org("Acme"), make_org("Other")
+    kb = knowledge_base_create(organization=org, name="Shop", created_by=None)
+    staff = Client()
+    staff.force_login(make_user(org, role=Role.EDITOR))
+    page = staff.get(f"/knowledge-bases/{kb.pk}/changes/")
+    assert page.status_code == 200 and b"Nothing waiting" in page.content and b"No release yet" in page.content
+    assert staff.post(f"/knowledge-bases/{kb.pk}/review-mode/", {"review_changes": "on"}).status_code == 302
+    assert KnowledgeBase.objects.get(pk=kb.pk).review_changes
+
+    outsider = Client()
+    outsider.force_login(make_user(other, role=Role.OWNER))
+    assert outsider.get(f"/knowledge-bases/{kb.pk}/changes/").status_code == 404
+    assert outsider.post(f"/knowledge-bases/{kb.pk}/draft/publish/").status_code == 404
+    assert outsider.post(f"/knowledge-bases/{kb.pk}/releases/1/restore/").status_code == 404
+    assert outsider.get(f"/knowledge-bases/{kb.pk}/releases/1/").status_code == 404
