@@ -238,6 +238,8 @@ GROUNDWORK_MAX_PAGES = env_int("GROUNDWORK_MAX_PAGES", 2000, minimum=1)
 GROUNDWORK_INGEST_TIME_LIMIT = env_int("GROUNDWORK_INGEST_TIME_LIMIT", 900, minimum=10)
 GROUNDWORK_STUCK_AFTER_SECONDS = env_int("GROUNDWORK_STUCK_AFTER_SECONDS", 1800, minimum=60)
 GROUNDWORK_MAX_ATTEMPTS = env_int("GROUNDWORK_MAX_ATTEMPTS", 3, minimum=1)
+# How many releases of each knowledge base stay restorable (kb.releases: what bounds storage).
+GROUNDWORK_RELEASES_KEPT = env_int("GROUNDWORK_RELEASES_KEPT", 20, minimum=2)
 # Web pages by URL: only public addresses unless an intranet deployment allows private ones.
 GROUNDWORK_FETCH_ALLOW_PRIVATE = env_bool("GROUNDWORK_FETCH_ALLOW_PRIVATE", False)
 GROUNDWORK_FETCH_TIMEOUT = env_float("GROUNDWORK_FETCH_TIMEOUT", 15.0, minimum=1.0)

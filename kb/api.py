@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -18,6 +18,7 @@ from kb import selectors, services
 from kb.models import KnowledgeBase
 from kb.serializers import (
     DocumentOutSerializer,
+    DocumentUpdateSerializer,
     DocumentUploadSerializer,
     KnowledgeBaseInSerializer,
     KnowledgeBaseOutSerializer,
@@ -41,7 +42,9 @@ class KnowledgeBaseScopedView(OrgScopedApiView):
 class KnowledgeBaseListCreateApi(KnowledgeBaseScopedView):
     @extend_schema(responses=KnowledgeBaseOutSerializer(many=True))
     def get(self, request: Request) -> Response:
-        kbs = selectors.knowledge_bases_for_org(organization=self.org).annotate(document_count=Count("documents"))
+        kbs = selectors.knowledge_bases_for_org(organization=self.org).annotate(
+            document_count=Count("documents", filter=Q(documents__deleted_at__isnull=True))
+        )
         return Response(KnowledgeBaseOutSerializer(kbs, many=True).data)
 
     @extend_schema(request=KnowledgeBaseInSerializer, responses={201: KnowledgeBaseOutSerializer})
@@ -111,6 +114,19 @@ class DocumentDetailApi(OrgScopedApiView):
 
     @extend_schema(responses=DocumentOutSerializer)
     def get(self, request: Request, doc_id: int) -> Response:
+        return Response(DocumentOutSerializer(self._get(doc_id)).data)
+
+    @extend_schema(request=DocumentUpdateSerializer, responses=DocumentOutSerializer)
+    def patch(self, request: Request, doc_id: int) -> Response:
+        """Switch a document on or off (`enabled`) or rename it; in review mode the switch waits in the draft."""
+        document = self._get(doc_id)
+        serializer = DocumentUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "title" in data:
+            document = services.document_rename(document=document, title=data["title"], actor=self.org_context)
+        if "enabled" in data:
+            services.document_set_enabled(document=document, enabled=data["enabled"], actor=self.org_context)
         return Response(DocumentOutSerializer(self._get(doc_id)).data)
 
     def delete(self, request: Request, doc_id: int) -> Response:

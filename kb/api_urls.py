@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb import api
+from kb import api, release_api
 
 urlpatterns = [
     path("knowledge-bases/", api.KnowledgeBaseListCreateApi.as_view(), name="api-kb-list"),
@@ -11,4 +11,16 @@ urlpatterns = [
     path("knowledge-bases/<int:kb_id>/urls/", api.UrlEntryCreateApi.as_view(), name="api-kb-urls"),
     path("knowledge-bases/<int:kb_id>/search/", api.KnowledgeBaseSearchApi.as_view(), name="api-kb-search"),
     path("documents/<int:doc_id>/", api.DocumentDetailApi.as_view(), name="api-document-detail"),
+    path(
+        "documents/<int:doc_id>/versions/", release_api.DocumentVersionCreateApi.as_view(), name="api-document-versions"
+    ),
+    path("knowledge-bases/<int:kb_id>/draft/", release_api.DraftApi.as_view(), name="api-kb-draft"),
+    path("knowledge-bases/<int:kb_id>/draft/publish/", release_api.DraftPublishApi.as_view(), name="api-kb-publish"),
+    path("knowledge-bases/<int:kb_id>/draft/discard/", release_api.DraftDiscardApi.as_view(), name="api-kb-discard"),
+    path("knowledge-bases/<int:kb_id>/releases/", release_api.ReleaseListApi.as_view(), name="api-kb-releases"),
+    path(
+        "knowledge-bases/<int:kb_id>/releases/<int:number>/restore/",
+        release_api.ReleaseRestoreApi.as_view(),
+        name="api-kb-restore",
+    ),
 ]

@@ -45,6 +45,14 @@ class KnowledgeBase(models.Model):
     # BM25 collection statistics over the live chunks, kept exact by kb.pipeline.index.term_stats at every change.
     live_chunks = models.BigIntegerField(default=0)
     live_lexemes = models.BigIntegerField(default=0)  # sum of the live chunks' tsvector lengths
+    # Instant (False): a ready document goes live at once. Review (True): changes collect in a
+    # draft that staff test, replay and publish as one release (kb.releases).
+    review_changes = models.BooleanField(default=False)
+    release_number = models.PositiveIntegerField(default=0, help_text="The release that is live now.")
+    # Publishing a draft is blocked while its latest evaluation passes fewer cases than this (0-1).
+    publish_min_pass_rate = models.FloatField(null=True, blank=True)
+    # The latest evaluation of the draft (written by chat's evaluation runs): the gate reads it.
+    draft_evaluation = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -80,8 +88,24 @@ class SourceType(models.TextChoices):
     QA = "qa", "Q&A"
 
 
+class DocumentQuerySet(models.QuerySet["Document"]):
+    def alive(self) -> DocumentQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+
+class AliveDocumentManager(models.Manager["Document"]):
+    """Deleted documents stay (soft) while a kept release still refers to them; nobody sees them."""
+
+    def get_queryset(self) -> DocumentQuerySet:
+        return DocumentQuerySet(self.model, using=self._db).filter(deleted_at__isnull=True)
+
+
 class Document(models.Model):
-    """A source in a knowledge base. Its content lives in versions; one of them is live."""
+    """A source in a knowledge base. Its content lives in versions; one of them is live.
+
+    Deleting sets `deleted_at` (the rows stay so an earlier release can be restored); the rows go
+    when no kept release refers to the document any more (kb.releases.releases_prune).
+    """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="documents")
     knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="documents")
@@ -95,13 +119,18 @@ class Document(models.Model):
     live_version = models.ForeignKey(
         "DocumentVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    deleted_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = AliveDocumentManager()
+    all_objects = DocumentQuerySet.as_manager()
+
     class Meta:
         ordering = ("-created_at",)
         indexes = [models.Index(fields=("knowledge_base", "title"))]
+        base_manager_name = "all_objects"
 
     def __str__(self) -> str:
         return self.title
@@ -240,3 +269,61 @@ class TermStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme}: {self.chunks}"
+
+
+class DraftChange(models.Model):
+    """A change waiting in a review-mode knowledge base's draft: the document's pending state.
+
+    One row per document: `version` (a new version to go live), `enabled` (a pending switch) or
+    `remove` (a pending deletion). Publishing applies every row of the knowledge base in one transaction.
+    """
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="draft_changes")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    enabled = models.BooleanField(null=True, blank=True)
+    remove = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("created_at",)
+        constraints = [models.UniqueConstraint(fields=("knowledge_base", "document"), name="draft_one_per_document")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.document_id}"
+
+    @property
+    def action(self) -> str:
+        if self.remove:
+            return "delete"
+        if self.version_id is not None:
+            return "replace" if self.document.live_version_id else "add"
+        return "enable" if self.enabled else "disable"
+
+
+class Release(models.Model):
+    """A numbered state of a knowledge base's live knowledge: which version of which document.
+
+    `manifest` maps document id -> {"version": id, "enabled": bool} for every document that was
+    not deleted; restoring a release makes exactly that state live again (as a new release).
+    """
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="releases")
+    number = models.PositiveIntegerField()
+    manifest = models.JSONField(default=dict)
+    changes = models.JSONField(default=list, help_text="[{document_id, title, action}]")
+    summary = models.CharField(max_length=500, blank=True)
+    evaluation = models.JSONField(default=dict, blank=True, help_text="The draft's evaluation summary, if any.")
+    restored_from = models.PositiveIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_by_label = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-number",)
+        constraints = [models.UniqueConstraint(fields=("knowledge_base", "number"), name="release_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.knowledge_base} release {self.number}"

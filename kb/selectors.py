@@ -80,7 +80,9 @@ def _exact_search_is_safer(cursor: CursorWrapper, chunks: int) -> bool:
     return chunks < EXACT_VECTOR_SEARCH_MAX_SHARE * table_rows
 
 
-def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
+def _vector_candidates(
+    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, versions: list[int] | None = None
+) -> list[tuple[int, float]]:
     """Nearest chunks by cosine similarity, per embedding model, using the HNSW index.
 
     Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
@@ -96,7 +98,7 @@ def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, lim
         cast = vector_cast(dims)
         literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
         with transaction.atomic(), connection.cursor() as cursor:
-            if _exact_search_is_safer(cursor, sum(kb.live_chunks for kb in kbs)):
+            if versions is not None or _exact_search_is_safer(cursor, sum(kb.live_chunks for kb in kbs)):
                 cursor.execute("SET LOCAL enable_indexscan = off")
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}")
@@ -105,11 +107,11 @@ def _vector_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, lim
                 f"""
                 SELECT id, 1 - ((embedding::{cast}) <=> %s::{cast}) AS similarity
                 FROM kb_chunk
-                WHERE embedding_dims = %s AND knowledge_base_id = ANY(%s) AND is_live
+                WHERE embedding_dims = %s AND knowledge_base_id = ANY(%s) AND {_scope(versions)}
                 ORDER BY (embedding::{cast}) <=> %s::{cast}
                 LIMIT %s
                 """,  # noqa: S608
-                [literal, dims, kb_ids, literal, limit],
+                [literal, dims, kb_ids, *([] if versions is None else [versions]), literal, limit],
             )
             results.extend((row[0], float(row[1])) for row in cursor.fetchall())
     # relaxed_order may return rows slightly out of order: sort them exactly.
@@ -127,7 +129,17 @@ KEYWORD_MATCH_BUDGET = 5000
 KEYWORD_CANDIDATES = 2000  # of those, the best by ts_rank_cd are scored with BM25
 
 
-def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int) -> list[tuple[int, float]]:
+def _scope(versions: list[int] | None) -> str:
+    """Which chunks a search reads: the live ones, or (a draft) exactly these versions' chunks.
+
+    Only one of these two fixed texts is interpolated; the version list is a parameter.
+    """
+    return "is_live" if versions is None else "version_id = ANY(%s)"
+
+
+def _keyword_candidates(
+    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, versions: list[int] | None = None
+) -> list[tuple[int, float]]:
     """Full-text matches ranked by Okapi BM25, computed in Postgres over the `tsvector` column.
 
     Postgres' own `ts_rank` has no inverse document frequency, so rare words weigh no more than
@@ -174,7 +186,7 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
                 ),
                 candidates AS MATERIALIZED (
                     SELECT c.id, c.search_vector FROM kb_chunk c, q
-                    WHERE c.knowledge_base_id = ANY(%(kbs)s) AND c.is_live AND q.tq <> ''::tsquery
+                    WHERE c.knowledge_base_id = ANY(%(kbs)s) AND {scope} AND q.tq <> ''::tsquery
                       AND c.search_vector @@ q.tq
                     ORDER BY ts_rank_cd(c.search_vector, q.tq) DESC
                     LIMIT %(pool)s
@@ -193,8 +205,9 @@ def _keyword_candidates(knowledge_bases: Sequence[KnowledgeBase], query: str, li
                 GROUP BY cand.id
                 ORDER BY score DESC
                 LIMIT %(limit)s
-                """,
+                """.replace("{scope}", "c.version_id = ANY(%(versions)s)" if versions is not None else "c.is_live"),
                 {
+                    "versions": versions or [],
                     "config": config,
                     "query": query,
                     "kbs": kb_ids,
@@ -217,24 +230,40 @@ def chunk_search(
     limit: int = 5,
     mode: str = "hybrid",
     candidates: int = 50,
+    versions: list[int] | None = None,
 ) -> list[SearchHit]:
     """Best live chunks for `query` over the given knowledge bases.
 
     `mode`: "hybrid" (vector + keyword, normalised scores averaged), "vector" or "keyword".
+    `versions`: search exactly these document versions instead of the live ones (a draft).
     The knowledge bases must already be scoped to the caller's organisation.
+
+    Both retrievers and the chunk rows are read in one REPEATABLE READ snapshot: a release
+    published meanwhile is seen whole or not at all, never half (kb.releases).
     """
     kbs = list(knowledge_bases)
     query = query.strip()
     if not kbs or not query:
         return []
+    if connection.in_atomic_block:
+        return _chunk_search(kbs, query, limit, mode, candidates, versions)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return _chunk_search(kbs, query, limit, mode, candidates, versions)
+
+
+def _chunk_search(
+    kbs: list[KnowledgeBase], query: str, limit: int, mode: str, candidates: int, versions: list[int] | None
+) -> list[SearchHit]:
     pool = max(limit, candidates)
     hits: dict[int, SearchHit] = {}
     if mode in ("hybrid", "vector"):
-        for rank, (chunk_id, similarity) in enumerate(_vector_candidates(kbs, query, pool), start=1):
+        for rank, (chunk_id, similarity) in enumerate(_vector_candidates(kbs, query, pool, versions), start=1):
             hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
             hit.vector_score, hit.vector_rank = similarity, rank
     if mode in ("hybrid", "keyword"):
-        for rank, (chunk_id, rank_score) in enumerate(_keyword_candidates(kbs, query, pool), start=1):
+        for rank, (chunk_id, rank_score) in enumerate(_keyword_candidates(kbs, query, pool, versions), start=1):
             hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
             hit.keyword_score, hit.keyword_rank = rank_score, rank
     if mode == "hybrid":

@@ -24,6 +24,13 @@ class KnowledgeBaseUpdateSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     embedding_model = serializers.CharField(max_length=200, required=False)
+    review_changes = serializers.BooleanField(required=False)
+    publish_min_pass_rate = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+
+
+class DocumentUpdateSerializer(serializers.Serializer[Any]):
+    enabled = serializers.BooleanField(required=False)
+    title = serializers.CharField(max_length=500, required=False)
 
 
 class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
@@ -42,6 +49,9 @@ class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
             "chunk_overlap",
             "document_count",
             "reembedding",
+            "review_changes",
+            "release_number",
+            "publish_min_pass_rate",
             "created_at",
         )
 
@@ -57,7 +67,7 @@ class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
 
     def get_document_count(self, kb: KnowledgeBase) -> int:
         annotated = getattr(kb, "document_count", None)
-        return annotated if annotated is not None else kb.documents.count()
+        return annotated if annotated is not None else Document.objects.filter(knowledge_base=kb).count()
 
 
 class DocumentUploadSerializer(serializers.Serializer[Any]):

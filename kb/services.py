@@ -27,8 +27,9 @@ from accounts.models import Organization, User
 from accounts.selectors import OrgContext
 from accounts.services import audit_record
 from kb import embedding as embedding_api
+from kb import releases
 from kb.exceptions import EmbeddingError, KnowledgeBaseError, UploadRejected
-from kb.models import Chunk, Document, DocumentStatus, DocumentVersion, KnowledgeBase, SourceType
+from kb.models import Chunk, Document, DocumentStatus, DocumentVersion, DraftChange, KnowledgeBase, SourceType
 from kb.pipeline.fetch import check_url_allowed
 from kb.pipeline.index import term_stats
 from kb.pipeline.index.vector_indexes import ensure_vector_index
@@ -86,10 +87,10 @@ def knowledge_base_update(
 ) -> KnowledgeBaseUpdate:
     """Rename or describe a knowledge base, or change its embedding model (re-embeds in the background).
 
-    `changes` holds the fields given (`name`, `description`, `embedding_model`); the audit event
-    names all of them.
+    `changes` holds the fields given (`name`, `description`, `embedding_model`, `review_changes`,
+    `publish_min_pass_rate`); the audit event names all of them.
     """
-    for field in ("name", "description"):
+    for field in ("name", "description", "review_changes", "publish_min_pass_rate"):
         if field in changes:
             setattr(knowledge_base, field, changes[field])
     knowledge_base.save()
@@ -155,7 +156,7 @@ def document_upload(
 
     duplicate = (
         DocumentVersion.objects.select_related("document")
-        .filter(document__knowledge_base=knowledge_base, sha256=sha256)
+        .filter(document__knowledge_base=knowledge_base, document__deleted_at__isnull=True, sha256=sha256)
         .exclude(status=DocumentStatus.FAILED)
         .order_by("-number")
         .first()
@@ -198,6 +199,7 @@ def document_upload(
         version.save()
         document.latest_version = version
         document.save(update_fields=["latest_version", "updated_at"])
+        stage_if_reviewed(knowledge_base, version, uploaded_by)
         if enqueue:  # False: the caller runs `version_ingest` itself (imports, evaluation)
             transaction.on_commit(lambda: enqueue_ingest(version.pk))
     if actor is not None and replace_document is None:
@@ -329,18 +331,28 @@ def _new_version(
     version.save()
     Document.objects.filter(pk=document.pk).update(latest_version=version, updated_at=timezone.now())
     document.latest_version = version
+    stage_if_reviewed(document.knowledge_base, version, created_by)
     return version
+
+
+def stage_if_reviewed(knowledge_base: KnowledgeBase, version: DocumentVersion, created_by: User | None) -> None:
+    """In a review-mode knowledge base a new version waits in the draft instead of going live."""
+    if KnowledgeBase.objects.filter(pk=knowledge_base.pk, review_changes=True).exists():
+        releases.draft_stage_version(version=version, created_by=created_by)
 
 
 # --- enable, re-index, delete ----------------------------------------------------------------
 
 
 def document_set_enabled(*, document: Document, enabled: bool, actor: OrgContext | None = None) -> Document:
-    """Include or exclude a document from retrieval at once, without deleting it."""
+    """Include or exclude a document from retrieval (at once, or with the draft in review mode)."""
     if actor is not None:
         audit_record(context=actor, action=f"document.{'enable' if enabled else 'disable'}", target=document)
     with transaction.atomic():
         document = Document.objects.select_for_update().get(pk=document.pk)
+        if document.knowledge_base.review_changes and document.live_version_id is not None:
+            releases.draft_stage_enabled(document=document, enabled=enabled, created_by=getattr(actor, "user", None))
+            return document
         if document.enabled == enabled:
             return document
         document.enabled = enabled
@@ -351,24 +363,47 @@ def document_set_enabled(*, document: Document, enabled: bool, actor: OrgContext
             Chunk.objects.filter(version_id=document.live_version_id).update(is_live=enabled)
             if enabled:
                 term_stats.add_live_version(document.live_version_id)
+            releases.release_record(
+                knowledge_base=document.knowledge_base,
+                changes=[releases.change_entry(document, "enable" if enabled else "disable")],
+                actor=actor,
+            )
+    return document
+
+
+def document_rename(*, document: Document, title: str, actor: OrgContext | None = None) -> Document:
+    """Change the title people and citations see (search vectors keep the title they were built with)."""
+    title = title.strip()[:500] or document.title
+    Document.objects.filter(pk=document.pk).update(title=title, updated_at=timezone.now())
+    document.title = title
+    if actor is not None:
+        audit_record(context=actor, action="document.rename", target=document)
     return document
 
 
 def document_delete(*, document: Document, actor: OrgContext | None = None) -> None:
-    """Remove a document, its versions, files and chunks; it leaves retrieval at once."""
+    """Take a document out of its knowledge base; it leaves retrieval at once (or with the draft).
+
+    A document that went live stays restorable with an earlier release (its rows are kept,
+    soft-deleted, until no kept release refers to it); one that never went live goes for good.
+    """
     if actor is not None:
         audit_record(context=actor, action="document.delete", target=document)  # while it still has its id
-    files = [v.file.name for v in document.versions.all() if v.file]
-    storage = DocumentVersion._meta.get_field("file").storage  # type: ignore[attr-defined]
     with transaction.atomic():
-        Document.objects.select_for_update().filter(pk=document.pk).first()  # no publish in between
-        term_stats.remove_live_document(document.pk)
-        document.delete()
-    for name in files:
-        try:
-            storage.delete(name)
-        except OSError:
-            logger.warning("Could not delete stored file %s", name)
+        kb = KnowledgeBase.objects.select_for_update().get(pk=document.knowledge_base_id)
+        document = Document.objects.select_for_update().get(pk=document.pk)  # no publish in between
+        if document.live_version_id is None:
+            DraftChange.objects.filter(document=document).delete()
+            releases.document_delete_for_good(document)
+            return
+        if kb.review_changes:
+            releases.draft_stage_delete(document=document, created_by=getattr(actor, "user", None))
+            return
+        DraftChange.objects.filter(document=document).delete()
+        target = releases.live_manifest(kb)
+        target.pop(document.pk, None)
+        changes = releases.manifest_apply(kb, target)
+        releases.release_record(knowledge_base=kb, changes=changes, actor=actor)
 
 
 def version_requeue(*, version: DocumentVersion, actor: OrgContext | None = None) -> DocumentVersion:

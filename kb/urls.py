@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb import views
+from kb import release_views, views
 
 app_name = "kb"
 
@@ -11,6 +11,16 @@ urlpatterns = [
     path("knowledge-bases/<int:kb_id>/documents/table/", views.document_table, name="document_table"),
     path("knowledge-bases/<int:kb_id>/documents/upload/", views.document_upload, name="document_upload"),
     path("knowledge-bases/<int:kb_id>/add/<str:kind>/", views.source_add, name="source_add"),
+    path("knowledge-bases/<int:kb_id>/changes/", release_views.knowledge_base_changes, name="changes"),
+    path("knowledge-bases/<int:kb_id>/review-mode/", release_views.knowledge_base_review_mode, name="review_mode"),
+    path("knowledge-bases/<int:kb_id>/draft/publish/", release_views.draft_publish, name="draft_publish"),
+    path("knowledge-bases/<int:kb_id>/draft/discard/", release_views.draft_discard, name="draft_discard"),
+    path("knowledge-bases/<int:kb_id>/releases/<int:number>/", release_views.release_detail, name="release"),
+    path(
+        "knowledge-bases/<int:kb_id>/releases/<int:number>/restore/",
+        release_views.release_restore,
+        name="release_restore",
+    ),
     path("documents/<int:doc_id>/", views.document_detail, name="document"),
     path("documents/<int:doc_id>/file/", views.document_file, name="document_file"),
     path("documents/<int:doc_id>/<str:action>/", views.document_action, name="document_action"),

@@ -29,8 +29,12 @@ def _kb_or_404(context: OrgContext, kb_id: int) -> KnowledgeBase:
 @org_required()
 def dashboard(request: HttpRequest, context: OrgContext) -> HttpResponse:
     kbs = selectors.knowledge_bases_for_org(organization=context.organization).annotate(
-        document_count=Count("documents", distinct=True),
-        ready_count=Count("documents", filter=Q(documents__live_version__isnull=False), distinct=True),
+        document_count=Count("documents", filter=Q(documents__deleted_at__isnull=True), distinct=True),
+        ready_count=Count(
+            "documents",
+            filter=Q(documents__live_version__isnull=False, documents__deleted_at__isnull=True),
+            distinct=True,
+        ),
         chunk_count=Count("chunks", filter=Q(chunks__is_live=True), distinct=True),
     )
     return render(
