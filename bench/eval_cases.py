@@ -39,6 +39,9 @@ def main() -> None:
     args = parser.parse_args()
     import django
 
+    from devtools.embedded_services import start_unless_configured
+
+    start_unless_configured(os.environ)  # settings only name the embedded servers
     django.setup()
     from django.core.management import call_command
 
@@ -47,7 +50,8 @@ def main() -> None:
     from chat.services import chatbot_create
     from chat.testsets.runner import eval_run_execute
     from chat.testsets.services import eval_run_create
-    from kb.services import document_upload, knowledge_base_create, version_ingest
+    from kb.pipeline.run import version_ingest
+    from kb.services import document_upload, knowledge_base_create
 
     call_command("migrate", verbosity=0)
     questions = _jsonl(SQUAD / "questions.jsonl")
