@@ -162,6 +162,9 @@ class Message(models.Model):
     grounding = models.JSONField(default=dict, blank=True)
     grounding_grade = models.FloatField(null=True, blank=True)
     grounding_label = models.CharField(max_length=32, blank=True)
+    # The knowledge the answer came from: [{"knowledge_base_id", "knowledge_base", "release"}]
+    # ("release" is a number, or "draft" for an evaluation or replay of a draft).
+    releases = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     feedback = models.CharField(max_length=8, choices=Feedback.choices, blank=True)
     feedback_comment = models.TextField(blank=True)
@@ -345,3 +348,73 @@ class EvalResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.case_key}: {'pass' if self.passed else 'fail'}"
+
+
+class ReplayStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ReplayChange(models.TextChoices):
+    SAME = "same", "Same"
+    CHANGED = "changed", "Changed"
+    NEWLY_REFUSED = "newly_refused", "Newly refused"
+    NEWLY_ANSWERED = "newly_answered", "Newly answered"
+
+
+class Replay(models.Model):
+    """Real questions asked of bots that use a knowledge base, answered again from its live
+    release and from its draft, side by side (chat.replay).
+
+        queued ──claim──▶ running ──▶ done | failed
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="replays")
+    limit = models.PositiveIntegerField(default=50)
+    status = models.CharField(max_length=16, choices=ReplayStatus.choices, default=ReplayStatus.QUEUED)
+    items_total = models.PositiveIntegerField(default=0)
+    items_done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"Replay {self.pk} of {self.knowledge_base_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in (ReplayStatus.DONE, ReplayStatus.FAILED)
+
+    @property
+    def progress_percent(self) -> int:
+        return round(100 * self.items_done / self.items_total) if self.items_total else 0
+
+
+class ReplayItem(models.Model):
+    """One replayed question: the live and the draft answer, and how they differ."""
+
+    replay = models.ForeignKey(Replay, on_delete=models.CASCADE, related_name="items")
+    ordinal = models.PositiveIntegerField()
+    chatbot = models.ForeignKey(Chatbot, on_delete=models.SET_NULL, null=True, related_name="+")
+    question = models.TextField()
+    asked_at = models.DateTimeField(null=True, blank=True)
+    live_answer = models.TextField(blank=True)
+    live_refused = models.BooleanField(default=False)
+    live_citations = models.JSONField(default=list, blank=True)
+    draft_answer = models.TextField(blank=True)
+    draft_refused = models.BooleanField(default=False)
+    draft_citations = models.JSONField(default=list, blank=True)
+    change = models.CharField(max_length=16, choices=ReplayChange.choices)
+
+    class Meta:
+        ordering = ("ordinal",)
+
+    def __str__(self) -> str:
+        return f"{self.change}: {self.question[:60]}"

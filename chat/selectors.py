@@ -195,5 +195,6 @@ def serialize_message(message: Message) -> dict[str, Any]:
             "total_ms": message.total_ms,
         },
         "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
+        "releases": message.releases,
         "created_at": message.created_at.isoformat(),
     }

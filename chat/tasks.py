@@ -13,4 +13,5 @@ def conversations_purge_expired() -> int:
 
 
 # Celery discovers `<app>.tasks` only; the evaluation task lives with its package.
+from chat.replay.tasks import replay_execute  # noqa: E402, F401
 from chat.testsets.tasks import eval_run_execute  # noqa: E402, F401

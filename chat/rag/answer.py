@@ -46,6 +46,7 @@ def chat_answer_events(
     channel: str = Channel.API,
     user: User | None = None,
     visitor_id: str = "",
+    draft: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Answer `question`; yields {"type": "start"}, {"type": "delta", "text"}…, then {"type": "final"}."""
     if not chatbot.enabled:
@@ -63,12 +64,13 @@ def chat_answer_events(
     user_message = Message.objects.create(conversation=conversation, role=Role.USER, content=question)
     yield {"type": "start", "conversation_id": conversation.pk, "user_message_id": user_message.pk}
 
-    retrieval = retrieve(chatbot=chatbot, question=question)
+    retrieval = retrieve(chatbot=chatbot, question=question, draft=draft)
     answer = Message(
         conversation=conversation,
         role=Role.ASSISTANT,
         retrieval_ms=round(retrieval.elapsed_ms, 1),
         retrieval_trace=retrieval.trace,
+        releases=retrieval.releases,
     )
     if not retrieval.relevant:
         answer.content, answer.refused = chatbot.fallback_message, True

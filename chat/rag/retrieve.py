@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chat.models import Chatbot
 from inference.extractive import Source
+from kb.releases import draft_version_ids
 from kb.selectors import SearchHit, chunk_search, hits_to_passages
 
 
@@ -18,13 +19,19 @@ class Retrieval:
     trace: dict[str, Any]
     elapsed_ms: float
     relevant: bool
+    releases: list[dict[str, Any]] = field(default_factory=list)
 
 
-def retrieve(*, chatbot: Chatbot, question: str) -> Retrieval:
-    """Hybrid search over the bot's knowledge bases; `relevant` is False when nothing is related."""
+def retrieve(*, chatbot: Chatbot, question: str, draft: bool = False) -> Retrieval:
+    """Hybrid search over the bot's knowledge bases; `relevant` is False when nothing is related.
+
+    `draft`: search what the knowledge bases would hold if their drafts were published
+    (evaluation and replay of a draft), instead of their live releases.
+    """
     started = time.perf_counter()
     kbs = list(chatbot.knowledge_bases.all())
-    found = chunk_search(knowledge_bases=kbs, query=question, limit=chatbot.top_k, mode="hybrid")
+    versions = [v for kb in kbs for v in draft_version_ids(kb)] if draft else None
+    found = chunk_search(knowledge_bases=kbs, query=question, limit=chatbot.top_k, mode="hybrid", versions=versions)
     budget = max((kb.chunk_size for kb in kbs), default=1200) * 2
     passages = hits_to_passages(found, max_chars=budget)
     hits = [p.hit for p in passages]
@@ -65,4 +72,8 @@ def retrieve(*, chatbot: Chatbot, question: str) -> Retrieval:
             for i, h in enumerate(hits, start=1)
         ],
     }
-    return Retrieval(hits=hits, sources=sources, trace=trace, elapsed_ms=elapsed, relevant=relevant)
+    releases = [
+        {"knowledge_base_id": kb.pk, "knowledge_base": kb.name, "release": "draft" if draft else kb.release_number}
+        for kb in kbs
+    ]
+    return Retrieval(hits=hits, sources=sources, trace=trace, elapsed_ms=elapsed, relevant=relevant, releases=releases)

@@ -41,14 +41,14 @@ class CaseAnswer:
 def answer_case(*, chatbot: Chatbot, question: str, target: str = "live") -> CaseAnswer:
     """Answer `question` as `chatbot` would, leaving nothing stored.
 
-    `target` is "live" or "draft". Knowledge drafts do not exist yet, so both read the live
-    knowledge; the parameter is here so the draft switch lands in this one place.
+    `target` is "live" or "draft" (what the bot's knowledge bases would hold with their drafts
+    published: kb.releases).
     """
     started = time.perf_counter()
     result = CaseAnswer()
     with transaction.atomic():
         try:
-            final = chat_answer(chatbot=chatbot, question=question, channel=Channel.API)
+            final = chat_answer(chatbot=chatbot, question=question, channel=Channel.API, draft=target == "draft")
         except ChatError as exc:
             transaction.set_rollback(True)
             result.refused, result.error = True, exc.message

@@ -29,6 +29,7 @@ from chat.models import Chatbot, EvalResult, EvalRun, EvalStatus
 from chat.testsets import answering
 from chat.testsets.matching import first_match
 from chat.testsets.selectors import CaseSpec, document_titles, eval_cases_for_chatbot
+from kb.releases import draft_evaluation_record
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +216,13 @@ def eval_run_execute(*, run_id: int) -> EvalRun | None:
     except Exception as exc:
         logger.exception("Evaluation run %s failed", run.pk)
         status, error = EvalStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
+    summary = eval_summary(results, k=bot.top_k)
     EvalRun.objects.filter(pk=run.pk, status=EvalStatus.RUNNING).update(
-        status=status, error=error, summary=eval_summary(results, k=bot.top_k), finished_at=timezone.now()
+        status=status, error=error, summary=summary, finished_at=timezone.now()
     )
     run.refresh_from_db()
+    if run.target == "draft" and run.status == EvalStatus.DONE and not run.settings_override:
+        # The publish gate of each knowledge base reads the latest evaluation of its draft.
+        for kb in run.chatbot.knowledge_bases.all():
+            draft_evaluation_record(knowledge_base=kb, summary={**summary, "run_id": run.pk, "chatbot": bot.name})
     return run
