@@ -140,6 +140,7 @@ def answer_payload(final: dict[str, Any]) -> dict[str, Any]:
         "model": message["model"],
         "grounding": {"grade": message["grounding_grade"], "label": message["grounding_label"]},
         "latency": message["latency"],
+        "releases": message.get("releases", []),
         **({"error": final["error"]} if final.get("error") else {}),
     }
 
