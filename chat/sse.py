@@ -105,12 +105,10 @@ async def answer_sse(factory: Callable[[], Iterator[dict[str, Any]]], fmt: SseFo
     for line in fmt.opening():
         yield line
     try:
+        handlers = {"start": fmt.start, "delta": fmt.delta, "final": fmt.final}
         async for event in events_in_thread(factory):
-            kind = event["type"]
-            lines = fmt.start(event) if kind == "start" else fmt.delta(event) if kind == "delta" else []
-            if kind == "final":
-                lines = fmt.final(event)
-            for line in lines:
+            handler = handlers.get(event["type"])
+            for line in handler(event) if handler is not None else []:
                 yield line
     except ChatError as exc:
         for line in fmt.error(exc):
