@@ -15,7 +15,7 @@ from chat.models import Conversation, EvalRun, EvalStatus, Message
 from chat.testsets.runner import eval_run_execute
 from chat.testsets.services import eval_run_create
 from tests.conftest import wait_for
-from tests.test_ingest_slice import REFUNDS, _upload, _wait_ready
+from tests.test_pipeline_ingest import REFUNDS, _upload, _wait_ready
 
 
 @pytest.fixture
