@@ -73,7 +73,9 @@ def main() -> None:
         documents[article] = result.document
     bot = chatbot_create(organization=org, name="Replay bench bot", knowledge_bases=[kb], created_by=None)
 
-    chosen = [q for q in questions if q["doc_id"] in articles][: args.questions]
+    # Round-robin over the articles: the question file is grouped by article.
+    by_article = {a: [q for q in questions if q["doc_id"] == a] for a in articles}
+    chosen = [q for group in zip(*by_article.values(), strict=False) for q in group][: args.questions]
     started = time.perf_counter()
     for q in chosen:
         chat_answer(chatbot=bot, question=q["question"], channel="widget")
