@@ -79,6 +79,7 @@ class Visit:
     first_delta_ms: float | None = None
     total_ms: float | None = None
     deltas: int = 0
+    phase: str = "conversation"  # where a transport error struck: "conversation" or "chat"
     events: list[str] = field(default_factory=list)
 
 
@@ -97,6 +98,7 @@ async def visit(client: httpx.AsyncClient, api: str, origin: str, question: str,
         "visitor_token": conversation["visitor_token"],
     }
     asked = time.perf_counter()
+    result.phase = "chat"
     async with client.stream("POST", f"{api}/chat", json=body, headers=headers) as stream:
         if stream.status_code != 200:
             await stream.aread()
@@ -164,7 +166,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 await visit(client, api, args.origin, QUESTIONS[i % len(QUESTIONS)], results[i])
             except httpx.HTTPError as exc:
-                results[i].error = type(exc).__name__
+                results[i].error = f"{results[i].phase}:{type(exc).__name__}"
 
         tasks = [asyncio.create_task(one(i)) for i in range(args.n)]
         _, pending = await asyncio.wait(tasks, timeout=args.deadline)
