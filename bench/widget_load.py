@@ -17,10 +17,12 @@ Rate limits: every visitor here comes from 127.0.0.1, and the defaults (20 write
 config/settings.py). Requests refused with 429 are counted as `rate_limited` errors, with a hint.
 
 Each visitor: POST /conversations, then POST /chat and read the server-sent events. Measured:
-time to the first `delta` (answered questions; refusals send no deltas), time to `final`, and
-errors by kind. The run is bounded: at most `--max-n` visitors and `--deadline` seconds overall;
-unfinished visitors count as `deadline` errors. Results are printed and merged into
-bench/results/widget_load.json under `n<N>`.
+time to the first event of the stream (`start`), to the first `delta` (answered questions;
+refusals send no deltas) and to `final`, answers per second over the run, errors by kind (a
+`busy` event or a 503 counts as an error here), and the load average before and after. The run
+is bounded: at most `--max-n` visitors and `--deadline` seconds overall; unfinished visitors
+count as `deadline` errors. Results are printed and merged into bench/results/widget_load.json
+(or `--results FILE`) under `n<N>`.
 """
 
 from __future__ import annotations
@@ -73,9 +75,11 @@ class Visit:
     error: str = ""
     refused: bool = False
     create_ms: float | None = None
+    first_event_ms: float | None = None
     first_delta_ms: float | None = None
     total_ms: float | None = None
     deltas: int = 0
+    phase: str = "conversation"  # where a transport error struck: "conversation" or "chat"
     events: list[str] = field(default_factory=list)
 
 
@@ -94,6 +98,7 @@ async def visit(client: httpx.AsyncClient, api: str, origin: str, question: str,
         "visitor_token": conversation["visitor_token"],
     }
     asked = time.perf_counter()
+    result.phase = "chat"
     async with client.stream("POST", f"{api}/chat", json=body, headers=headers) as stream:
         if stream.status_code != 200:
             await stream.aread()
@@ -104,14 +109,16 @@ async def visit(client: httpx.AsyncClient, api: str, origin: str, question: str,
             if line.startswith("event: "):
                 event = line[len("event: ") :]
                 result.events.append(event)
+                if result.first_event_ms is None:
+                    result.first_event_ms = (time.perf_counter() - asked) * 1000
                 if event == "delta":
                     result.deltas += 1
                     if result.first_delta_ms is None:
                         result.first_delta_ms = (time.perf_counter() - asked) * 1000
             elif line.startswith("data: ") and event == "final":
                 result.refused = bool(json.loads(line[len("data: ") :])["message"]["refused"])
-            elif line.startswith("data: ") and event == "error":
-                result.error = "error_event:" + json.loads(line[len("data: ") :]).get("error", "?")
+            elif line.startswith("data: ") and event in ("error", "busy"):
+                result.error = f"{event}_event:" + json.loads(line[len("data: ") :]).get("error", "?")
     result.total_ms = (time.perf_counter() - asked) * 1000
     if not result.error:
         result.ok = "final" in result.events
@@ -148,6 +155,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     results = [Visit() for _ in range(args.n)]
     limits = httpx.Limits(max_connections=args.n + 10, max_keepalive_connections=args.n + 10)
     timeout = httpx.Timeout(args.timeout, connect=10.0)
+    load_before = os.getloadavg()
     started = time.perf_counter()
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         probe = await client.get(f"{api}/config", headers={"Origin": args.origin})
@@ -158,7 +166,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 await visit(client, api, args.origin, QUESTIONS[i % len(QUESTIONS)], results[i])
             except httpx.HTTPError as exc:
-                results[i].error = type(exc).__name__
+                results[i].error = f"{results[i].phase}:{type(exc).__name__}"
 
         tasks = [asyncio.create_task(one(i)) for i in range(args.n)]
         _, pending = await asyncio.wait(tasks, timeout=args.deadline)
@@ -176,12 +184,16 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
+        "label": args.label,
         "base_url": args.base_url,
         "wall_s": round(wall, 2),
         "ok": sum(r.ok for r in results),
         "refused": sum(r.ok and r.refused for r in results),
         "errors": dict(errors),
+        "answers_per_s": round(sum(r.ok for r in results) / wall, 2),
         "conversation_create_ms": summary([r.create_ms for r in results if r.create_ms is not None]),
+        "first_event_ms": summary([r.first_event_ms for r in results if r.first_event_ms is not None]),
         "first_delta_ms": summary([r.first_delta_ms for r in answered if r.first_delta_ms is not None]),
         "total_ms": summary([r.total_ms for r in results if r.ok and r.total_ms is not None]),
         "deltas_per_answer_p50": percentile([float(r.deltas) for r in answered], 50),
@@ -236,6 +248,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
     parser.add_argument("--deadline", type=float, default=300.0, help="the whole run, seconds")
     parser.add_argument("--no-save", action="store_true", help="print only; do not write bench/results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file the report is merged into")
+    parser.add_argument("--label", default="", help="a note on the server layout, saved with the figures")
     args = parser.parse_args()
 
     if args.setup:
@@ -255,10 +269,10 @@ def main() -> None:
             file=sys.stderr,
         )
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        saved = json.loads(args.results.read_text()) if args.results.exists() else {}
         saved[f"n{args.n}"] = report
-        RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
+        args.results.write_text(json.dumps(saved, indent=2) + "\n")
 
 
 if __name__ == "__main__":

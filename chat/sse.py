@@ -24,6 +24,8 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.http import StreamingHttpResponse
+from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 from chat.exceptions import ChatError
 
@@ -31,6 +33,25 @@ logger = logging.getLogger(__name__)
 
 _executor = ThreadPoolExecutor(max_workers=settings.GROUNDWORK_STREAM_THREADS, thread_name_prefix="answer-stream")
 _DONE = object()
+BUSY_DETAIL = "The service is busy answering other questions. Please try again in a few seconds."
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether `exc` means "no database connection free right now" (so: busy, retry later).
+
+    The connection pool timed out or refused to queue (Django wraps it in its OperationalError),
+    or, without a pool, the server refused a connection over `max_connections`.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):  # the cause chain is short; never loop on a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, PoolTimeout | TooManyRequests | pg_errors.TooManyConnections):
+            return True
+        if "too many clients already" in str(seen):  # refused at connect: no SQLSTATE object
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def events_in_thread(factory: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
@@ -67,7 +88,15 @@ def sse(data: Any, event: str | None = None) -> str:
 
 
 def sse_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
-    """A `text/event-stream` response that proxies pass through unbuffered."""
+    """A `text/event-stream` response that proxies pass through unbuffered.
+
+    Called at the end of a view: the view's database connection goes back to the pool now, not
+    when the stream ends (the stream's thread takes its own), so a streaming answer holds one
+    connection, not two. Inside a transaction (a test's) the connection stays.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # keep reverse proxies from buffering the stream
@@ -92,6 +121,11 @@ class SseFormat:
     def error(self, exc: ChatError) -> list[str]:
         return []
 
+    def busy(self) -> list[str]:
+        """No database connection came free in time: tell the client to retry."""
+        data = {"error": "busy", "detail": BUSY_DETAIL, "retry_after": settings.GROUNDWORK_BUSY_RETRY_AFTER}
+        return [sse(data, event="busy")]
+
     def unexpected(self, exc: Exception) -> list[str] | None:
         """Events for an unexpected failure once headers are sent; None lets it propagate."""
         return None
@@ -114,6 +148,13 @@ async def answer_sse(factory: Callable[[], Iterator[dict[str, Any]]], fmt: SseFo
         for line in fmt.error(exc):
             yield line
     except Exception as exc:
+        if database_busy(exc):
+            logger.warning("Answer stream refused: no database connection free (%s)", exc)
+            for line in fmt.busy():
+                yield line
+            for line in fmt.closing():
+                yield line
+            return
         lines_or_none = fmt.unexpected(exc)
         if lines_or_none is None:
             raise
@@ -228,6 +269,9 @@ class OpenAIFormat(SseFormat):
 
     def error(self, exc: ChatError) -> list[str]:
         return [sse({"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}})]
+
+    def busy(self) -> list[str]:
+        return [sse({"error": {"message": BUSY_DETAIL, "type": "server_busy", "code": "busy"}})]
 
     def closing(self) -> list[str]:
         return ["data: [DONE]\n\n"]

@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from chat import widget_services as ws
 from chat.exceptions import ChatError
 from chat.models import Chatbot
-from chat.sse import WidgetFormat, answer_sse, sse_response
+from chat.sse import WidgetFormat, answer_sse, database_busy, sse_response
 from chat.widget import frame_content_security_policy, normalize_origin
 
 HOST_HEADER = "X-Groundwork-Host"
@@ -112,6 +112,10 @@ class WidgetApiView(APIView):
             if retry_after:
                 response["Retry-After"] = str(retry_after)
             return response
+        if database_busy(exc) and not self.cors_origin:
+            # Busy before the origin could be checked (that needs the database): let the widget read
+            # the 503 anyway; it holds nothing but "try again".
+            self.cors_origin = normalize_origin(self.request.headers.get("Origin") or "")
         return super().handle_exception(exc)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,5 @@
-"""API-wide error handling: domain errors become 400s with a code and a readable message."""
+"""API-wide error handling: domain errors become 400s with a code and a readable message; "no database
+connection free" becomes 503 busy with Retry-After (`config.busy`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from chat.exceptions import ChatError
+from chat.sse import database_busy
+from config.busy import busy_body, busy_headers
 from kb.exceptions import KnowledgeBaseError
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, KnowledgeBaseError | ChatError):
         return Response({"error": exc.code, "detail": exc.message}, status=exc.status_code)
+    if database_busy(exc):
+        return Response(busy_body(), status=503, headers=busy_headers())
     return drf_exception_handler(exc, context)
 
 

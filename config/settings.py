@@ -64,10 +64,34 @@ def _database_from_url(url: str) -> dict[str, object]:
         "PASSWORD": unquote(parts.password or ""),
         "HOST": host,
         "PORT": str(parts.port or ""),
-        "OPTIONS": query,
-        "CONN_MAX_AGE": env_int("GROUNDWORK_DB_CONN_MAX_AGE", 0, minimum=0),
+        "OPTIONS": {**query, **({"pool": _database_pool()} if DB_POOL_MAX else {})},
+        # A pooled connection goes back to the pool at the end of each request; persistent
+        # connections (CONN_MAX_AGE > 0) only apply without the pool.
+        "CONN_MAX_AGE": 0 if DB_POOL_MAX else env_int("GROUNDWORK_DB_CONN_MAX_AGE", 0, minimum=0),
         "CONN_HEALTH_CHECKS": True,
     }
+
+
+# Answers streamed at once per web process (chat.sse): each holds one database connection while it runs.
+GROUNDWORK_STREAM_THREADS = env_int("GROUNDWORK_STREAM_THREADS", 32, minimum=1)
+# Database connections come from a bounded pool per process (psycopg_pool through Django), so a
+# burst of requests queues for a connection instead of exhausting the server's max_connections
+# ("FATAL: sorry, too many clients already"). The default leaves a connection to every streaming
+# answer plus 8 for the short requests around them; a pool only opens what it uses. Size it so
+# that web processes x max + worker pool processes + beat + admin sessions fit under the server's
+# max_connections (the embedded server allows 200; see README "Database connections").
+# GROUNDWORK_DB_POOL_MAX=0 turns the pool off (e.g. behind PgBouncer in transaction mode).
+DB_POOL_MAX = env_int("GROUNDWORK_DB_POOL_MAX", GROUNDWORK_STREAM_THREADS + 8, minimum=0)
+# A request that waits longer than this for a connection is answered "busy, retry" (HTTP 503 with
+# Retry-After, or a `busy` event in a stream), never a 500 or a hang.
+DB_POOL_TIMEOUT = env_float("GROUNDWORK_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+GROUNDWORK_BUSY_RETRY_AFTER = env_int("GROUNDWORK_BUSY_RETRY_AFTER", 5, minimum=1)  # seconds, told to clients
+
+
+def _database_pool() -> dict[str, object]:
+    """psycopg_pool.ConnectionPool arguments (Django's `OPTIONS["pool"]`)."""
+    minimum = min(env_int("GROUNDWORK_DB_POOL_MIN", 2, minimum=0), DB_POOL_MAX)
+    return {"min_size": minimum, "max_size": DB_POOL_MAX, "timeout": DB_POOL_TIMEOUT}
 
 
 SECRET_KEY = _secret_key()
@@ -109,6 +133,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.busy.BusyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -230,7 +255,6 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # Public chat widget: writes per visitor and per bot per minute (fixed windows in Redis).
 GROUNDWORK_WIDGET_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_RATE_PER_MINUTE", 20, minimum=1)
 GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE", 600, minimum=1)
-GROUNDWORK_STREAM_THREADS = env_int("GROUNDWORK_STREAM_THREADS", 32, minimum=1)  # answers streamed at once (chat.sse)
 
 # Ingestion limits.
 GROUNDWORK_MAX_UPLOAD_BYTES = env_int("GROUNDWORK_MAX_UPLOAD_MB", 50, minimum=1) * 1024 * 1024

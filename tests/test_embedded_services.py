@@ -35,6 +35,7 @@ from devtools.embedded_services import (
     stop_postgres,
     stop_redis,
 )
+from devtools.pg_tuning import GB, TuningError, machine_settings, tuned_settings
 from devtools.runner import Command, Output
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,6 +101,40 @@ def test_postgres_serves_groundwork_database_with_pgvector_0_8(data_dir: Path) -
     assert row[0] == "groundwork"
     assert row[1].startswith("0.8.")
     assert distance == (1.0,)
+
+
+def test_postgres_runs_with_settings_sized_to_the_machine(data_dir: Path) -> None:
+    url = ensure_postgres(data_dir)
+    expected = machine_settings()
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        shown = {name: conn.execute(f"SHOW {name}").fetchone() for name in expected}
+    assert {name: row[0] if row else None for name, row in shown.items()} == expected
+    assert int(expected["max_connections"]) >= 200  # web pools + worker + beat fit (README)
+
+
+def test_tuning_follows_memory_and_cpus_and_honours_overrides() -> None:
+    small = tuned_settings(memory=4 * GB, cpus=2, environ={})
+    assert small == {
+        "max_connections": "200",
+        "shared_buffers": "512MB",
+        "effective_cache_size": "2048MB",
+        "work_mem": "5MB",
+        "maintenance_work_mem": "256MB",
+        "max_parallel_maintenance_workers": "1",
+    }
+    big = tuned_settings(memory=256 * GB, cpus=32, environ={})
+    assert (big["shared_buffers"], big["work_mem"], big["maintenance_work_mem"]) == ("4096MB", "64MB", "2048MB")
+    assert big["max_parallel_maintenance_workers"] == "4"
+    tiny = tuned_settings(memory=512 * 1024 * 1024, cpus=1, environ={})
+    assert (tiny["shared_buffers"], tiny["work_mem"], tiny["maintenance_work_mem"]) == ("128MB", "4MB", "64MB")
+
+    env = {"GROUNDWORK_PG_SHARED_BUFFERS": "1GB", "GROUNDWORK_PG_MAX_CONNECTIONS": "50"}
+    overridden = tuned_settings(memory=4 * GB, cpus=2, environ=env)
+    assert (overridden["shared_buffers"], overridden["max_connections"]) == ("1GB", "50")
+    assert overridden["work_mem"] == "20MB"  # RAM / 4 shared by fewer connections
+    with pytest.raises(TuningError, match="GROUNDWORK_PG_WORK_MEM='lots' is not a valid work_mem"):
+        tuned_settings(memory=4 * GB, cpus=2, environ={"GROUNDWORK_PG_WORK_MEM": "lots"})
 
 
 def test_postgres_listens_on_a_socket_in_the_data_folder_only(data_dir: Path) -> None:

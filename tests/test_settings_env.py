@@ -49,8 +49,29 @@ def test_database_url_parsing_handles_tcp_and_socket_urls() -> None:
         "app",
         "s@cret",
     )
-    assert tcp["OPTIONS"] == {"sslmode": "require"}
+    assert tcp["OPTIONS"] == {"sslmode": "require", "pool": {"min_size": 2, "max_size": 40, "timeout": 10.0}}
+    assert tcp["CONN_MAX_AGE"] == 0  # Django's pool refuses persistent connections
     socket = _database_from_url("postgresql://postgres:@/groundwork?host=/tmp/pg")
     assert socket["HOST"] == "/tmp/pg" and socket["NAME"] == "groundwork"
     with pytest.raises(ImproperlyConfigured, match="no database name"):
         _database_from_url("postgres://u:p@host:5432/")
+
+
+def test_pool_is_sized_from_the_environment_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import config.settings
+
+    try:
+        monkeypatch.setenv("GROUNDWORK_DB_POOL_MAX", "6")
+        monkeypatch.setenv("GROUNDWORK_DB_POOL_MIN", "9")  # clamped to the maximum
+        monkeypatch.setenv("GROUNDWORK_DB_POOL_TIMEOUT", "2.5")
+        pooled = importlib.reload(config.settings).DATABASES["default"]
+        assert pooled["OPTIONS"]["pool"] == {"min_size": 6, "max_size": 6, "timeout": 2.5}
+        monkeypatch.setenv("GROUNDWORK_DB_POOL_MAX", "0")
+        monkeypatch.setenv("GROUNDWORK_DB_CONN_MAX_AGE", "60")
+        plain = importlib.reload(config.settings).DATABASES["default"]
+        assert "pool" not in plain["OPTIONS"] and plain["CONN_MAX_AGE"] == 60
+    finally:
+        monkeypatch.undo()
+        importlib.reload(config.settings)

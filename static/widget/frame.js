@@ -542,8 +542,9 @@
           final = data;
           renderAnswer(bubble, data.message);
           if (data.offer_lead) offerLead(question);
-        } else if (name === "error") {
-          throw new ApiError(data.detail, data.error, 200, data.error === "server_error");
+        } else if (name === "error" || name === "busy") {
+          // busy: no database connection came free in time; the visitor can simply ask again.
+          throw new ApiError(data.detail, data.error, 200, data.error === "server_error" || name === "busy");
         }
       }).then(function () {
         if (!final) throw new ApiError("The answer was interrupted.", "interrupted", 0, true);
