@@ -238,12 +238,19 @@ def membership_change_role(
 def membership_remove(
     *, actor_role: str, actor: User | None, membership: Membership, context: OrgContext | None = None
 ) -> None:
-    """Remove a member. Owners cannot be removed by others. Audited when `context` is given."""
+    """Remove a member and revoke the API keys they created here (keys act for their creator).
+
+    Owners cannot be removed by others. Audited when `context` is given.
+    """
     if membership.role == Role.OWNER and (actor is None or actor.pk != membership.user_id):
         raise MembershipError("An owner cannot be removed by someone else.")
     if membership.role == Role.OWNER and _owner_count(membership.organization) == 1:
         raise MembershipError("The last owner cannot leave; make someone else owner first.")
-    membership.delete()
+    with transaction.atomic():
+        membership.delete()
+        ApiKey.objects.filter(
+            organization_id=membership.organization_id, created_by_id=membership.user_id, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
     if context is not None:
         # After the delete, as it always was: the event keeps the member's label.
         audit_record(context=context, action="member.remove", target=membership)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from accounts import services
+from accounts import login_throttle, services
+from accounts.client_ip import client_ip
 from accounts.decorators import org_required
 from accounts.middleware import SESSION_ORG_KEY
 from accounts.models import ApiKey, AuditEvent, Membership, Role
@@ -21,9 +26,25 @@ from accounts.permissions import Action
 from accounts.selectors import OrgContext, membership_get
 
 
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """Says why a locked sign-in is refused (the backend refuses it either way)."""
+
+    def clean(self) -> dict[str, Any]:
+        email = self.cleaned_data.get("username")
+        if email and login_throttle.login_is_locked(
+            email=email, ip=client_ip(self.request) if self.request else ""
+        ):
+            raise ValidationError(
+                f"Too many failed sign-in attempts. Try again in {login_throttle.WINDOW_SECONDS // 60} minutes.",
+                code="throttled",
+            )
+        return super().clean()
+
+
 class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+    authentication_form = ThrottledAuthenticationForm
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
@@ -142,7 +163,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         services.invitation_accept(invitation=invitation, user=user)
         if not request.user.is_authenticated:
             if needs_password:
-                auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                auth_login(request, user, backend="accounts.backends.ThrottledModelBackend")
             else:
                 messages.info(request, "Sign in to continue.")
                 return redirect("accounts:login")

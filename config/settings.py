@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
+from config.env import env_bool, env_float, env_int, env_ip_networks, env_list, env_str, env_url
 
 # Third-party libraries that phone home at import: switch that off before anything imports them.
 for _name, _value in {
@@ -142,6 +142,8 @@ TEMPLATES = [
 ]
 
 AUTH_USER_MODEL = "accounts.User"
+# Password sign-ins are throttled per account and per address (accounts.login_throttle).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "kb:dashboard"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -226,6 +228,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "kb-recover-stuck-documents": {"task": "kb.documents_recover_stuck", "schedule": 60.0},
     "chat-purge-expired-conversations": {"task": "chat.conversations_purge_expired", "schedule": 3600.0},
 }
+
+# Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated);
+# empty: the peer address is the client (accounts.client_ip).
+GROUNDWORK_TRUSTED_PROXIES = env_ip_networks("GROUNDWORK_TRUSTED_PROXIES")
 
 # Public chat widget: writes per visitor and per bot per minute (fixed windows in Redis).
 GROUNDWORK_WIDGET_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_RATE_PER_MINUTE", 20, minimum=1)
