@@ -79,6 +79,13 @@ def organization_switch(request: HttpRequest) -> HttpResponse:
 # --- team, API keys, audit log, organisation settings ------------------------------------------
 
 
+def _id_or_404(raw: str | None) -> int:
+    """A row id from a form field; anything but a positive bigint is no such row."""
+    if raw is None or not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not 0 < int(raw) < 2**63:
+        raise Http404("No such item.")
+    return int(raw)
+
+
 def _base_url(request: HttpRequest) -> str:
     return django_settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
 
@@ -120,7 +127,7 @@ def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpR
             messages.success(request, f"Invitation sent to {issued.invitation.email}.")
         elif action in ("role", "remove"):
             membership = (
-                Membership.objects.filter(organization=context.organization, pk=request.POST.get("membership") or 0)
+                Membership.objects.filter(organization=context.organization, pk=_id_or_404(request.POST.get("membership")))
                 .select_related("user")
                 .first()
             )
@@ -180,7 +187,7 @@ def api_keys(request: HttpRequest, context: OrgContext) -> HttpResponse:
     new_key = None
     if request.method == "POST":
         if request.POST.get("revoke"):
-            key = ApiKey.objects.filter(organization=context.organization, pk=request.POST["revoke"]).first()
+            key = ApiKey.objects.filter(organization=context.organization, pk=_id_or_404(request.POST["revoke"])).first()
             if key is None:
                 raise Http404("No such key.")
             services.api_key_revoke(api_key=key, context=context)

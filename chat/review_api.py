@@ -121,12 +121,19 @@ class ConversationDetailApi(ReviewView):
         tags = data.get("tags")
         if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
             raise serializers.ValidationError({"tags": "A list of strings."})
+        reviewed = data.get("reviewed")
+        if reviewed is not None and not isinstance(reviewed, bool):
+            # Strict: "false" is a non-empty string, and bool("false") would mark it reviewed.
+            raise serializers.ValidationError({"reviewed": "true or false (a JSON boolean)."})
+        internal_note = data.get("internal_note")
+        if internal_note is not None and not isinstance(internal_note, str):
+            raise serializers.ValidationError({"internal_note": "A string."})
         services.conversation_review_update(
             conversation=conversation,
             actor=self.org_context.user,
-            reviewed=bool(data["reviewed"]) if "reviewed" in data else None,
+            reviewed=reviewed,
             tags=tags,
-            internal_note=data.get("internal_note"),
+            internal_note=internal_note,
         )
         return self.get(request, pk)
 

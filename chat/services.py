@@ -154,6 +154,8 @@ def conversation_lead_set(*, conversation: Conversation, email: str, name: str =
     email = email.strip()
     try:
         validate_email(email)
+        if len(email) > Conversation._meta.get_field("lead_email").max_length:  # type: ignore[operator]
+            raise ValidationError("too long")
     except ValidationError:
         raise ChatError("bad_email", "Enter a valid e-mail address so the team can reply.") from None
     conversation.lead_email = email
