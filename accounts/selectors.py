@@ -70,7 +70,8 @@ def api_key_get_active(*, raw_key: str) -> ApiKey | None:
         return None
     creator = key.created_by
     if creator is not None and (
-        not creator.is_active or not Membership.objects.filter(user=creator, organization_id=key.organization_id).exists()
+        not creator.is_active
+        or not Membership.objects.filter(user=creator, organization_id=key.organization_id).exists()
     ):
         # A key acts for the person who made it: once they left (or were deactivated) it stops,
         # however the membership went (membership_remove also revokes it, visibly).

@@ -8,8 +8,8 @@ from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
@@ -31,9 +31,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
 
     def clean(self) -> dict[str, Any]:
         email = self.cleaned_data.get("username")
-        if email and login_throttle.login_is_locked(
-            email=email, ip=client_ip(self.request) if self.request else ""
-        ):
+        if email and login_throttle.login_is_locked(email=email, ip=client_ip(self.request) if self.request else ""):
             raise ValidationError(
                 f"Too many failed sign-in attempts. Try again in {login_throttle.WINDOW_SECONDS // 60} minutes.",
                 code="throttled",
@@ -126,8 +124,9 @@ def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpR
             )
             messages.success(request, f"Invitation sent to {issued.invitation.email}.")
         elif action in ("role", "remove"):
+            membership_id = _id_or_404(request.POST.get("membership"))
             membership = (
-                Membership.objects.filter(organization=context.organization, pk=_id_or_404(request.POST.get("membership")))
+                Membership.objects.filter(organization=context.organization, pk=membership_id)
                 .select_related("user")
                 .first()
             )
@@ -187,7 +186,8 @@ def api_keys(request: HttpRequest, context: OrgContext) -> HttpResponse:
     new_key = None
     if request.method == "POST":
         if request.POST.get("revoke"):
-            key = ApiKey.objects.filter(organization=context.organization, pk=_id_or_404(request.POST["revoke"])).first()
+            key_id = _id_or_404(request.POST["revoke"])
+            key = ApiKey.objects.filter(organization=context.organization, pk=key_id).first()
             if key is None:
                 raise Http404("No such key.")
             services.api_key_revoke(api_key=key, context=context)

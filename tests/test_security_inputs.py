@@ -34,7 +34,12 @@ def api(org, api_client_for) -> APIClient:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def bot(org: Organization) -> Chatbot:
     return chatbot_create(
-        organization=org, name="Shop Bot", knowledge_bases=[], created_by=None, allowed_origins=[SITE], lead_capture=True
+        organization=org,
+        name="Shop Bot",
+        knowledge_bases=[],
+        created_by=None,
+        allowed_origins=[SITE],
+        lead_capture=True,
     )
 
 
