@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings as django_settings
 from django.contrib import messages
@@ -11,9 +12,10 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -150,29 +152,41 @@ def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpR
 
 
 def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
-    """Open the e-mailed link: sign in (or set a password for a new account) and join."""
+    """Open the e-mailed link: join, after setting a password (new account) or signing in (existing one).
+
+    Opening the link (GET) changes nothing. An account that already has a password joins only
+    when its owner is signed in: the link alone must not add someone to another organisation.
+    """
     from django.contrib.auth.forms import SetPasswordForm
     from django.shortcuts import render
+
+    from accounts.models import User
 
     invitation = services.invitation_get_valid(token=token)
     if invitation is None:
         return render(request, "accounts/invitation_invalid.html", status=404)
-    user, _ = services.user_get_or_create(email=invitation.email)
     if request.user.is_authenticated and request.user.email != invitation.email:  # type: ignore[union-attr]
         messages.error(request, f"This invitation is for {invitation.email}; sign out first.")
         return redirect("kb:dashboard")
-    needs_password = not user.has_usable_password()
-    form = SetPasswordForm(user, request.POST or None) if needs_password else None
+    existing = User.objects.filter(email=invitation.email).first()
+    signed_in = request.user.is_authenticated
+    needs_password = existing is None or not existing.has_usable_password()
+    if not signed_in and not needs_password:
+        if request.method == "POST":
+            messages.info(request, "Sign in to accept the invitation.")
+            return redirect(f"{reverse('accounts:login')}?{urlencode({'next': request.path})}")
+        return render(request, "accounts/invitation_accept.html", {"invitation": invitation, "sign_in_first": True})
+    form = None
+    if needs_password and not signed_in:
+        form = SetPasswordForm(existing or User(email=invitation.email), request.POST or None)
     if request.method == "POST" and (form is None or form.is_valid()):
-        if form is not None:
-            services.user_password_set(user=user, password=form.cleaned_data["new_password1"])
-        services.invitation_accept(invitation=invitation, user=user)
-        if not request.user.is_authenticated:
-            if needs_password:
-                auth_login(request, user, backend="accounts.backends.ThrottledModelBackend")
-            else:
-                messages.info(request, "Sign in to continue.")
-                return redirect("accounts:login")
+        with transaction.atomic():
+            user = existing or services.user_get_or_create(email=invitation.email)[0]
+            if form is not None:
+                services.user_password_set(user=user, password=form.cleaned_data["new_password1"])
+            services.invitation_accept(invitation=invitation, user=user)
+        if not signed_in:
+            auth_login(request, user, backend="accounts.backends.ThrottledModelBackend")
         request.session[SESSION_ORG_KEY] = invitation.organization_id
         messages.success(request, f"Welcome to {invitation.organization.name}.")
         return redirect("kb:dashboard")

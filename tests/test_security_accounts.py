@@ -139,3 +139,44 @@ def test_demo_user_on_a_public_address_never_gets_the_published_password(monkeyp
     call_command("kb_seed_demo")
     assert not User.objects.get(email="admin@example.com").check_password("groundwork-demo")
     assert "groundwork-demo" not in capsys.readouterr().out
+
+
+def _invite(org, email: str) -> str:  # type: ignore[no-untyped-def]
+    from accounts.services import invitation_create
+
+    issued = invitation_create(
+        organization=org, email=email, role=Role.EDITOR, invited_by=None, accept_url_base="http://testserver"
+    )
+    return f"/accounts/invitations/{issued.token}/"
+
+
+def test_opening_an_invitation_link_creates_no_user(make_org) -> None:  # type: ignore[no-untyped-def]
+    org = make_org()
+    path = _invite(org, "new@acme.test")
+    page = Client().get(path)
+    assert page.status_code == 200 and "Choose a password" in page.content.decode()
+    assert not User.objects.filter(email="new@acme.test").exists()
+    joined = Client().post(path, {"new_password1": "A-strong-pass-123", "new_password2": "A-strong-pass-123"})
+    assert joined.status_code == 302
+    assert Membership.objects.get(user__email="new@acme.test", organization=org).role == Role.EDITOR
+
+
+def test_an_existing_account_joins_only_when_signed_in(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
+    org, other = make_org("Acme"), make_org("Other")
+    existing = make_user(other, email="ann@acme.test")
+    path = _invite(org, "ann@acme.test")
+    anonymous = Client()
+    assert "Sign in to accept" in anonymous.get(path).content.decode()
+    response = anonymous.post(path)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert not Membership.objects.filter(user=existing, organization=org).exists()
+    # A password field posted anonymously sets nothing either.
+    anonymous.post(path, {"new_password1": "Hijack-pass-123", "new_password2": "Hijack-pass-123"})
+    existing.refresh_from_db()
+    assert existing.check_password("pw-Secret-123")
+    assert not Membership.objects.filter(user=existing, organization=org).exists()
+
+    signed_in = Client()
+    signed_in.force_login(existing)
+    assert signed_in.post(path).status_code == 302
+    assert Membership.objects.filter(user=existing, organization=org).exists()
