@@ -234,13 +234,26 @@ def _export_rows(organization: Any, filters: selectors.ConversationFilters) -> I
             }
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will not run: text starting like a formula gets a leading `'`.
+
+    Visitors write the messages; `=HYPERLINK(...)` in an export opened by staff would be live.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS)
     writer.writeheader()
     for row in rows:
         row = {**row, "citations": json.dumps(row["citations"], ensure_ascii=False)}
-        writer.writerow(row)
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
         if buffer.tell() > 64_000:
             yield buffer.getvalue()
             buffer.seek(0)

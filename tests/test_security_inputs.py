@@ -211,3 +211,39 @@ def test_invitation_row_does_not_stay_when_the_mail_cannot_be_sent(staff: Client
     assert response.status_code == 200
     assert "could not be sent" in response.content.decode()
     assert not Invitation.objects.exists()
+
+
+# The export reads in a worker thread (its own connection): the rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_csv_export_neutralises_formulas(api: APIClient, bot: Chatbot) -> None:
+    import csv
+    import io
+
+    from tests.conftest import read_streaming
+
+    conversation = conversation_start(chatbot=bot, channel=Channel.WIDGET)
+    hostile = ['=HYPERLINK("https://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\r=1", "plain"]
+    for text in hostile:
+        Message.objects.create(conversation=conversation, role=MessageRole.USER, content=text)
+    response = api.get("/api/v1/conversations/export/?format=csv")
+    rows = list(csv.DictReader(io.StringIO(read_streaming(response).decode())))
+    contents = [r["content"] for r in rows]
+    assert contents == ["'" + t for t in hostile[:-1]] + ["plain"]
+
+
+def test_widget_feedback_does_not_tell_unknown_messages_from_foreign_ones(bot: Chatbot) -> None:
+    _, token, _ = _widget_conversation(bot)
+    foreign, _, foreign_answer = _widget_conversation(bot)
+    client = APIClient()
+
+    def vote(message_id: int) -> Any:
+        return client.post(
+            f"/api/widget/{bot.widget_key}/messages/{message_id}/feedback",
+            {"value": "down", "visitor_token": token},
+            format="json",
+            HTTP_ORIGIN=SITE,
+        )
+
+    unknown, not_yours = vote(foreign_answer.pk + 1000), vote(foreign_answer.pk)
+    assert unknown.status_code == not_yours.status_code == 404
+    assert unknown.json() == not_yours.json()
