@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.client_ip import client_ip
 from accounts.parsers import SafeJSONParser
 from chat import widget_services as ws
 from chat.exceptions import ChatError
@@ -83,7 +84,7 @@ class WidgetApiView(APIView):
         if write:
             ws.widget_rate_limit_hit(
                 chatbot=bot,
-                visitor=ws.visitor_rate_key(visitor_token=visitor_token, client_ip=request.META.get("REMOTE_ADDR", "")),
+                visitor=ws.visitor_rate_key(visitor_token=visitor_token, client_ip=client_ip(request)),
             )
         return bot, host
 

@@ -118,6 +118,7 @@ MIDDLEWARE = [
     "accounts.middleware.CurrentOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.security.StaffContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -175,6 +176,12 @@ WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env_str("GROUNDWORK_MEDIA_ROOT") or DATA_DIR / "media").resolve()
 MEDIA_URL = "/media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Stop an upload at GROUNDWORK_MAX_UPLOAD_BYTES while it arrives (accounts.upload_limits).
+FILE_UPLOAD_HANDLERS = [
+    "accounts.upload_limits.LimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 REST_FRAMEWORK = {
@@ -261,6 +268,16 @@ GROUNDWORK_EMBEDDING_MODEL = env_str("GROUNDWORK_EMBEDDING_MODEL", "local/minilm
 GROUNDWORK_CHAT_MODEL = env_str("GROUNDWORK_CHAT_MODEL", "local/extractive") or "local/extractive"
 GROUNDWORK_RERANK_MODEL = env_str("GROUNDWORK_RERANK_MODEL") or None
 GROUNDWORK_RERANK_API_BASE = env_str("GROUNDWORK_RERANK_API_BASE") or None
+# Providers staff may pick for a chatbot's model. Self-hosted ones (ollama, vllm, openai-compatible
+# servers on the local network...) are left out on purpose: the web process would connect wherever
+# they point. List them here when you run one.
+GROUNDWORK_ALLOWED_MODEL_PROVIDERS = [
+    p.lower()
+    for p in env_list(
+        "GROUNDWORK_ALLOWED_MODEL_PROVIDERS",
+        ["local", "openai", "azure", "anthropic", "gemini", "vertex_ai", "mistral", "cohere", "groq", "together_ai"],
+    )
+]
 GROUNDWORK_MODEL_TIMEOUT = env_float("GROUNDWORK_MODEL_TIMEOUT", 60.0, minimum=1.0)
 GROUNDWORK_EMBED_BATCH_SIZE = env_int("GROUNDWORK_EMBED_BATCH_SIZE", 32, minimum=1, maximum=2048)
 
@@ -270,6 +287,14 @@ DEFAULT_FROM_EMAIL = env_str("GROUNDWORK_FROM_EMAIL", "groundwork@localhost")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("GROUNDWORK_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients): opt in
+# so Django knows the request was https (secure cookies, redirects, HSTS).
+if env_bool("GROUNDWORK_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HSTS, sent on https responses only; opt in once the site is served over https for good.
+SECURE_HSTS_SECONDS = env_int("GROUNDWORK_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GROUNDWORK_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("GROUNDWORK_HSTS_PRELOAD", False)
 
 LOGGING = {
     "version": 1,

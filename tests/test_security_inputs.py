@@ -233,7 +233,7 @@ def test_csv_export_neutralises_formulas(api: APIClient, bot: Chatbot) -> None:
 
 def test_widget_feedback_does_not_tell_unknown_messages_from_foreign_ones(bot: Chatbot) -> None:
     _, token, _ = _widget_conversation(bot)
-    foreign, _, foreign_answer = _widget_conversation(bot)
+    _, _, foreign_answer = _widget_conversation(bot)
     client = APIClient()
 
     def vote(message_id: int) -> Any:
