@@ -56,7 +56,10 @@ def hash_api_key(raw_key: str) -> str:
 
 
 def api_key_get_active(*, raw_key: str) -> ApiKey | None:
-    """The active key matching `raw_key`, or None. Looks up by prefix, compares hashes."""
+    """The active key matching `raw_key`, or None. Looks up by prefix, compares hashes.
+
+    A key whose creator is no longer an active member of its organisation is not active.
+    """
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != "gw":
         return None
@@ -64,5 +67,13 @@ def api_key_get_active(*, raw_key: str) -> ApiKey | None:
     if key is None or key.revoked_at is not None:
         return None
     if not hmac.compare_digest(key.key_hash, hash_api_key(raw_key)):
+        return None
+    creator = key.created_by
+    if creator is not None and (
+        not creator.is_active
+        or not Membership.objects.filter(user=creator, organization_id=key.organization_id).exists()
+    ):
+        # A key acts for the person who made it: once they left (or were deactivated) it stops,
+        # however the membership went (membership_remove also revokes it, visibly).
         return None
     return key

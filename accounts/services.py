@@ -166,9 +166,17 @@ def invitation_create(
     """
     from datetime import timedelta
 
-    from django.core.mail import send_mail
+    from django.core.exceptions import ValidationError
+    from django.core.mail import BadHeaderError, send_mail
+    from django.core.validators import validate_email
 
     email = email.strip().lower()
+    try:
+        validate_email(email)  # also refuses CR/LF, which would otherwise reach the mail headers
+        if len(email) > Invitation._meta.get_field("email").max_length:  # type: ignore[operator]
+            raise ValidationError("too long")
+    except ValidationError:
+        raise MembershipError("Enter a valid e-mail address to invite.") from None
     if role not in Role.values:
         raise MembershipError("Unknown role.")
     if role == Role.OWNER:
@@ -176,27 +184,33 @@ def invitation_create(
     if Membership.objects.filter(organization=organization, user__email=email).exists():
         raise MembershipError(f"{email} is already a member.")
     token = secrets.token_urlsafe(32)
-    invitation = Invitation.objects.create(
-        organization=organization,
-        email=email,
-        role=role,
-        token_hash=hash_api_key(token),
-        invited_by=invited_by,
-        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
-    )
     link = f"{accept_url_base.rstrip('/')}/accounts/invitations/{token}/"
     inviter = invited_by.get_full_name() if invited_by else "A colleague"
-    send_mail(
-        subject=f"You are invited to {organization.name} on Groundwork",
-        message=(
-            f"{inviter} invited you to join {organization.name} as {role}.\n\n"
-            f"Accept the invitation (valid for {INVITATION_DAYS} days):\n{link}\n"
-        ),
-        from_email=None,
-        recipient_list=[email],
-    )
-    if context is not None:
-        audit_record(context=context, action="member.invite", target=invitation)
+    try:
+        # The mail is sent inside the transaction: if it cannot be sent, no invitation row stays
+        # behind (an invitation nobody received would block re-inviting nothing, but would linger).
+        with transaction.atomic():
+            invitation = Invitation.objects.create(
+                organization=organization,
+                email=email,
+                role=role,
+                token_hash=hash_api_key(token),
+                invited_by=invited_by,
+                expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+            )
+            if context is not None:
+                audit_record(context=context, action="member.invite", target=invitation)
+            send_mail(
+                subject=f"You are invited to {organization.name} on Groundwork",
+                message=(
+                    f"{inviter} invited you to join {organization.name} as {role}.\n\n"
+                    f"Accept the invitation (valid for {INVITATION_DAYS} days):\n{link}\n"
+                ),
+                from_email=None,
+                recipient_list=[email],
+            )
+    except (OSError, BadHeaderError) as exc:  # smtplib's errors are OSErrors
+        raise MembershipError(f"The invitation e-mail could not be sent ({exc}). Try again later.") from exc
     return IssuedInvitation(invitation=invitation, token=token)
 
 
@@ -238,12 +252,19 @@ def membership_change_role(
 def membership_remove(
     *, actor_role: str, actor: User | None, membership: Membership, context: OrgContext | None = None
 ) -> None:
-    """Remove a member. Owners cannot be removed by others. Audited when `context` is given."""
+    """Remove a member and revoke the API keys they created here (keys act for their creator).
+
+    Owners cannot be removed by others. Audited when `context` is given.
+    """
     if membership.role == Role.OWNER and (actor is None or actor.pk != membership.user_id):
         raise MembershipError("An owner cannot be removed by someone else.")
     if membership.role == Role.OWNER and _owner_count(membership.organization) == 1:
         raise MembershipError("The last owner cannot leave; make someone else owner first.")
-    membership.delete()
+    with transaction.atomic():
+        membership.delete()
+        ApiKey.objects.filter(
+            organization_id=membership.organization_id, created_by_id=membership.user_id, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
     if context is not None:
         # After the delete, as it always was: the event keeps the member's label.
         audit_record(context=context, action="member.remove", target=membership)

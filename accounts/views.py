@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlencode
+
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from accounts import services
+from accounts import login_throttle, services
+from accounts.client_ip import client_ip
 from accounts.decorators import org_required
 from accounts.middleware import SESSION_ORG_KEY
 from accounts.models import ApiKey, AuditEvent, Membership, Role
@@ -21,9 +28,23 @@ from accounts.permissions import Action
 from accounts.selectors import OrgContext, membership_get
 
 
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """Says why a locked sign-in is refused (the backend refuses it either way)."""
+
+    def clean(self) -> dict[str, Any]:
+        email = self.cleaned_data.get("username")
+        if email and login_throttle.login_is_locked(email=email, ip=client_ip(self.request) if self.request else ""):
+            raise ValidationError(
+                f"Too many failed sign-in attempts. Try again in {login_throttle.WINDOW_SECONDS // 60} minutes.",
+                code="throttled",
+            )
+        return super().clean()
+
+
 class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+    authentication_form = ThrottledAuthenticationForm
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
@@ -56,6 +77,13 @@ def organization_switch(request: HttpRequest) -> HttpResponse:
 
 
 # --- team, API keys, audit log, organisation settings ------------------------------------------
+
+
+def _id_or_404(raw: str | None) -> int:
+    """A row id from a form field; anything but a positive bigint is no such row."""
+    if raw is None or not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not 0 < int(raw) < 2**63:
+        raise Http404("No such item.")
+    return int(raw)
 
 
 def _base_url(request: HttpRequest) -> str:
@@ -98,8 +126,9 @@ def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpR
             )
             messages.success(request, f"Invitation sent to {issued.invitation.email}.")
         elif action in ("role", "remove"):
+            membership_id = _id_or_404(request.POST.get("membership"))
             membership = (
-                Membership.objects.filter(organization=context.organization, pk=request.POST.get("membership") or 0)
+                Membership.objects.filter(organization=context.organization, pk=membership_id)
                 .select_related("user")
                 .first()
             )
@@ -123,29 +152,41 @@ def team_action(request: HttpRequest, context: OrgContext, action: str) -> HttpR
 
 
 def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
-    """Open the e-mailed link: sign in (or set a password for a new account) and join."""
+    """Open the e-mailed link: join, after setting a password (new account) or signing in (existing one).
+
+    Opening the link (GET) changes nothing. An account that already has a password joins only
+    when its owner is signed in: the link alone must not add someone to another organisation.
+    """
     from django.contrib.auth.forms import SetPasswordForm
     from django.shortcuts import render
+
+    from accounts.models import User
 
     invitation = services.invitation_get_valid(token=token)
     if invitation is None:
         return render(request, "accounts/invitation_invalid.html", status=404)
-    user, _ = services.user_get_or_create(email=invitation.email)
     if request.user.is_authenticated and request.user.email != invitation.email:  # type: ignore[union-attr]
         messages.error(request, f"This invitation is for {invitation.email}; sign out first.")
         return redirect("kb:dashboard")
-    needs_password = not user.has_usable_password()
-    form = SetPasswordForm(user, request.POST or None) if needs_password else None
+    existing = User.objects.filter(email=invitation.email).first()
+    signed_in = request.user.is_authenticated
+    needs_password = existing is None or not existing.has_usable_password()
+    if not signed_in and not needs_password:
+        if request.method == "POST":
+            messages.info(request, "Sign in to accept the invitation.")
+            return redirect(f"{reverse('accounts:login')}?{urlencode({'next': request.path})}")
+        return render(request, "accounts/invitation_accept.html", {"invitation": invitation, "sign_in_first": True})
+    form = None
+    if needs_password and not signed_in:
+        form = SetPasswordForm(existing or User(email=invitation.email), request.POST or None)
     if request.method == "POST" and (form is None or form.is_valid()):
-        if form is not None:
-            services.user_password_set(user=user, password=form.cleaned_data["new_password1"])
-        services.invitation_accept(invitation=invitation, user=user)
-        if not request.user.is_authenticated:
-            if needs_password:
-                auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            else:
-                messages.info(request, "Sign in to continue.")
-                return redirect("accounts:login")
+        with transaction.atomic():
+            user = existing or services.user_get_or_create(email=invitation.email)[0]
+            if form is not None:
+                services.user_password_set(user=user, password=form.cleaned_data["new_password1"])
+            services.invitation_accept(invitation=invitation, user=user)
+        if not signed_in:
+            auth_login(request, user, backend="accounts.backends.ThrottledModelBackend")
         request.session[SESSION_ORG_KEY] = invitation.organization_id
         messages.success(request, f"Welcome to {invitation.organization.name}.")
         return redirect("kb:dashboard")
@@ -159,7 +200,8 @@ def api_keys(request: HttpRequest, context: OrgContext) -> HttpResponse:
     new_key = None
     if request.method == "POST":
         if request.POST.get("revoke"):
-            key = ApiKey.objects.filter(organization=context.organization, pk=request.POST["revoke"]).first()
+            key_id = _id_or_404(request.POST["revoke"])
+            key = ApiKey.objects.filter(organization=context.organization, pk=key_id).first()
             if key is None:
                 raise Http404("No such key.")
             services.api_key_revoke(api_key=key, context=context)

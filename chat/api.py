@@ -141,8 +141,15 @@ class ChatCompletionsApi(OrgScopedApiView):
         if not question.strip():
             return _openai_error("The last user message is empty.")
         conversation = None
-        if body.get("conversation_id"):
-            conversation = selectors.conversation_get(chatbot=bot, pk=int(body["conversation_id"]))
+        conversation_id = body.get("conversation_id")
+        if conversation_id is not None:
+            # A whole number in bigint range; bool is an int to Python, not to the caller.
+            if isinstance(conversation_id, bool) or not isinstance(conversation_id, int) or conversation_id < 1:
+                return _openai_error("`conversation_id` must be a positive whole number.")
+            if conversation_id < 2**63:
+                conversation = selectors.conversation_get(chatbot=bot, pk=conversation_id)
+            if conversation is None:
+                return _openai_error("No such conversation for this chatbot.", 404, "conversation_not_found")
         kwargs: dict[str, Any] = {
             "chatbot": bot,
             "question": question,
@@ -186,7 +193,9 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # [{"type": "text", "text": "..."}]
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return " ".join(
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
     return ""
 
 

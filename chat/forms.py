@@ -5,7 +5,9 @@ from typing import Any
 from django import forms
 
 from accounts.models import Organization
+from chat.exceptions import ChatError
 from chat.models import Chatbot
+from chat.services import chat_model_check
 from chat.widget import normalize_origin
 from kb.models import KnowledgeBase
 
@@ -57,6 +59,14 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
         if self.instance.pk:
             self.fields["suggested_questions_text"].initial = "\n".join(self.instance.suggested_questions)
             self.fields["allowed_origins_text"].initial = "\n".join(self.instance.allowed_origins)
+
+    def clean_chat_model(self) -> str:
+        model = str(self.cleaned_data.get("chat_model") or "").strip()
+        try:
+            chat_model_check(model)
+        except ChatError as exc:
+            raise forms.ValidationError(exc.message) from None
+        return model
 
     def clean_suggested_questions_text(self) -> list[str]:
         return [line.strip() for line in self.cleaned_data["suggested_questions_text"].splitlines() if line.strip()]

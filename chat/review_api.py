@@ -121,12 +121,19 @@ class ConversationDetailApi(ReviewView):
         tags = data.get("tags")
         if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
             raise serializers.ValidationError({"tags": "A list of strings."})
+        reviewed = data.get("reviewed")
+        if reviewed is not None and not isinstance(reviewed, bool):
+            # Strict: "false" is a non-empty string, and bool("false") would mark it reviewed.
+            raise serializers.ValidationError({"reviewed": "true or false (a JSON boolean)."})
+        internal_note = data.get("internal_note")
+        if internal_note is not None and not isinstance(internal_note, str):
+            raise serializers.ValidationError({"internal_note": "A string."})
         services.conversation_review_update(
             conversation=conversation,
             actor=self.org_context.user,
-            reviewed=bool(data["reviewed"]) if "reviewed" in data else None,
+            reviewed=reviewed,
             tags=tags,
-            internal_note=data.get("internal_note"),
+            internal_note=internal_note,
         )
         return self.get(request, pk)
 
@@ -227,13 +234,26 @@ def _export_rows(organization: Any, filters: selectors.ConversationFilters) -> I
             }
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will not run: text starting like a formula gets a leading `'`.
+
+    Visitors write the messages; `=HYPERLINK(...)` in an export opened by staff would be live.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS)
     writer.writeheader()
     for row in rows:
         row = {**row, "citations": json.dumps(row["citations"], ensure_ascii=False)}
-        writer.writerow(row)
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
         if buffer.tell() > 64_000:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -25,6 +26,27 @@ logger = logging.getLogger(__name__)
 # --- chatbots ------------------------------------------------------------------------------
 
 
+def chat_model_check(model: str) -> None:
+    """Refuse a chat model whose provider the operator did not allow.
+
+    A provider string decides where the web process connects (`ollama/...` means localhost:11434,
+    and the error text comes back to the editor): only the providers in
+    `GROUNDWORK_ALLOWED_MODEL_PROVIDERS` may be chosen. Empty means "the default" (always allowed).
+    """
+    from inference.gateway import model_provider
+
+    if not model.strip():
+        return
+    allowed = django_settings.GROUNDWORK_ALLOWED_MODEL_PROVIDERS
+    provider = model_provider(model)
+    if provider not in allowed:
+        raise ChatError(
+            "model_not_allowed",
+            f"“{model}” is not an allowed model: use provider/model with one of the providers "
+            f"{', '.join(allowed)} (the operator sets them in GROUNDWORK_ALLOWED_MODEL_PROVIDERS).",
+        )
+
+
 def chatbot_create(
     *,
     organization: Organization,
@@ -39,6 +61,7 @@ def chatbot_create(
     With `context` (the staff request's), the creation is recorded in the audit log.
     """
     _check_same_org(organization, knowledge_bases)
+    chat_model_check(str(settings.get("chat_model") or ""))
     base = slugify(settings.pop("slug", "") or name)[:70] or "bot"
     slug, n = base, 1
     while Chatbot.objects.filter(organization=organization, slug=slug).exists():
@@ -64,6 +87,8 @@ def chatbot_update(
 
     With `context`, the change is audited with `changed_fields` (default: the fields passed).
     """
+    if "chat_model" in changes:
+        chat_model_check(str(changes["chat_model"] or ""))
     with transaction.atomic():
         for name, value in changes.items():
             setattr(chatbot, name, value)
@@ -154,6 +179,8 @@ def conversation_lead_set(*, conversation: Conversation, email: str, name: str =
     email = email.strip()
     try:
         validate_email(email)
+        if len(email) > Conversation._meta.get_field("lead_email").max_length:  # type: ignore[operator]
+            raise ValidationError("too long")
     except ValidationError:
         raise ChatError("bad_email", "Enter a valid e-mail address so the team can reply.") from None
     conversation.lead_email = email

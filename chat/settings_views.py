@@ -6,6 +6,8 @@ app above it. `config/urls.py` mounts it at its historical place, `accounts:sett
 
 from __future__ import annotations
 
+import re
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -17,6 +19,8 @@ from accounts.services import organization_retention_set
 from chat.models import ProviderKey
 from chat.services import provider_key_set
 
+MAX_RETENTION_DAYS = 36_500  # a hundred years; anything longer is "forever" (leave it empty)
+
 
 @org_required(Action.MANAGE_SETTINGS)
 def organization_settings(request: HttpRequest, context: OrgContext) -> HttpResponse:
@@ -24,9 +28,14 @@ def organization_settings(request: HttpRequest, context: OrgContext) -> HttpResp
     if request.method == "POST":
         if "retention" in request.POST:
             raw = request.POST.get("retention", "").strip()
-            days = int(raw) if raw.isdigit() and int(raw) > 0 else None
-            organization_retention_set(organization=org, days=days, context=context)
-            messages.success(request, "Retention saved.")
+            # ASCII digits only ("²".isdigit() is True) and a bound the column holds.
+            if raw and not (re.fullmatch(r"[0-9]{1,6}", raw) and 1 <= int(raw) <= MAX_RETENTION_DAYS):
+                messages.error(
+                    request, f"Retention must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, or empty."
+                )
+            else:
+                organization_retention_set(organization=org, days=int(raw) if raw else None, context=context)
+                messages.success(request, "Retention saved.")
         elif request.POST.get("provider") and request.POST.get("api_key"):
             key = provider_key_set(
                 organization=org,

@@ -17,13 +17,14 @@ from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.client_ip import client_ip
+from accounts.parsers import SafeJSONParser
 from chat import widget_services as ws
 from chat.exceptions import ChatError
 from chat.models import Chatbot
@@ -65,7 +66,7 @@ class WidgetApiView(APIView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
     throttle_classes = ()
-    parser_classes = (JSONParser,)
+    parser_classes = (SafeJSONParser,)
     renderer_classes = (JSONRenderer,)
     cors_origin: str | None = None
 
@@ -83,7 +84,7 @@ class WidgetApiView(APIView):
         if write:
             ws.widget_rate_limit_hit(
                 chatbot=bot,
-                visitor=ws.visitor_rate_key(visitor_token=visitor_token, client_ip=request.META.get("REMOTE_ADDR", "")),
+                visitor=ws.visitor_rate_key(visitor_token=visitor_token, client_ip=client_ip(request)),
             )
         return bot, host
 

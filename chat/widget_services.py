@@ -361,9 +361,14 @@ def widget_feedback_set(
         .select_related("conversation")
         .first()
     )
+    # An unknown answer and someone else's get the same 404: message ids reveal nothing.
+    not_found = WidgetError("message_not_found", "This answer does not exist or is not yours.", status_code=404)
     if message is None:
-        raise WidgetError("message_not_found", "This answer does not exist or is not yours.", status_code=404)
-    widget_conversation_get(chatbot=chatbot, conversation_id=message.conversation_id, visitor_token=visitor_token)
+        raise not_found
+    try:
+        widget_conversation_get(chatbot=chatbot, conversation_id=message.conversation_id, visitor_token=visitor_token)
+    except WidgetError:
+        raise not_found from None
     text = comment if isinstance(comment, str) else ""
     if len(text) > MAX_COMMENT_CHARS:
         raise WidgetError("comment_too_long", f"Comments are limited to {MAX_COMMENT_CHARS} characters.")

@@ -1,4 +1,10 @@
-"""`/healthz`: is the database, Redis and at least one Celery worker reachable?"""
+"""Health endpoints.
+
+- `/healthz` (public): liveness only — the process answers. No versions, host names or checks
+  that cost anything, so it is safe to expose and cheap for load balancers to poll.
+- `/healthz/ready` (operators only: a staff session, or an API key with the admin or owner role):
+  is the database (with pgvector), Redis and at least one Celery worker reachable? 503 if not.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
+
+from accounts.models import Role
+from accounts.selectors import api_key_get_active
 
 
 def _check_database() -> dict[str, Any]:
@@ -37,6 +46,25 @@ def _check_worker() -> dict[str, Any]:
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the web process is up."""
+    return JsonResponse({"status": "ok"})
+
+
+def _is_operator(request: HttpRequest) -> bool:
+    if request.user.is_authenticated and request.user.is_staff:
+        return True
+    scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not raw_key.strip():
+        return False
+    key = api_key_get_active(raw_key=raw_key.strip())
+    return key is not None and key.role in (Role.ADMIN, Role.OWNER)
+
+
+@require_GET
+def healthz_ready(request: HttpRequest) -> JsonResponse:
+    """Readiness, in detail, for operators: database, Redis and workers."""
+    if not _is_operator(request):
+        return JsonResponse({"detail": "Operators only: sign in as staff or send an admin API key."}, status=403)
     report: dict[str, Any] = {}
     for name, check in (("database", _check_database), ("redis", _check_redis), ("worker", _check_worker)):
         started = time.perf_counter()

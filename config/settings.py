@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
+from config.env import env_bool, env_float, env_int, env_ip_networks, env_list, env_str, env_url
 
 # Third-party libraries that phone home at import: switch that off before anything imports them.
 for _name, _value in {
@@ -143,6 +143,7 @@ MIDDLEWARE = [
     "accounts.middleware.CurrentOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.security.StaffContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -167,6 +168,8 @@ TEMPLATES = [
 ]
 
 AUTH_USER_MODEL = "accounts.User"
+# Password sign-ins are throttled per account and per address (accounts.login_throttle).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "kb:dashboard"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -198,6 +201,12 @@ WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env_str("GROUNDWORK_MEDIA_ROOT") or DATA_DIR / "media").resolve()
 MEDIA_URL = "/media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Stop an upload at GROUNDWORK_MAX_UPLOAD_BYTES while it arrives (accounts.upload_limits).
+FILE_UPLOAD_HANDLERS = [
+    "accounts.upload_limits.LimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 REST_FRAMEWORK = {
@@ -206,6 +215,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON too deep or holding NUL / unpaired surrogates is a 400 (accounts.parsers).
+    "DEFAULT_PARSER_CLASSES": [
+        "accounts.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -252,6 +267,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "chat-purge-expired-conversations": {"task": "chat.conversations_purge_expired", "schedule": 3600.0},
 }
 
+# Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated);
+# empty: the peer address is the client (accounts.client_ip).
+GROUNDWORK_TRUSTED_PROXIES = env_ip_networks("GROUNDWORK_TRUSTED_PROXIES")
+
 # Public chat widget: writes per visitor and per bot per minute (fixed windows in Redis).
 GROUNDWORK_WIDGET_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_RATE_PER_MINUTE", 20, minimum=1)
 GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE", 600, minimum=1)
@@ -273,6 +292,16 @@ GROUNDWORK_EMBEDDING_MODEL = env_str("GROUNDWORK_EMBEDDING_MODEL", "local/minilm
 GROUNDWORK_CHAT_MODEL = env_str("GROUNDWORK_CHAT_MODEL", "local/extractive") or "local/extractive"
 GROUNDWORK_RERANK_MODEL = env_str("GROUNDWORK_RERANK_MODEL") or None
 GROUNDWORK_RERANK_API_BASE = env_str("GROUNDWORK_RERANK_API_BASE") or None
+# Providers staff may pick for a chatbot's model. Self-hosted ones (ollama, vllm, openai-compatible
+# servers on the local network...) are left out on purpose: the web process would connect wherever
+# they point. List them here when you run one.
+GROUNDWORK_ALLOWED_MODEL_PROVIDERS = [
+    p.lower()
+    for p in env_list(
+        "GROUNDWORK_ALLOWED_MODEL_PROVIDERS",
+        ["local", "openai", "azure", "anthropic", "gemini", "vertex_ai", "mistral", "cohere", "groq", "together_ai"],
+    )
+]
 GROUNDWORK_MODEL_TIMEOUT = env_float("GROUNDWORK_MODEL_TIMEOUT", 60.0, minimum=1.0)
 GROUNDWORK_EMBED_BATCH_SIZE = env_int("GROUNDWORK_EMBED_BATCH_SIZE", 32, minimum=1, maximum=2048)
 
@@ -282,6 +311,14 @@ DEFAULT_FROM_EMAIL = env_str("GROUNDWORK_FROM_EMAIL", "groundwork@localhost")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("GROUNDWORK_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients): opt in
+# so Django knows the request was https (secure cookies, redirects, HSTS).
+if env_bool("GROUNDWORK_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HSTS, sent on https responses only; opt in once the site is served over https for good.
+SECURE_HSTS_SECONDS = env_int("GROUNDWORK_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GROUNDWORK_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("GROUNDWORK_HSTS_PRELOAD", False)
 
 LOGGING = {
     "version": 1,

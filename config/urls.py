@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from accounts.urls import urlpatterns as accounts_urlpatterns
 from chat.api import ChatCompletionsApi
 from chat.urls import accounts_urlpatterns as chat_accounts_urlpatterns
-from config.health import healthz
+from config.health import healthz, healthz_ready
 
 urlpatterns = [
     path("", include("kb.urls")),
@@ -15,6 +15,7 @@ urlpatterns = [
     path("accounts/", include((accounts_urlpatterns + chat_accounts_urlpatterns, "accounts"))),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("healthz/ready", healthz_ready, name="healthz-ready"),
     path("api/v1/", include("kb.api_urls")),
     path("api/v1/", include("chat.api_urls")),
     path("api/v1/", include("chat.review_urls")),

@@ -329,3 +329,14 @@ def _stream_chunks(call: _ProviderCall, *, answer: str) -> Iterator[GenericStrea
         },
         "index": 0,
     }
+
+
+def model_provider(model: str) -> str | None:
+    """The LiteLLM provider a model string routes to (`openai/gpt-4o` -> `openai`), or None if unknown."""
+    model = model.strip()
+    if "/" in model:
+        return model.split("/", 1)[0].lower() or None
+    try:  # a bare name LiteLLM knows (`gpt-4o-mini` -> openai)
+        return str(get_litellm().get_llm_provider(model)[1]).lower()
+    except Exception:  # LiteLLM raises many kinds of error for "no idea"
+        return None

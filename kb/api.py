@@ -8,11 +8,12 @@ from django.db.models import Count, Q
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api import OrgScopedApiView
+from accounts.parsers import SafeJSONParser
 from accounts.permissions import Action
 from kb import selectors, services
 from kb.models import KnowledgeBase
@@ -78,7 +79,7 @@ class KnowledgeBaseDetailApi(KnowledgeBaseScopedView):
 
 
 class DocumentListUploadApi(KnowledgeBaseScopedView):
-    parser_classes = (MultiPartParser, FormParser, JSONParser)
+    parser_classes = (MultiPartParser, FormParser, SafeJSONParser)
 
     @extend_schema(responses=DocumentOutSerializer(many=True))
     def get(self, request: Request, kb_id: int) -> Response:

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 # --- knowledge bases -----------------------------------------------------------------------
 
 
+def _name_taken(name: str) -> KnowledgeBaseError:
+    return KnowledgeBaseError("name_taken", f"A knowledge base called “{name}” already exists. Choose another name.")
+
+
 def knowledge_base_create(
     *,
     organization: Organization,
@@ -57,7 +61,7 @@ def knowledge_base_create(
     """Create a knowledge base; its embedding model and dimension are fixed from here on."""
     name = name.strip()
     if KnowledgeBase.objects.filter(organization=organization, name__iexact=name).exists():
-        raise KnowledgeBaseError("name_taken", f"A knowledge base called “{name}” already exists. Choose another name.")
+        raise _name_taken(name)
     model = (embedding_model or settings.GROUNDWORK_EMBEDDING_MODEL).strip()
     dims = embedding_api.embedding_dimensions(model)
     ensure_vector_index(dims)
@@ -90,10 +94,21 @@ def knowledge_base_update(
     `changes` holds the fields given (`name`, `description`, `embedding_model`, `review_changes`,
     `publish_min_pass_rate`); the audit event names all of them.
     """
+    if "name" in changes:
+        changes = {**changes, "name": changes["name"].strip()}
+        taken = KnowledgeBase.objects.filter(
+            organization_id=knowledge_base.organization_id, name__iexact=changes["name"]
+        ).exclude(pk=knowledge_base.pk)
+        if taken.exists():
+            raise _name_taken(changes["name"])
     for field in ("name", "description", "review_changes", "publish_min_pass_rate"):
         if field in changes:
             setattr(knowledge_base, field, changes[field])
-    knowledge_base.save()
+    try:
+        with transaction.atomic():
+            knowledge_base.save()
+    except IntegrityError:  # renamed by a concurrent request between the check and the save
+        raise _name_taken(changes.get("name", knowledge_base.name)) from None
     reembedding = False
     if "embedding_model" in changes and changes["embedding_model"] != knowledge_base.embedding_model:
         knowledge_base = knowledge_base_change_embedding_model(

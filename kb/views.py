@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
@@ -181,14 +182,42 @@ def document_detail(request: HttpRequest, context: OrgContext, doc_id: int) -> H
 
 @org_required()
 def document_file(request: HttpRequest, context: OrgContext, doc_id: int) -> HttpResponseBase:
-    """The stored original of the live (or latest) version, for signed-in members only."""
+    """The stored original of the live (or latest) version, for signed-in members only.
+
+    Originals are untrusted (anyone who can upload or import a URL chose their bytes): only PDF,
+    raster images and plain text open inline, with a type we choose; everything else (HTML, SVG,
+    office files) is a download. Either way `CSP: sandbox` and `nosniff` keep a script in the file
+    from running on our origin.
+    """
     from django.http import FileResponse
 
     document = _document_or_404(context, doc_id)
     version = document.live_version or document.latest_version
     if version is None or not version.file:
         raise Http404("No stored file.")
-    return FileResponse(version.file.open("rb"), filename=version.original_filename, as_attachment=False)
+    suffix = Path(version.original_filename).suffix.lower()
+    inline_type = _INLINE_ORIGINAL_TYPES.get(suffix)
+    response = FileResponse(
+        version.file.open("rb"), filename=version.original_filename, as_attachment=inline_type is None
+    )
+    response["Content-Type"] = inline_type or "application/octet-stream"
+    response["Content-Security-Policy"] = "sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# The only originals a browser may show inline: formats that cannot run script on our origin.
+_INLINE_ORIGINAL_TYPES = {
+    ".pdf": "application/pdf",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".csv": "text/plain; charset=utf-8",
+}
 
 
 @org_required(Action.EDIT_CONTENT)

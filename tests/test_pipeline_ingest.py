@@ -136,8 +136,12 @@ def test_identical_upload_is_recognised_and_not_processed_twice(make_org, api_cl
 
 
 @pytest.mark.worker
-def test_health_reports_database_redis_and_worker(client, celery_worker) -> None:  # type: ignore[no-untyped-def]
-    response = client.get("/healthz")
+def test_health_reports_database_redis_and_worker(client, make_user, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    operator = make_user()
+    operator.is_staff = True
+    operator.save()
+    client.force_login(operator)
+    response = client.get("/healthz/ready")
     body = response.json()
     assert response.status_code == 200, body
     assert body["database"]["ok"] and body["database"]["pgvector"].startswith("0.8")

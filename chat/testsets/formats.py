@@ -22,6 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rest_framework.exceptions import ParseError
+
+from accounts.parsers import json_check
 from chat.exceptions import ChatError
 
 COLUMNS = ("question", "expected", "must_refuse", "expected_document_ids")
@@ -134,6 +137,12 @@ def parse_jsonl(text: str) -> list[CaseRow]:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise CaseFileError(line, f"not valid JSON ({exc.msg}).") from None
+        except RecursionError:
+            raise CaseFileError(line, "nested too deeply.") from None
+        try:
+            json_check(data)  # what the API's JSON parser refuses (accounts.parsers)
+        except ParseError as exc:
+            raise CaseFileError(line, str(exc.detail)) from None
         if not isinstance(data, dict):
             raise CaseFileError(line, "each line must be a JSON object.")
         unknown = set(data) - set(COLUMNS)

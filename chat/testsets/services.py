@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts.models import User
 from chat.exceptions import ChatError
 from chat.models import Chatbot, EvalRun, EvalStatus, EvalTarget, Message, Role, TestCase, TestCaseSource
+from chat.services import chat_model_check
 from chat.testsets.formats import CaseFileError, CaseRow, case_row_clean, parse_case_file
 from chat.testsets.runner import SETTING_FIELDS
 from kb.models import Document
@@ -132,6 +133,8 @@ def settings_override_clean(raw: Any) -> dict[str, Any]:
             if not isinstance(raw[name], str) or len(raw[name]) > (20_000 if name == "system_prompt" else 200):
                 raise ChatError("bad_settings", f"{name} must be a string.")
             clean[name] = raw[name].strip()
+    if "chat_model" in clean:
+        chat_model_check(clean["chat_model"])
     if "top_k" in raw:
         top_k = raw["top_k"]
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 20:

@@ -51,6 +51,38 @@ class FetchRefused(ParseFailure):
     """The URL may not or cannot be fetched; the message says why."""
 
 
+_NAT64_PREFIXES = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d),
+    NAT64 (64:ff9b::a.b.c.d), 6to4 or Teredo. The kernel, a NAT64 gateway or a tunnel may deliver
+    a connection to any of them at that IPv4 address, so it has to pass the same check."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    packed = int(ip)
+    if packed >> 32 == 0 and packed > 1:  # ::a.b.c.d (deprecated, still routed by some stacks)
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    if any(ip in prefix for prefix in _NAT64_PREFIXES):
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
+def address_is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `ip` — and any IPv4 address embedded in it — is a public unicast address."""
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return address_is_public(embedded)
+    return True
+
+
 def _public_address(host: str, port: int) -> str:
     """The first address of `host`, after checking that every address it resolves to is public."""
     try:
@@ -61,7 +93,7 @@ def _public_address(host: str, port: int) -> str:
     if not settings.GROUNDWORK_FETCH_ALLOW_PRIVATE:
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global or ip.is_multicast:
+            if not address_is_public(ip):
                 raise FetchRefused(
                     "url_private",
                     f"“{host}” points into a private or local network ({ip}); only public web pages can be "

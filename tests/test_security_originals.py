@@ -1,0 +1,52 @@
+"""Stored originals ("Open original") never render active content on the app's origin."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from accounts.models import Role
+from kb import services
+from kb.services import knowledge_base_create
+
+HTML = b"<html><body><script>fetch('/accounts/api-keys/')</script>Refunds take 5 days.</body></html>"
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>'
+
+
+def _open_original(make_org, make_user, name: str, content: bytes):  # type: ignore[no-untyped-def]
+    org = make_org()
+    viewer = make_user(org, role=Role.VIEWER)
+    kb = knowledge_base_create(organization=org, name="Support", created_by=None)
+    result = services.document_upload(
+        knowledge_base=kb, upload=SimpleUploadedFile(name, content), filename=name, uploaded_by=None, enqueue=False
+    )
+    client = Client()
+    client.force_login(viewer)
+    return client.get(f"/documents/{result.document.pk}/file/")
+
+
+@pytest.mark.parametrize(("name", "content"), [("page.html", HTML), ("logo.svg", SVG), ("page.htm", HTML)])
+def test_active_originals_are_served_as_sandboxed_attachments(make_org, make_user, name, content) -> None:  # type: ignore[no-untyped-def]
+    response = _open_original(make_org, make_user, name, content)
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith("attachment")
+    assert response["Content-Security-Policy"] == "sandbox"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "html" not in response["Content-Type"] and "svg" not in response["Content-Type"]
+    assert b"".join(response.streaming_content) == content
+
+
+def test_pdf_original_opens_inline_but_sandboxed(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
+    response = _open_original(make_org, make_user, "terms.pdf", b"%PDF-1.4\n%\xe2\xe3\n1 0 obj<<>>endobj\n")
+    assert response["Content-Disposition"].startswith("inline")
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Security-Policy"] == "sandbox"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_plain_text_original_opens_inline_as_text(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
+    response = _open_original(make_org, make_user, "notes.txt", b"<script>alert(1)</script>")
+    assert response["Content-Disposition"].startswith("inline")
+    assert response["Content-Type"].startswith("text/plain")
+    assert response["Content-Security-Policy"] == "sandbox"
