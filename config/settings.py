@@ -225,6 +225,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "kb-recover-stuck-documents": {"task": "kb.documents_recover_stuck", "schedule": 60.0},
     "chat-purge-expired-conversations": {"task": "chat.conversations_purge_expired", "schedule": 3600.0},
+    # The knowledge-gap inbox (chat.gaps): cheap per bot when nothing new was refused or disliked.
+    "chat-refresh-knowledge-gaps": {"task": "chat.gaps_refresh", "schedule": 300.0},
 }
 
 # Public chat widget: writes per visitor and per bot per minute (fixed windows in Redis).
