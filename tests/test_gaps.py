@@ -241,3 +241,11 @@ def test_refresh_is_cheap_and_idempotent_and_purged_questions_leave_their_group(
     from chat.gaps.selectors import gaps_open_for_chatbot
 
     assert list(gaps_open_for_chatbot(chatbot=bot)) == []
+
+
+def test_gap_endpoints_are_in_the_openapi_schema(make_org, api_client_for) -> None:  # type: ignore[no-untyped-def]
+    schema = api_client_for(make_org()).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path in ("/api/v1/chatbots/{bot_id}/gaps/", "/api/v1/gaps/{id}/answer/", "/api/v1/gaps/{id}/out-of-scope/"):
+        assert path in schema["paths"], sorted(p for p in schema["paths"] if "gap" in p)
+    listed = schema["paths"]["/api/v1/chatbots/{bot_id}/gaps/"]["get"]["responses"]["200"]["content"]
+    assert listed["application/json"]["schema"]["items"]["$ref"].endswith("/GapOut")

@@ -54,12 +54,10 @@ def test_a_refusal_points_to_related_passages_with_verbatim_quotes_unless_switch
     assert extra[0] == POINTERS_LEAD and all(line.startswith("- refunds.md") for line in extra[1:])
 
     # The public widget shows them as the refused message's citations too.
-    widget = APIClient()
-    started = widget.post(
-        f"/api/widget/{bot['widget_key']}/conversations", {"visitor_id": "visitor-0001"}, format="json", HTTP_ORIGIN=SITE
-    ).json()
+    widget, base = APIClient(), f"/api/widget/{bot['widget_key']}"
+    started = widget.post(f"{base}/conversations", {"visitor_id": "v-0001"}, format="json", HTTP_ORIGIN=SITE).json()
     answered = widget.post(
-        f"/api/widget/{bot['widget_key']}/chat",
+        f"{base}/chat",
         {"message": RELATED, "conversation_id": started["conversation_id"], "visitor_token": started["visitor_token"]},
         format="json",
         HTTP_ORIGIN=SITE,
@@ -67,7 +65,7 @@ def test_a_refusal_points_to_related_passages_with_verbatim_quotes_unless_switch
     assert answered.status_code == 200
     read_streaming(answered)
     history = widget.get(
-        f"/api/widget/{bot['widget_key']}/conversations/{started['conversation_id']}",
+        f"{base}/conversations/{started['conversation_id']}",
         {"token": started["visitor_token"]},
         HTTP_ORIGIN=SITE,
     ).json()

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from accounts.api import OrgScopedApiView
 from chat.api import ChatbotScopedView
 from chat.gaps import selectors, services
-from chat.gaps.models import KnowledgeGap
+from chat.gaps.models import GapStatus, KnowledgeGap
 from kb.selectors import document_get
 from kb.serializers import DocumentOutSerializer
 
@@ -31,7 +31,7 @@ class GapOut(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     chatbot = serializers.IntegerField()
     label = serializers.CharField(help_text="The group's most central question.")  # type: ignore[assignment]
-    status = serializers.ChoiceField(choices=("open", "answered", "out_of_scope", "dismissed"))
+    status = serializers.ChoiceField(choices=GapStatus.choices)
     count = serializers.IntegerField()
     questions = serializers.ListField(child=serializers.CharField(), help_text="Most recent first.")
     last_seen = serializers.DateTimeField(allow_null=True)
