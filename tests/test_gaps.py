@@ -249,3 +249,44 @@ def test_gap_endpoints_are_in_the_openapi_schema(make_org, api_client_for) -> No
         assert path in schema["paths"], sorted(p for p in schema["paths"] if "gap" in p)
     listed = schema["paths"]["/api/v1/chatbots/{bot_id}/gaps/"]["get"]["responses"]["200"]["content"]
     assert listed["application/json"]["schema"]["items"]["$ref"].endswith("/GapOut")
+
+
+# --- in a real browser -------------------------------------------------------------------------------
+
+BOOTS = ["Can I exchange boots for a different size?", "Can I swap my boots for a bigger size?"]
+
+
+@pytest.mark.browser
+@pytest.mark.worker
+def test_staff_expands_a_gap_sees_what_retrieval_found_and_answers_it(page, make_org, make_user, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    from kb.models import DocumentStatus, DocumentVersion
+    from kb.services import document_create_text, knowledge_base_create
+    from tests.conftest import login, screenshot
+    from tests.test_chat import REFUNDS
+
+    org = make_org("Northwind")
+    editor = make_user(org, role=Role.EDITOR, email="editor@northwind.test")
+    kb = knowledge_base_create(organization=org, name="Support", created_by=editor)
+    doc = document_create_text(knowledge_base=kb, title="Refund policy", text=REFUNDS.decode(), created_by=editor)
+    version_id = doc.document.latest_version_id
+    wait_for(lambda: DocumentVersion.objects.get(pk=version_id).status == DocumentStatus.READY, timeout=90)
+    bot = chatbot_create(organization=org, name="Helper", knowledge_bases=[kb], created_by=editor)
+    _refuse(bot, *PAYPAL, *BOOTS, CANADA)
+
+    login(page, "editor@northwind.test")
+    page.goto("/chatbots/")
+    page.get_by_role("link", name="Gaps").click()
+    page.get_by_role("heading", name="Knowledge gaps").wait_for()
+    groups = page.locator("section.gap")
+    assert groups.count() == 3
+    assert groups.nth(0).locator(".badge").first.inner_text() == "3×"
+    boots = groups.filter(has=page.locator("summary", has_text="boots"))
+    boots.locator("summary").click()
+    assert "Refund policy" in boots.locator("table").inner_text()  # what retrieval found
+    screenshot(page, "gaps")
+
+    boots.get_by_label("Write the answer").fill("Unworn boots can be exchanged for another size within 30 days.")
+    boots.get_by_role("button", name="Add answer").click()
+    page.get_by_text("the questions are test cases now").wait_for()
+    assert page.locator("section.gap").count() == 2
+    assert TestCase.objects.filter(chatbot=bot, source="gap").count() == 2

@@ -105,7 +105,7 @@ def gap_items(*, gap: KnowledgeGap, limit: int = DETAILED_QUESTIONS) -> list[Gap
                     "chunk_id": chunk.pk,
                     "document_id": chunk.document_id,
                     "document_title": chunk.document.title,
-                    "section": chunk.section_label,
+                    "section": _section_without_title(chunk.section_label, chunk.document.title),
                     "score": candidate.get("vector_score"),
                     "excerpt": chunk.text[:300],
                 }
@@ -120,6 +120,12 @@ def gap_items(*, gap: KnowledgeGap, limit: int = DETAILED_QUESTIONS) -> list[Gap
             )
         )
     return items
+
+
+def _section_without_title(section: str, title: str) -> str:
+    """ "Refund policy › Exceptions" under the document "Refund policy" is just "Exceptions"."""
+    prefix = f"{title} › "
+    return section[len(prefix) :] if section.startswith(prefix) else ("" if section == title else section)
 
 
 def open_gap_counts(*, organization: Organization, chatbot_id: int | None = None) -> list[dict[str, Any]]:
