@@ -269,6 +269,7 @@ def test_staff_expands_a_gap_sees_what_retrieval_found_and_answers_it(page, make
     kb = knowledge_base_create(organization=org, name="Support", created_by=editor)
     doc = document_create_text(knowledge_base=kb, title="Refund policy", text=REFUNDS.decode(), created_by=editor)
     version_id = doc.document.latest_version_id
+    assert version_id is not None
     wait_for(lambda: DocumentVersion.objects.get(pk=version_id).status == DocumentStatus.READY, timeout=90)
     bot = chatbot_create(organization=org, name="Helper", knowledge_bases=[kb], created_by=editor)
     _refuse(bot, *PAYPAL, *BOOTS, CANADA)
