@@ -49,9 +49,7 @@ def test_replay_shows_the_changed_answer_side_by_side_and_answers_name_their_rel
     before = _ask(client, bot_id)
     assert "30 days" in before["answer"]
     release_now = client.get(f"/api/v1/knowledge-bases/{kb_id}/").json()["release_number"]
-    assert before["releases"] == [
-        {"knowledge_base_id": kb_id, "knowledge_base": "Policies", "release": release_now}
-    ]
+    assert before["releases"] == [{"knowledge_base_id": kb_id, "knowledge_base": "Policies", "release": release_now}]
     _ask(client, bot_id, "Do parcels to Austria ship for free?")
 
     client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"review_changes": True}, format="json")

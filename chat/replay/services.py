@@ -16,13 +16,14 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 
 from celery import current_app
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Organization, User
 from accounts.services import audit_record
 from chat.models import Chatbot, Message, Replay, ReplayChange, ReplayItem, ReplayStatus, Role
 from chat.testsets.answering import CaseAnswer, answer_case
@@ -37,7 +38,7 @@ MAX_REPLAY = 500
 class AskedQuestion:
     chatbot: Chatbot
     question: str
-    asked_at: object
+    asked_at: datetime | None
 
 
 def replay_create(*, knowledge_base: KnowledgeBase, limit: int, actor: object = None) -> Replay:
@@ -140,7 +141,7 @@ def replay_execute(*, replay_id: int) -> Replay | None:
     return replay
 
 
-def replay_get(*, organization: object, pk: int) -> Replay | None:
+def replay_get(*, organization: Organization, pk: int) -> Replay | None:
     return Replay.objects.filter(organization=organization, pk=pk).select_related("knowledge_base").first()
 
 
