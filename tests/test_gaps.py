@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -12,6 +13,7 @@ from accounts.models import Organization, Role
 from chat.gaps import clustering
 from chat.gaps.models import GapStatus, KnowledgeGap, KnowledgeGapQuestion
 from chat.gaps.services import gaps_refresh
+from chat.gaps.tasks import gaps_refresh as gaps_refresh_task
 from chat.models import Chatbot, Message, TestCase
 from chat.rag.answer import chat_answer
 from chat.services import chatbot_create, message_feedback_set
@@ -166,6 +168,22 @@ def test_answer_needs_text_and_a_knowledge_base(make_org, api_client_for) -> Non
     assert KnowledgeGap.objects.get(pk=gap["id"]).status == GapStatus.OPEN  # nothing half-done
 
 
+def test_in_review_mode_the_answer_waits_in_the_draft(make_org, api_client_for) -> None:  # type: ignore[no-untyped-def]
+    from kb.services import knowledge_base_create
+
+    org = make_org()
+    client = api_client_for(org)
+    kb = knowledge_base_create(organization=org, name="Policies", created_by=None)
+    assert client.patch(f"/api/v1/knowledge-bases/{kb.pk}/", {"review_changes": True}, format="json").status_code == 200
+    bot = chatbot_create(organization=org, name="Shop bot", knowledge_bases=[kb], created_by=None)
+    _refuse(bot, CANADA)  # an empty knowledge base: refused without a model call
+    (gap,) = _gaps(client, bot.pk)
+    document = client.post(f"/api/v1/gaps/{gap['id']}/answer/", {"answer": "Yes, in 5 days."}, format="json").json()
+    assert document["live_version"] is None  # not live: staged
+    draft = client.get(f"/api/v1/knowledge-bases/{kb.pk}/draft/").json()
+    assert [c["document_id"] for c in draft["changes"]] == [document["id"]]
+
+
 # --- isolation and roles ---------------------------------------------------------------------------
 
 
@@ -233,8 +251,9 @@ def test_refresh_is_cheap_and_idempotent_and_purged_questions_leave_their_group(
     org = make_org()
     bot = _bot_without_knowledge(org)
     _refuse(bot, *PAYPAL)
-    assert gaps_refresh(chatbot=bot) == 3
+    assert gaps_refresh_task() == 3  # the periodic task refreshes every bot
     assert gaps_refresh(chatbot=bot) == 0
+    assert settings.CELERY_BEAT_SCHEDULE["chat-refresh-knowledge-gaps"]["task"] == "chat.gaps_refresh"
     gap = KnowledgeGap.objects.get(chatbot=bot)
     Message.objects.filter(gap_question__gap=gap).delete()  # e.g. the retention purge
     assert not KnowledgeGap.objects.filter(pk=gap.pk, questions__isnull=False).exists()
