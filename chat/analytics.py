@@ -1,5 +1,6 @@
 """Dashboard figures for an organisation (optionally one chatbot): volumes, answers, feedback,
-latency, most cited documents, and the most frequent unanswered or disliked questions."""
+latency, most cited documents, the most frequent unanswered or disliked questions, and the open
+groups of the knowledge-gap inboxes (`chat.gaps`, kept current by its periodic task)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import Organization
+from chat.gaps.selectors import open_gap_counts
 from chat.models import Citation, Conversation, Message
 
 
@@ -35,6 +37,7 @@ class Dashboard:
     totals: dict[str, Any]
     most_cited: list[tuple[str, int]]
     problem_questions: list[QuestionGroup]
+    open_gaps: list[dict[str, Any]] = field(default_factory=list)  # per bot: chatbot_id, chatbot, open
 
 
 _WORD = re.compile(r"[^\W\d_]+|\d+")
@@ -116,6 +119,8 @@ def dashboard(*, organization: Organization, chatbot_id: int | None = None, days
         "latency_p50_ms": latency[0],
         "latency_p95_ms": latency[1],
     }
+    open_gaps = open_gap_counts(organization=organization, chatbot_id=chatbot_id)
+    totals["open_gaps"] = sum(row["open"] for row in open_gaps)
     most_cited = list(
         Citation.objects.filter(message__in=answers)
         .values("document_title")
@@ -142,6 +147,7 @@ def dashboard(*, organization: Organization, chatbot_id: int | None = None, days
         totals=totals,
         most_cited=most_cited,
         problem_questions=group_questions(rows)[:10],
+        open_gaps=open_gaps,
     )
 
 

@@ -33,6 +33,7 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
             "temperature",
             "top_k",
             "min_relevance",
+            "refusal_pointers",
             "answer_language",
             "fallback_message",
             "welcome_message",

@@ -44,6 +44,10 @@ class Chatbot(models.Model):
     min_relevance = models.FloatField(
         default=0.25, help_text="Below this vector similarity, with no keyword match, the bot refuses."
     )
+    refusal_pointers = models.BooleanField(
+        default=True,
+        help_text="When the bot finds no direct answer, list up to three related passages (with citations).",
+    )
     answer_language = models.CharField(max_length=16, choices=AnswerLanguage.choices, default=AnswerLanguage.MATCH_USER)
     fallback_message = models.TextField(default=DEFAULT_FALLBACK)
     welcome_message = models.TextField(default="Hi! Ask me anything about our products and policies.", blank=True)
@@ -177,6 +181,8 @@ class Message(models.Model):
             models.Index(fields=("conversation", "role"), name="message_conversation_role"),
             # Full-text search over transcripts (the conversation list's `q` filter).
             GinIndex(SearchVector("content", config="english"), name="message_content_search"),
+            # The knowledge-gap inbox scans new thumbs-down votes (chat.gaps).
+            models.Index(fields=("feedback_at",), condition=models.Q(feedback="down"), name="message_feedback_down"),
         ]
 
     def __str__(self) -> str:
@@ -418,3 +424,7 @@ class ReplayItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.change}: {self.question[:60]}"
+
+
+# The knowledge-gap inbox's models live with their package; imported here so Django registers them.
+from chat.gaps.models import GapReason, GapScan, GapStatus, KnowledgeGap, KnowledgeGapQuestion  # noqa: E402, F401

@@ -18,6 +18,7 @@ class ChatbotInSerializer(serializers.Serializer[Any]):
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
     top_k = serializers.IntegerField(required=False, min_value=1, max_value=20)
     min_relevance = serializers.FloatField(required=False, min_value=0, max_value=1)
+    refusal_pointers = serializers.BooleanField(required=False)
     answer_language = serializers.ChoiceField(choices=AnswerLanguage.choices, required=False)
     fallback_message = serializers.CharField(required=False)
     welcome_message = serializers.CharField(required=False, allow_blank=True)
@@ -63,6 +64,7 @@ class ChatbotOutSerializer(serializers.ModelSerializer[Chatbot]):
             "temperature",
             "top_k",
             "min_relevance",
+            "refusal_pointers",
             "answer_language",
             "fallback_message",
             "welcome_message",

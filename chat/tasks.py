@@ -12,6 +12,7 @@ def conversations_purge_expired() -> int:
     return services.conversations_purge_expired()
 
 
-# Celery discovers `<app>.tasks` only; the evaluation task lives with its package.
+# Celery discovers `<app>.tasks` only; these tasks live with their packages.
+from chat.gaps.tasks import gaps_refresh  # noqa: E402, F401
 from chat.replay.tasks import replay_execute  # noqa: E402, F401
 from chat.testsets.tasks import eval_run_execute  # noqa: E402, F401

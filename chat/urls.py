@@ -1,6 +1,7 @@
 from django.urls import path
 
 from chat import review_views, settings_views, views
+from chat.gaps.urls import urlpatterns as gaps_urlpatterns
 from chat.replay import views as replay_views
 from chat.testsets.urls import urlpatterns as testsets_urlpatterns
 
@@ -18,6 +19,7 @@ urlpatterns = [
     path("conversations/<int:pk>/<str:action>/", review_views.conversation_action, name="conversation_action"),
     path("analytics/", review_views.analytics_dashboard, name="analytics"),
     *testsets_urlpatterns,
+    *gaps_urlpatterns,
     path("knowledge-bases/<int:kb_id>/draft-tools/", replay_views.draft_tools, name="draft_tools"),
     path("knowledge-bases/<int:kb_id>/replay/", replay_views.replay_start, name="replay_start"),
     path("replays/<int:pk>/", replay_views.replay_detail, name="replay"),

@@ -234,6 +234,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Knowledge bases, documents, search and grounded chat.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {"KnowledgeGapStatusEnum": "chat.gaps.models.GapStatus.choices"},
 }
 
 
@@ -265,6 +266,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "kb-recover-stuck-documents": {"task": "kb.documents_recover_stuck", "schedule": 60.0},
     "chat-purge-expired-conversations": {"task": "chat.conversations_purge_expired", "schedule": 3600.0},
+    # The knowledge-gap inbox (chat.gaps): cheap per bot when nothing new was refused or disliked.
+    "chat-refresh-knowledge-gaps": {"task": "chat.gaps_refresh", "schedule": 300.0},
 }
 
 # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated);

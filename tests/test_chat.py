@@ -134,7 +134,8 @@ def test_local_answerer_refuses_when_sources_are_related_but_silent(make_org, ap
         {"message": "What is the refund policy for items bought on Mars in 1850?"},
         format="json",
     ).json()
-    assert body["refused"] is True and body["answer"] == "I don't know."
+    # The sources are related, so the refusal may point to them (chat.rag.answer.refuse); it stays a refusal.
+    assert body["refused"] is True and body["answer"].startswith("I don't know.")
 
 
 @pytest.mark.worker

@@ -3,6 +3,7 @@
     store the user message
       → retrieve (hybrid) over the bot's knowledge bases, enabled documents' live versions only
       → nothing relevant? answer with the fallback message, no model call, message.refused = True
+        (a refusal may point to up to three related passages, as citations: `refuse`)
       → prompt with numbered, fenced sources → stream the model's answer (LiteLLM)
       → ground it: strip citations to missing sources, grade each sentence's grounding
       → store the answer with its citation snapshots, usage, latency and retrieval trace
@@ -25,7 +26,7 @@ from accounts.models import User
 from chat.exceptions import ChatbotDisabled, ChatError, ChatModelError
 from chat.models import Channel, Chatbot, Conversation, Message, Role
 from chat.rag import generate
-from chat.rag.cite import citations_save
+from chat.rag.cite import citations_save, pointer_claims, pointers_text
 from chat.rag.ground import check_answer
 from chat.rag.prompt import build_messages
 from chat.rag.retrieve import Retrieval, retrieve
@@ -73,10 +74,12 @@ def chat_answer_events(
         releases=retrieval.releases,
     )
     if not retrieval.relevant:
-        answer.content, answer.refused = chatbot.fallback_message, True
+        pointers = refuse(answer, retrieval, chatbot)
         answer.total_ms = round((time.perf_counter() - started) * 1000, 1)
-        answer.save()
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=answer.created_at)
+        with transaction.atomic():
+            answer.save()
+            citations_save(answer=answer, retrieval=retrieval, claims=pointers)
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=answer.created_at)
         yield {"type": "final", "message": serialize_message(answer)}
         return
 
@@ -125,13 +128,12 @@ def chat_answer_events(
 def finish_answer(answer: Message, raw: str, retrieval: Retrieval, chatbot: Chatbot) -> dict[int, list[str]]:
     """Refusal detection and the grounding check of the model's raw answer, written onto `answer`.
 
-    Returns the answer sentences by the source number they cite (empty for a refusal), from which
-    the citation quotes are chosen.
+    Returns the answer sentences by the source number they cite (for a refusal: the passages it
+    points to), from which the citation quotes are chosen.
     """
     text = raw.strip()
     if not text or text.startswith(REFUSAL_SENTINEL) or text.endswith(REFUSAL_SENTINEL):
-        answer.content, answer.refused = chatbot.fallback_message, True
-        return {}
+        return refuse(answer, retrieval, chatbot)
     report = check_answer(text, {s.number: s.text for s in retrieval.sources})
     answer.content = report.answer.replace(REFUSAL_SENTINEL, "").strip()
     answer.grounding_grade = round(report.grade, 3)
@@ -151,6 +153,21 @@ def finish_answer(answer: Message, raw: str, retrieval: Retrieval, chatbot: Chat
         ],
     }
     return {n: [s.text for s in report.sentences if n in s.citations] for n in report.cited_sources}
+
+
+def refuse(answer: Message, retrieval: Retrieval, chatbot: Chatbot) -> dict[int, list[str]]:
+    """Make `answer` the bot's refusal: its fallback message, `refused=True`.
+
+    With the bot's `refusal_pointers` on and passages at or above its relevance threshold, the
+    refusal adds "I couldn't find a direct answer, but these passages may help:" and lists up to
+    three of them; the returned claims become their citations (verbatim quotes of the chunks).
+    Nothing is generated: the bot still refuses, it only says where to look.
+    """
+    answer.content, answer.refused = chatbot.fallback_message, True
+    claims = pointer_claims(retrieval=retrieval, chatbot=chatbot)
+    if claims:
+        answer.content = f"{chatbot.fallback_message}\n\n{pointers_text(retrieval=retrieval, claims=claims)}"
+    return claims
 
 
 def chat_answer(**kwargs: Any) -> dict[str, Any]:
