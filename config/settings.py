@@ -234,7 +234,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Knowledge bases, documents, search and grounded chat.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "ENUM_NAME_OVERRIDES": {"KnowledgeGapStatusEnum": "chat.gaps.models.GapStatus.choices"},
+    "ENUM_NAME_OVERRIDES": {"KnowledgeGapStatusEnum": "chat.models.gaps.GapStatus.choices"},
 }
 
 

@@ -11,10 +11,10 @@ from rest_framework.test import APIClient
 
 from accounts.models import Organization, Role
 from chat.gaps import clustering
-from chat.gaps.models import GapStatus, KnowledgeGap, KnowledgeGapQuestion
 from chat.gaps.services import gaps_refresh
 from chat.gaps.tasks import gaps_refresh as gaps_refresh_task
 from chat.models import Chatbot, Message, TestCase
+from chat.models.gaps import GapStatus, KnowledgeGap, KnowledgeGapQuestion
 from chat.rag.answer import chat_answer
 from chat.services import chatbot_create, message_feedback_set
 from tests.conftest import wait_for

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from accounts.api import OrgScopedApiView
 from chat.api import ChatbotScopedView
 from chat.gaps import selectors, services
-from chat.gaps.models import GapStatus, KnowledgeGap
+from chat.models.gaps import GapStatus, KnowledgeGap
 from kb.selectors import document_get
 from kb.serializers import DocumentOutSerializer
 

@@ -8,8 +8,8 @@ from typing import Any
 from django.db.models import Count, Max, QuerySet
 
 from accounts.models import Organization
-from chat.gaps.models import GapStatus, KnowledgeGap, KnowledgeGapQuestion
 from chat.models import Chatbot, Citation
+from chat.models.gaps import GapStatus, KnowledgeGap, KnowledgeGapQuestion
 from kb.models import Chunk
 
 #: Retrieved passages shown per question, and questions shown with their retrieval per group.

@@ -14,8 +14,8 @@ from accounts.selectors import OrgContext
 from accounts.services import audit_record
 from chat.exceptions import ChatError
 from chat.gaps import clustering
-from chat.gaps.models import GapReason, GapScan, GapStatus, KnowledgeGap, KnowledgeGapQuestion
 from chat.models import Chatbot, Feedback, Message, Role, TestCaseSource
+from chat.models.gaps import GapReason, GapScan, GapStatus, KnowledgeGap, KnowledgeGapQuestion
 from chat.testsets.services import case_create
 from kb.embedding import LOCAL_EMBEDDING_MODEL, embed_passages
 from kb.exceptions import EmbeddingError

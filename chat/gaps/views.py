@@ -12,7 +12,7 @@ from accounts.permissions import Action
 from accounts.selectors import OrgContext
 from chat.exceptions import ChatError
 from chat.gaps import selectors, services
-from chat.gaps.models import KnowledgeGap
+from chat.models.gaps import KnowledgeGap
 from chat.selectors import chatbot_get
 from kb.exceptions import KnowledgeBaseError
 

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from accounts.models import Organization
-from chat.models import Chatbot, Message
+from chat.models.core import Chatbot, Message
 from kb.models import Document
 
 

@@ -424,7 +424,3 @@ class ReplayItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.change}: {self.question[:60]}"
-
-
-# The knowledge-gap inbox's models live with their package; imported here so Django registers them.
-from chat.gaps.models import GapReason, GapScan, GapStatus, KnowledgeGap, KnowledgeGapQuestion  # noqa: E402, F401
