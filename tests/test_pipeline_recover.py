@@ -86,7 +86,8 @@ def test_worker_killed_mid_document_is_recovered_on_restart(transactional_db, ma
     version_id = result.version.pk
     # Sent through a separate Celery app so this process's own app (and a test worker started from
     # it) never learns about the recovery queue: only the subprocess worker may take this task.
-    sender = Celery(broker=settings.CELERY_BROKER_URL)
+    # Not the current app: later tasks of this process (`.delay()`) must keep going to the suite's worker.
+    sender = Celery(broker=settings.CELERY_BROKER_URL, set_as_current=False)
     sender.send_task(document_ingest.name, args=[version_id], queue=QUEUE)
 
     first = start_worker()  # type: ignore[operator]
