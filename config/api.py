@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
@@ -22,6 +24,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"error": exc.code, "detail": exc.message}, status=exc.status_code)
     if database_busy(exc):
         return Response(busy_body(), status=503, headers=busy_headers())
+    if isinstance(exc, RequestDataTooBig):  # accounts.upload_limits stopped an upload mid-way
+        limit_mb = settings.GROUNDWORK_MAX_UPLOAD_BYTES / (1024 * 1024)
+        return Response(
+            {"error": "too_large", "detail": f"The file is larger than the {limit_mb:g} MB upload limit."}, status=400
+        )
     return drf_exception_handler(exc, context)
 
 
