@@ -230,3 +230,34 @@ def test_viewer_sees_tests_page_without_write_controls(org_bot, make_user, clien
     page = client.get(f"/chatbots/{bot.pk}/tests/").content.decode()
     assert "Run evaluation" not in page
     assert client.post(f"/chatbots/{bot.pk}/tests/run/", {"target": "live"}).status_code == 403
+
+
+def test_staff_try_other_settings_then_apply_them(org_bot, make_user, make_org, client) -> None:  # type: ignore[no-untyped-def]
+    from chat.models import EvalStatus
+
+    org, _, bot = org_bot
+    client.force_login(make_user(org, Role.EDITOR))
+    assert "Try other settings first" in client.get(f"/chatbots/{bot.pk}/tests/").content.decode()
+    client.post(f"/chatbots/{bot.pk}/tests/run/", {"target": "live", "try_top_k": "abc"})
+    assert not EvalRun.objects.exists()  # a bad number runs nothing
+    client.post(f"/chatbots/{bot.pk}/tests/run/", {"target": "live", "try_top_k": "3", "try_min_relevance": ""})
+    run = EvalRun.objects.get()
+    assert run.settings_override == {"top_k": 3}
+    EvalRun.objects.filter(pk=run.pk).update(status=EvalStatus.DONE)
+    assert "Apply these settings" in client.get(f"/evaluations/{run.pk}/").content.decode()
+
+    outsider = make_user(make_org("Other"), Role.OWNER)
+    client.force_login(outsider)
+    assert client.post(f"/evaluations/{run.pk}/apply-settings/").status_code == 404
+    client.force_login(make_user(org, Role.VIEWER))
+    assert client.post(f"/evaluations/{run.pk}/apply-settings/").status_code == 403
+    bot.refresh_from_db()
+    assert bot.top_k != 3
+
+    client.force_login(make_user(org, Role.EDITOR))
+    client.post(f"/evaluations/{run.pk}/apply-settings/")
+    bot.refresh_from_db()
+    assert bot.top_k == 3
+    from accounts.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="chatbot.update", target_id=str(bot.pk)).exists()

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.selectors import OrgContext
 from chat.exceptions import ChatError
 from chat.models import Chatbot, EvalRun, EvalStatus, EvalTarget, Message, Role, TestCase, TestCaseSource
 from chat.services import chat_model_check
@@ -191,10 +192,10 @@ def eval_run_cancel(*, run: EvalRun) -> EvalRun:
     return run
 
 
-def eval_run_settings_apply(*, run: EvalRun) -> Chatbot:
-    """Make the settings a run tried the bot's own ("try settings before applying")."""
+def eval_run_settings_apply(*, run: EvalRun, context: OrgContext | None = None) -> Chatbot:
+    """Make the settings a run tried the bot's own ("try settings before applying"); audited with `context`."""
     from chat.services import chatbot_update
 
     if not run.settings_override:
         raise ChatError("no_settings", "This evaluation tried no settings of its own.")
-    return chatbot_update(chatbot=run.chatbot, **run.settings_override)
+    return chatbot_update(chatbot=run.chatbot, context=context, **run.settings_override)

@@ -13,6 +13,7 @@ urlpatterns = [
     path("evaluations/<int:pk>/", views.run_detail, name="eval_run"),
     path("evaluations/<int:pk>/progress/", views.run_progress, name="eval_run_progress"),
     path("evaluations/<int:pk>/cancel/", views.run_cancel, name="eval_run_cancel"),
+    path("evaluations/<int:pk>/apply-settings/", views.run_apply_settings, name="eval_run_apply_settings"),
     path("evaluations/compare/", views.runs_compare, name="eval_compare"),
     path("messages/<int:pk>/add-to-tests/", views.message_add_to_tests, name="message_add_to_tests"),
 ]

@@ -3,6 +3,8 @@ progress fragment (htmx polling that stops when the run is terminal), cancel, co
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -117,7 +119,47 @@ def cases_import(request: HttpRequest, context: OrgContext, bot_id: int) -> Http
 @require_POST
 def run_start(request: HttpRequest, context: OrgContext, bot_id: int) -> HttpResponseBase:
     bot = _bot_or_404(context, bot_id)
-    run = services.eval_run_create(chatbot=bot, target=request.POST.get("target") or "live", created_by=context.user)
+    try:
+        run = services.eval_run_create(
+            chatbot=bot,
+            target=request.POST.get("target") or "live",
+            settings=_trial_settings(request),
+            created_by=context.user,
+        )
+    except ChatError as exc:
+        messages.error(request, exc.message)
+        return redirect("chat:tests", bot_id=bot.pk)
+    return redirect("chat:eval_run", pk=run.pk)
+
+
+def _trial_settings(request: HttpRequest) -> dict[str, Any] | None:
+    """The "try other settings" form: only the fields filled in are tried (numbers parsed here)."""
+    proposed: dict[str, Any] = {}
+    for name in ("system_prompt", "chat_model"):
+        value = (request.POST.get(f"try_{name}") or "").strip()
+        if value:
+            proposed[name] = value
+    for name, kind in (("top_k", int), ("min_relevance", float)):
+        raw = (request.POST.get(f"try_{name}") or "").strip()
+        if raw:
+            try:
+                proposed[name] = kind(raw)
+            except ValueError as exc:
+                raise ChatError("bad_settings", f"{name} must be a number.") from exc
+    return proposed or None
+
+
+@org_required(Action.EDIT_CONTENT)
+@require_POST
+def run_apply_settings(request: HttpRequest, context: OrgContext, pk: int) -> HttpResponseBase:
+    """Make the settings a trial run used the bot's own."""
+    run = _run_or_404(context, pk)
+    try:
+        services.eval_run_settings_apply(run=run, context=context)
+    except ChatError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "The tried settings are now the bot's own.")
     return redirect("chat:eval_run", pk=run.pk)
 
 
