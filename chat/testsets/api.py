@@ -17,7 +17,6 @@ from rest_framework.response import Response
 
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
-from accounts.services import audit_record
 from chat.api import ChatbotScopedView
 from chat.models import EvalRun, EvalTarget, TestCase
 from chat.selectors import message_get_for_org
@@ -176,11 +175,14 @@ class CaseImportApi(ChatbotScopedView):
         upload = serializer.validated_data["file"]
         try:
             cases = services.cases_import(
-                chatbot=bot, name=upload.name or "", content=upload.read(), created_by=self.org_context.user
+                chatbot=bot,
+                name=upload.name or "",
+                content=upload.read(),
+                created_by=self.org_context.user,
+                context=self.org_context,
             )
         except CaseFileError as exc:
             return Response({"error": exc.code, "detail": exc.message, "line": exc.line or None}, status=400)
-        audit_record(context=self.org_context, action="testcases.import", target=bot, detail={"count": len(cases)})
         return Response({"imported": len(cases)}, status=status.HTTP_201_CREATED)
 
 
@@ -258,13 +260,7 @@ class EvalApplySettingsApi(EvalScopedView):
     @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, pk: int) -> Response:
         run = self.get_run(pk)
-        bot = services.eval_run_settings_apply(run=run)
-        audit_record(
-            context=self.org_context,
-            action="chatbot.update",
-            target=bot,
-            detail={"fields": sorted(run.settings_override)},
-        )
+        bot = services.eval_run_settings_apply(run=run, context=self.org_context)
         return Response({"chatbot": bot.pk, "applied": run.settings_override})
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import OrgContext
+from accounts.services import audit_record
 from chat.exceptions import ChatError
 from chat.models import Chatbot, EvalRun, EvalStatus, EvalTarget, Message, Role, TestCase, TestCaseSource
 from chat.services import chat_model_check
@@ -62,16 +63,19 @@ def case_create(
     )
 
 
-def cases_import(*, chatbot: Chatbot, name: str, content: bytes, created_by: User | None) -> list[TestCase]:
+def cases_import(
+    *, chatbot: Chatbot, name: str, content: bytes, created_by: User | None, context: OrgContext | None = None
+) -> list[TestCase]:
     """Import a CSV or JSON-lines file (columns in `chat.testsets.formats`): all rows or none.
 
     Raises CaseFileError with the line number of the first bad row; nothing is stored then.
+    With `context` (a staff request's), the import is recorded in the audit log.
     """
     rows: list[CaseRow] = parse_case_file(name=name, content=content)
     for number, row in enumerate(rows, start=1):
         _check_documents(chatbot, row.expected_document_ids, line=number)
     with transaction.atomic():
-        return TestCase.objects.bulk_create(
+        cases = TestCase.objects.bulk_create(
             [
                 TestCase(
                     organization_id=chatbot.organization_id,
@@ -86,6 +90,9 @@ def cases_import(*, chatbot: Chatbot, name: str, content: bytes, created_by: Use
                 for row in rows
             ]
         )
+        if context is not None:
+            audit_record(context=context, action="testcases.import", target=chatbot, detail={"count": len(cases)})
+        return cases
 
 
 def case_delete(*, case: TestCase) -> None:

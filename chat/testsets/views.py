@@ -107,7 +107,7 @@ def cases_import(request: HttpRequest, context: OrgContext, bot_id: int) -> Http
         return redirect("chat:tests", bot_id=bot.pk)
     try:
         cases = services.cases_import(
-            chatbot=bot, name=upload.name or "", content=upload.read(), created_by=context.user
+            chatbot=bot, name=upload.name or "", content=upload.read(), created_by=context.user, context=context
         )
         messages.success(request, f"Imported {len(cases)} test cases.")
     except CaseFileError as exc:
