@@ -7,7 +7,7 @@ from django import forms
 from accounts.models import Organization
 from chat.exceptions import ChatError
 from chat.models import Chatbot
-from chat.services import chat_model_check
+from chat.services import chat_model_check, fallback_models_check
 from chat.widget import normalize_origin
 from kb.models import KnowledgeBase
 
@@ -21,6 +21,13 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="One per line, e.g. https://www.example.com — the widget answers only there.",
+    )
+
+    fallback_models_text = forms.CharField(
+        label="Fallback models",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One per line, tried in order when the chat model keeps failing, e.g. anthropic/claude-3-5-haiku.",
     )
 
     class Meta:
@@ -54,12 +61,17 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["knowledge_bases"].queryset = KnowledgeBase.objects.filter(organization=organization)  # type: ignore[attr-defined]
+        # The fallback list belongs next to the model it stands in for.
+        names = [n for n in self.fields if n != "fallback_models_text"]
+        names.insert(names.index("chat_model") + 1, "fallback_models_text")
+        self.order_fields(names)
         self.fields["chat_model"].widget.attrs["placeholder"] = (
             "local/extractive (default) — or e.g. openai/gpt-4o-mini"
         )
         if self.instance.pk:
             self.fields["suggested_questions_text"].initial = "\n".join(self.instance.suggested_questions)
             self.fields["allowed_origins_text"].initial = "\n".join(self.instance.allowed_origins)
+            self.fields["fallback_models_text"].initial = "\n".join(self.instance.fallback_models)
 
     def clean_chat_model(self) -> str:
         model = str(self.cleaned_data.get("chat_model") or "").strip()
@@ -68,6 +80,12 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
         except ChatError as exc:
             raise forms.ValidationError(exc.message) from None
         return model
+
+    def clean_fallback_models_text(self) -> list[str]:
+        try:
+            return fallback_models_check(self.cleaned_data["fallback_models_text"].splitlines())
+        except ChatError as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def clean_suggested_questions_text(self) -> list[str]:
         return [line.strip() for line in self.cleaned_data["suggested_questions_text"].splitlines() if line.strip()]

@@ -15,6 +15,9 @@ class ChatbotInSerializer(serializers.Serializer[Any]):
     slug = serializers.SlugField(required=False, max_length=80)
     system_prompt = serializers.CharField(required=False, allow_blank=True)
     chat_model = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    fallback_models = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, max_length=3, allow_empty=True
+    )
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
     top_k = serializers.IntegerField(required=False, min_value=1, max_value=20)
     min_relevance = serializers.FloatField(required=False, min_value=0, max_value=1)
@@ -61,6 +64,7 @@ class ChatbotOutSerializer(serializers.ModelSerializer[Chatbot]):
             "system_prompt",
             "chat_model",
             "effective_chat_model",
+            "fallback_models",
             "temperature",
             "top_k",
             "min_relevance",

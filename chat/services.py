@@ -47,6 +47,19 @@ def chat_model_check(model: str) -> None:
         )
 
 
+MAX_FALLBACK_MODELS = 3
+
+
+def fallback_models_check(models: list[str]) -> list[str]:
+    """The fallback list cleaned (blank and repeated entries dropped), each model allow-listed."""
+    cleaned = list(dict.fromkeys(str(m).strip() for m in models if str(m).strip()))
+    if len(cleaned) > MAX_FALLBACK_MODELS:
+        raise ChatError("too_many_fallbacks", f"A chatbot can have at most {MAX_FALLBACK_MODELS} fallback models.")
+    for model in cleaned:
+        chat_model_check(model)
+    return cleaned
+
+
 def chatbot_create(
     *,
     organization: Organization,
@@ -62,6 +75,8 @@ def chatbot_create(
     """
     _check_same_org(organization, knowledge_bases)
     chat_model_check(str(settings.get("chat_model") or ""))
+    if "fallback_models" in settings:
+        settings["fallback_models"] = fallback_models_check(list(settings["fallback_models"] or []))
     base = slugify(settings.pop("slug", "") or name)[:70] or "bot"
     slug, n = base, 1
     while Chatbot.objects.filter(organization=organization, slug=slug).exists():
@@ -89,6 +104,8 @@ def chatbot_update(
     """
     if "chat_model" in changes:
         chat_model_check(str(changes["chat_model"] or ""))
+    if "fallback_models" in changes:
+        changes["fallback_models"] = fallback_models_check(list(changes["fallback_models"] or []))
     with transaction.atomic():
         for name, value in changes.items():
             setattr(chatbot, name, value)

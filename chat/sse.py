@@ -212,6 +212,11 @@ class WidgetFormat(ApiFormat):
         return [sse(data, event="start")]
 
     def final(self, event: dict[str, Any]) -> list[str]:
+        if event.get("public_error"):
+            # The model failed after its retries and fallbacks: plain words for the visitor (never
+            # the provider's text), and they may simply ask again. Staff see the cause in the trace.
+            data = {"error": event["error_code"], "detail": event["public_error"], "retriable": True}
+            return [sse(data, event="error")]
         return [sse({"message": event["message"], "offer_lead": event["offer_lead"]}, event="final")]
 
     def unexpected(self, exc: Exception) -> list[str]:

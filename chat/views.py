@@ -38,6 +38,7 @@ def _save_form(request: HttpRequest, context: OrgContext, form: ChatbotForm, bot
     kbs = list(data.pop("knowledge_bases"))
     data["suggested_questions"] = data.pop("suggested_questions_text")
     data["allowed_origins"] = data.pop("allowed_origins_text")
+    data["fallback_models"] = data.pop("fallback_models_text")
     try:
         if bot is None:
             return services.chatbot_create(

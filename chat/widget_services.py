@@ -344,7 +344,10 @@ def widget_answer_events(*, chatbot: Chatbot, conversation: Conversation, questi
             offer = (
                 chatbot.lead_capture and not conversation.lead_email and (message["refused"] or wants_human(question))
             )
-            yield {"type": "final", "message": message, "offer_lead": offer}
+            final: dict[str, Any] = {"type": "final", "message": message, "offer_lead": offer}
+            if event.get("error"):  # the model failed: the visitor gets plain words, never staff detail
+                final.update(error_code=event["error_code"], public_error=event["public_error"])
+            yield final
         else:
             yield event
 

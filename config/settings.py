@@ -306,6 +306,17 @@ GROUNDWORK_ALLOWED_MODEL_PROVIDERS = [
     )
 ]
 GROUNDWORK_MODEL_TIMEOUT = env_float("GROUNDWORK_MODEL_TIMEOUT", 60.0, minimum=1.0)
+# A chat model that times out, is rate-limited (429) or fails (5xx) is retried this many times with
+# exponential backoff (LiteLLM's Router: GROUNDWORK_LLM_RETRY_DELAY seconds, doubling, at most
+# GROUNDWORK_LLM_RETRY_MAX_DELAY, or the provider's Retry-After), then each of the bot's fallback
+# models is tried the same way; after that the visitor is told in plain words (chat.rag.generate).
+GROUNDWORK_LLM_NUM_RETRIES = env_int("GROUNDWORK_LLM_NUM_RETRIES", 2, minimum=0, maximum=10)
+GROUNDWORK_LLM_RETRY_DELAY = env_float("GROUNDWORK_LLM_RETRY_DELAY", 0.5, minimum=0.0, maximum=60.0)
+GROUNDWORK_LLM_RETRY_MAX_DELAY = env_float("GROUNDWORK_LLM_RETRY_MAX_DELAY", 8.0, minimum=0.0, maximum=300.0)
+# LiteLLM reads its backoff from these variables once, when it is imported (after settings).
+os.environ["INITIAL_RETRY_DELAY"] = str(GROUNDWORK_LLM_RETRY_DELAY)
+os.environ["MAX_RETRY_DELAY"] = str(GROUNDWORK_LLM_RETRY_MAX_DELAY)
+os.environ["JITTER"] = str(min(0.75, GROUNDWORK_LLM_RETRY_DELAY))
 GROUNDWORK_EMBED_BATCH_SIZE = env_int("GROUNDWORK_EMBED_BATCH_SIZE", 32, minimum=1, maximum=2048)
 
 EMAIL_BACKEND = env_str("GROUNDWORK_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -202,25 +204,87 @@ def read_streaming(response: Any) -> bytes:
         return pool.submit(asyncio.run, collect()).result()
 
 
+@dataclass
+class Reply:
+    """What the stand-in provider of `json_server` sends for one request.
+
+    A `status` and JSON `body` with `headers`; with `hold`, it first waits (up to 30 s) for that
+    event: a provider that hangs, until the test sets it. A 200 chat completion asked for with
+    `"stream": true` is sent as OpenAI server-sent events, word by word.
+    """
+
+    body: dict[str, Any]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    hold: threading.Event | None = None
+
+
+def chat_reply(text: str, model: str = "stand-in") -> dict[str, Any]:
+    """An OpenAI chat completion answering `text`."""
+    return {
+        "id": "chatcmpl-stand-in",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10 + len(text.split())},
+    }
+
+
+def _completion_events(body: dict[str, Any]) -> Iterator[bytes]:
+    """A chat completion as the chunks of an OpenAI stream, then the usage and `[DONE]`."""
+    text = body["choices"][0]["message"]["content"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        data = {"id": body["id"], "object": "chat.completion.chunk", "created": 1, "model": body["model"], **extra}
+        data["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None else []
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in re.findall(r"\S+\s*", text):
+        yield chunk({"content": piece})
+    yield chunk({}, "stop")
+    yield chunk(None, usage=body["usage"])  # type: ignore[arg-type]
+    yield b"data: [DONE]\n\n"
+
+
 @contextmanager
-def json_server(respond: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[str]:
-    """A local HTTP server answering every POST with `respond(request JSON)` as JSON: a stand-in
-    model provider reached through LiteLLM's real providers. Yields "http://127.0.0.1:<port>"."""
+def json_server(respond: Callable[[dict[str, Any]], dict[str, Any] | Reply]) -> Iterator[str]:
+    """A local HTTP server answering every POST with `respond(request JSON)`: a dict is sent as a
+    200 JSON body, a `Reply` as it says (an error status, a hang, a stream). A stand-in model
+    provider reached through LiteLLM's real providers. Yields "http://127.0.0.1:<port>"."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            data = json.dumps(respond(body)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply = respond(body)
+            if not isinstance(reply, Reply):
+                reply = Reply(reply)
+            if reply.hold is not None:
+                reply.hold.wait(30)
+            try:
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                if body.get("stream") and reply.status == 200 and "choices" in reply.body:
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for event in _completion_events(reply.body):
+                        self.wfile.write(event)
+                    return
+                data = json.dumps(reply.body).encode()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test)
 
         def log_message(self, *args: Any) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

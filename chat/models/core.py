@@ -39,6 +39,10 @@ class Chatbot(models.Model):
         default=DEFAULT_SYSTEM_PROMPT, blank=True, help_text="Persona, tone and behaviour rules."
     )
     chat_model = models.CharField(max_length=200, blank=True, help_text="Any LiteLLM model; empty: the default.")
+    # Tried in order when the chat model keeps failing (timeouts, 429, 5xx) after its retries.
+    fallback_models = models.JSONField(
+        default=list, blank=True, help_text="Models tried in order when the chat model fails (LiteLLM fallbacks)."
+    )
     temperature = models.FloatField(default=0.1)
     top_k = models.PositiveSmallIntegerField(default=5, help_text="How many sources the answer may draw on.")
     min_relevance = models.FloatField(

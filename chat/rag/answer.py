@@ -91,10 +91,20 @@ def chat_answer_events(
         history=conversation_history(conversation=conversation, before=user_message),
     )
     answer.model = model
+    fallbacks = list(chatbot.fallback_models or [])
+    # The staff trace of the model call: asked for, answered by, retries and fallbacks, or the error.
+    generation: dict[str, Any] = {"model": model, "fallback_models": fallbacks}
+    answer.retrieval_trace = {**(answer.retrieval_trace or {}), "generation": generation}
     try:
         stream = generate.stream_completion(
-            model=model, messages=messages, temperature=chatbot.temperature, organization=chatbot.organization
+            model=model,
+            messages=messages,
+            temperature=chatbot.temperature,
+            organization=chatbot.organization,
+            fallbacks=fallbacks,
         )
+        answer.model = stream.model
+        generation.update(answered_by=stream.model, retries=stream.retries, fallbacks_tried=stream.fallbacks)
         raw = ""
         held = ""  # held back while it could still turn out to be the refusal sentinel
         for piece in stream:
@@ -108,11 +118,19 @@ def chat_answer_events(
                 piece, held = held, None  # type: ignore[assignment]
             yield {"type": "delta", "text": piece}
     except ChatModelError as exc:
+        # Retries and fallbacks are spent: store what happened for staff, tell the visitor plainly.
         answer.content, answer.refused, answer.error = chatbot.fallback_message, True, exc.message
+        generation["error"] = {"code": exc.code, "detail": exc.message}
         answer.total_ms = round((time.perf_counter() - started) * 1000, 1)
         answer.save()
         logger.warning("Chat model failed for bot %s: %s", chatbot.pk, exc.message)
-        yield {"type": "final", "message": serialize_message(answer), "error": exc.message}
+        yield {
+            "type": "final",
+            "message": serialize_message(answer),
+            "error": exc.message,
+            "error_code": exc.code,
+            "public_error": exc.public_message,
+        }
         return
 
     answer.prompt_tokens, answer.completion_tokens = stream.usage.prompt_tokens, stream.usage.completion_tokens

@@ -544,7 +544,8 @@
           if (data.offer_lead) offerLead(question);
         } else if (name === "error" || name === "busy") {
           // busy: no database connection came free in time; the visitor can simply ask again.
-          throw new ApiError(data.detail, data.error, 200, data.error === "server_error" || name === "busy");
+          var retriable = data.retriable === true || data.error === "server_error" || name === "busy";
+          throw new ApiError(data.detail, data.error, 200, retriable);
         }
       }).then(function () {
         if (!final) throw new ApiError("The answer was interrupted.", "interrupted", 0, true);
