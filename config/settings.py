@@ -259,6 +259,10 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("GROUNDWORK_WORKER_MAX_MEMORY_MB", 
 # a busy 2-core machine); Celery's default 4 s made it kill and respawn replacements forever.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("GROUNDWORK_WORKER_PROC_ALIVE_TIMEOUT", 120.0, minimum=4.0)
 CELERY_RESULT_EXPIRES = 3600
+# Nothing reads task results (status lives on the rows). Storing none also keeps the sender from
+# subscribing to a result in Redis, which fails (RuntimeError) while Redis is down: an upload then
+# still succeeds and its document is sent when the broker is back (kb.tasks.enqueue_ingest).
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("GROUNDWORK_CELERY_QUEUE", "groundwork") or "groundwork"
 # A task that overruns its visibility timeout is redelivered: keep it above the longest ingest.
@@ -284,6 +288,11 @@ GROUNDWORK_MAX_PAGES = env_int("GROUNDWORK_MAX_PAGES", 2000, minimum=1)
 GROUNDWORK_INGEST_TIME_LIMIT = env_int("GROUNDWORK_INGEST_TIME_LIMIT", 900, minimum=10)
 GROUNDWORK_STUCK_AFTER_SECONDS = env_int("GROUNDWORK_STUCK_AFTER_SECONDS", 1800, minimum=60)
 GROUNDWORK_MAX_ATTEMPTS = env_int("GROUNDWORK_MAX_ATTEMPTS", 3, minimum=1)
+# An ingest that hits a transient error (model rate limit or timeout, the database restarted
+# mid-run) is retried this many times, after 1x, 2x, 4x... this many seconds (with jitter, at most
+# 5 minutes); after that the recovery beat task picks the version up.
+GROUNDWORK_INGEST_MAX_RETRIES = env_int("GROUNDWORK_INGEST_MAX_RETRIES", 5, minimum=0, maximum=50)
+GROUNDWORK_INGEST_RETRY_BACKOFF = env_int("GROUNDWORK_INGEST_RETRY_BACKOFF", 5, minimum=1, maximum=300)
 # How many releases of each knowledge base stay restorable (kb.releases: what bounds storage).
 GROUNDWORK_RELEASES_KEPT = env_int("GROUNDWORK_RELEASES_KEPT", 20, minimum=2)
 # Web pages by URL: only public addresses unless an intranet deployment allows private ones.

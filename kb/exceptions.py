@@ -23,6 +23,14 @@ class TransientEmbeddingError(EmbeddingError):
     """
 
 
+class DatabaseUnavailable(Exception):
+    """The database went away mid-ingest (restarted, failed over, network): retry, do not fail.
+
+    The version has been handed back to QUEUED if the database was reachable again; if not, the
+    retried task (or the recovery beat task) does it.
+    """
+
+
 class LocalEmbeddingModelError(EmbeddingError):
     """The bundled offline embedding model cannot be loaded.
 

@@ -10,28 +10,39 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import shared_task
 from celery.signals import worker_init, worker_process_init, worker_ready
 from django.conf import settings
+from kombu.exceptions import OperationalError as KombuOperationalError
 
-from kb.exceptions import TransientEmbeddingError
+from kb.exceptions import DatabaseUnavailable, TransientEmbeddingError
 from kb.pipeline import recover, reembed, run
 
 logger = logging.getLogger(__name__)
+
+# Publishing a task failed because the broker is unreachable (kombu wraps most; redis-py's own
+# errors can surface from the Redis transport's connection setup).
+BROKER_ERRORS = (KombuOperationalError, redis.RedisError, ConnectionError, OSError)
 
 
 @shared_task(
     bind=True,
     name="kb.document_ingest",
-    autoretry_for=(TransientEmbeddingError,),
-    retry_backoff=5,
+    # Transient only: a model rate limit or timeout, a database restarted or failed over mid-run.
+    autoretry_for=(TransientEmbeddingError, DatabaseUnavailable),
+    retry_backoff=settings.GROUNDWORK_INGEST_RETRY_BACKOFF,
     retry_backoff_max=300,
-    max_retries=5,
+    max_retries=settings.GROUNDWORK_INGEST_MAX_RETRIES,
     soft_time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT,
     time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
 )
 def document_ingest(self: Any, version_id: int) -> None:
-    run.version_ingest(version_id=version_id, worker=self.request.hostname or "")
+    worker = self.request.hostname or ""
+    if self.request.retries:
+        # A run that lost the database could not always hand its version back: do it now.
+        run.version_release(version_id=version_id, worker=worker)
+    run.version_ingest(version_id=version_id, worker=worker)
 
 
 @shared_task(
@@ -55,7 +66,22 @@ def documents_recover_stuck() -> int:
 
 
 def enqueue_ingest(version_id: int) -> None:
-    document_ingest.delay(version_id)
+    """Send the ingest task. With the broker down the version stays QUEUED (the upload still
+    succeeds): workers re-send queued versions when their broker connection comes back
+    (`documents_requeue`), and the recovery beat task does after GROUNDWORK_STUCK_AFTER_SECONDS."""
+    try:
+        document_ingest.delay(version_id)
+    except BROKER_ERRORS as exc:
+        logger.warning("Could not queue version %s (broker unavailable, it is sent later): %s", version_id, exc)
+
+
+def documents_requeue() -> int:
+    """Re-send every QUEUED version: called when a worker's broker connection comes back, since a
+    Redis restarted without persistence lost the messages. Duplicates are harmless (the claim)."""
+    queued = recover.queued_version_ids()
+    for version_id in queued:
+        enqueue_ingest(version_id)
+    return len(queued)
 
 
 def enqueue_reembed(knowledge_base_id: int) -> None:

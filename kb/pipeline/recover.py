@@ -74,5 +74,10 @@ def recover_after_worker_restart(*, worker: str) -> Recovered:
     with transaction.atomic():
         for version_id in orphaned:
             requeue(version_id)
-    queued = list(DocumentVersion.objects.filter(status=DocumentStatus.QUEUED).values_list("pk", flat=True))
-    return Recovered(enqueue=queued, requeued=len(orphaned))
+    return Recovered(enqueue=queued_version_ids(), requeued=len(orphaned))
+
+
+def queued_version_ids() -> list[int]:
+    """Every version waiting in QUEUED, oldest first (to re-send after their messages were lost)."""
+    queued = DocumentVersion.objects.filter(status=DocumentStatus.QUEUED).order_by("pk")
+    return list(queued.values_list("pk", flat=True))

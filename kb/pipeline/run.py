@@ -12,7 +12,9 @@
 `reembed.py` moves a whole knowledge base to a new embedding model.
 
 A failure on the way marks the version FAILED with a code and a sentence a person understands;
-only transient model errors are retried (the version goes back to QUEUED and the task retries).
+only transient errors are retried: model rate limits and timeouts, and a database that went away
+mid-run (restart, failover). The version goes back to QUEUED and the task retries with backoff;
+a version nobody could hand back is found by the recovery beat task (`recover.py`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from collections.abc import Callable
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
+from django.utils import timezone
 
-from kb.exceptions import EmbeddingError, ParseFailure, TransientEmbeddingError
+from kb.exceptions import DatabaseUnavailable, EmbeddingError, ParseFailure, TransientEmbeddingError
 from kb.models import DocumentStatus, DocumentVersion
 from kb.pipeline.chunk.stage import chunk
 from kb.pipeline.claim import claim
@@ -42,8 +46,38 @@ Stage = Callable[[Job], None]
 STAGES: tuple[Stage, ...] = (fetch, parse, chunk, embed, index, publish)
 
 
+# Django's wrappers of psycopg's "the server is gone / the connection is broken" errors.
+DATABASE_GONE = (OperationalError, InterfaceError)
+
+
 def version_ingest(*, version_id: int, worker: str = "") -> None:
-    """Run the whole pipeline for one version. Safe to call twice: a second call finds it claimed."""
+    """Run the whole pipeline for one version. Safe to call twice: a second call finds it claimed.
+
+    Raises `DatabaseUnavailable` (for the task to retry) when the database goes away mid-run.
+    """
+    try:
+        _ingest(version_id=version_id, worker=worker)
+    except DATABASE_GONE as exc:
+        logger.warning("Database unavailable while ingesting version %s: %s", version_id, exc)
+        version_release(version_id=version_id, worker=worker)
+        raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+
+
+def version_release(*, version_id: int, worker: str) -> bool:
+    """Hand a version this worker had claimed back to QUEUED, on a fresh connection; False when
+    the database is still unreachable (the task's retry, or the recovery beat, tries again)."""
+    connections.close_all()  # this thread's broken connections: a pooled one goes back and is discarded
+    try:
+        DocumentVersion.objects.filter(
+            pk=version_id, status__in=(DocumentStatus.PARSING, DocumentStatus.EMBEDDING), claimed_by=worker
+        ).update(status=DocumentStatus.QUEUED, heartbeat_at=timezone.now())
+    except DATABASE_GONE:
+        connections.close_all()
+        return False
+    return True
+
+
+def _ingest(*, version_id: int, worker: str) -> None:
     job = claim(version_id=version_id, worker=worker)
     if job is None:
         return  # gone, already done, or another worker has it
@@ -65,6 +99,8 @@ def version_ingest(*, version_id: int, worker: str = "") -> None:
         )
     except EmbeddingError as exc:
         fail(version_id, "embedding_failed", f"The embedding model could not process this document: {exc}")
+    except DATABASE_GONE:
+        raise  # not the document's fault: `version_ingest` hands it back for a retry
     except Exception:
         logger.exception("Unexpected failure ingesting version %s", version_id)
         fail(
