@@ -189,8 +189,47 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
+
+
+def _file_storage() -> dict[str, object]:
+    """Where uploaded originals live: the local filesystem (MEDIA_ROOT), or an S3-compatible bucket.
+
+    With several worker machines the originals must be shared: GROUNDWORK_STORAGE=s3 keeps them in
+    a bucket (AWS S3, MinIO, Ceph, ...) through django-storages; workers download a temporary copy
+    to parse it (kb.storage.local_copy) and "Open original" streams the object.
+    """
+    kind = (env_str("GROUNDWORK_STORAGE", "filesystem") or "filesystem").strip().lower()
+    if kind == "filesystem":
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    if kind != "s3":
+        raise ImproperlyConfigured(f"GROUNDWORK_STORAGE must be 'filesystem' or 's3'; got {kind!r}.")
+    bucket = env_str("AWS_STORAGE_BUCKET_NAME")
+    if not bucket:
+        raise ImproperlyConfigured("GROUNDWORK_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME.")
+    addressing = env_str("AWS_S3_ADDRESSING_STYLE") or None
+    if addressing not in (None, "auto", "path", "virtual"):
+        raise ImproperlyConfigured(f"AWS_S3_ADDRESSING_STYLE must be auto, path or virtual; got {addressing!r}.")
+    options: dict[str, object] = {
+        "bucket_name": bucket,
+        "endpoint_url": env_url("AWS_S3_ENDPOINT_URL", schemes={"http", "https"}),
+        "region_name": env_str("AWS_S3_REGION_NAME") or None,
+        # Unset: boto3's own chain (AWS_ACCESS_KEY_ID in the environment, an instance role, ...).
+        "access_key": env_str("AWS_ACCESS_KEY_ID") or None,
+        "secret_key": env_str("AWS_SECRET_ACCESS_KEY") or None,
+        "location": (env_str("AWS_LOCATION") or "").strip("/"),
+        "addressing_style": addressing,
+        # Names are random (kb.storage.safe_storage_name); never overwrite one silently.
+        "file_overwrite": False,
+        "default_acl": None,
+        # A downloaded object spills to disk past this size instead of staying in memory.
+        "max_memory_size": FILE_UPLOAD_MAX_MEMORY_SIZE,
+    }
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _file_storage(),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 # Serve straight from the finders so `make run` needs no collectstatic step.
@@ -200,7 +239,6 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # Uploaded documents live outside the web root and are never served by URL directly.
 MEDIA_ROOT = Path(env_str("GROUNDWORK_MEDIA_ROOT") or DATA_DIR / "media").resolve()
 MEDIA_URL = "/media/"
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Stop an upload at GROUNDWORK_MAX_UPLOAD_BYTES while it arrives (accounts.upload_limits).
 FILE_UPLOAD_HANDLERS = [
     "accounts.upload_limits.LimitedUploadHandler",

@@ -439,5 +439,5 @@ def document_delete_for_good(document: Document) -> None:
 def _delete_file(storage: Any, name: str) -> None:
     try:
         storage.delete(name)
-    except OSError:
-        logger.warning("Could not delete stored file %s", name)
+    except Exception:  # an OSError, or an object store's client error: the rows are gone either way
+        logger.warning("Could not delete stored file %s", name, exc_info=True)

@@ -18,6 +18,7 @@ from kb import selectors, services
 from kb.exceptions import KnowledgeBaseError
 from kb.forms import KnowledgeBaseForm
 from kb.models import ACTIVE_STATUSES, DocumentStatus, DocumentVersion, KnowledgeBase, SourceType
+from kb.storage import open_original
 
 
 def _kb_or_404(context: OrgContext, kb_id: int) -> KnowledgeBase:
@@ -197,9 +198,10 @@ def document_file(request: HttpRequest, context: OrgContext, doc_id: int) -> Htt
         raise Http404("No stored file.")
     suffix = Path(version.original_filename).suffix.lower()
     inline_type = _INLINE_ORIGINAL_TYPES.get(suffix)
-    response = FileResponse(
-        version.file.open("rb"), filename=version.original_filename, as_attachment=inline_type is None
-    )
+    stream, size = open_original(version.file)
+    response = FileResponse(stream, filename=version.original_filename, as_attachment=inline_type is None)
+    if size is not None and not response.has_header("Content-Length"):
+        response["Content-Length"] = str(size)
     response["Content-Type"] = inline_type or "application/octet-stream"
     response["Content-Security-Policy"] = "sandbox"
     response["X-Content-Type-Options"] = "nosniff"

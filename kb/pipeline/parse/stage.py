@@ -14,6 +14,7 @@ from kb.exceptions import ParseFailure
 from kb.models import SourceType
 from kb.pipeline import parse as parsers
 from kb.pipeline.job import Job, Parsed, progress
+from kb.storage import local_copy
 
 
 def parse(job: Job) -> None:
@@ -24,7 +25,9 @@ def parse(job: Job) -> None:
             text = handle.read().decode("utf-8")
         parsed = Parsed(file_type="text", page_count=None, plain_text=text)
     else:
-        parsed = _parse_file(Path(version.file.path), filename=version.original_filename)
+        # A path on this machine: the file itself, or a temporary copy of the object-storage original.
+        with local_copy(version.file) as path:
+            parsed = _parse_file(path, filename=version.original_filename)
     progress(
         version.pk,
         pages_total=parsed.page_count,
