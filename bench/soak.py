@@ -17,7 +17,7 @@ At the end it waits up to `--grace` seconds for every uploaded document to be RE
 counts the others as stuck. Reported (printed, and written to bench/results/soak.json): requests
 by kind and status, 5xx count, transport errors, stuck and failed documents, latency percentiles
 by kind, the resident memory (RSS, whole process tree) of the web server and of the worker at the
-start (after warm-up) and the end, sampled every minute in between, and the load average.
+start (after a warm-up request of each kind) and the end, sampled every minute in between, and the load average.
 
 The widget's per-visitor rate limit is raised for the run (every visitor here is 127.0.0.1).
 """
@@ -223,6 +223,13 @@ class Soak:
             httpx.AsyncClient(base_url=self.app.base_url, timeout=timeout) as staff,
         ):
             await self.setup(api, staff, email, password)
+            # Warm-up, not counted: the web process loads the embedding model on its first question,
+            # so "start" memory is measured once every kind of request has run once.
+            await self.search(api, 0)
+            await self.widget(public, 0)
+            await self.staff(staff, 0)
+            self.statuses.clear()
+            self.latency.clear()
             start_rss = memory(self.app)
             load_start = os.getloadavg()
             self.rss_samples.append({"t_s": 0, **start_rss})
