@@ -75,3 +75,58 @@ def test_pool_is_sized_from_the_environment_and_can_be_turned_off(monkeypatch: p
     finally:
         monkeypatch.undo()
         importlib.reload(config.settings)
+
+
+def test_file_storage_defaults_to_the_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.settings import _file_storage
+
+    monkeypatch.delenv("GROUNDWORK_STORAGE", raising=False)
+    assert _file_storage() == {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+
+
+def test_s3_file_storage_is_built_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from config.settings import _file_storage
+
+    monkeypatch.setenv("GROUNDWORK_STORAGE", "S3")
+    monkeypatch.setenv("AWS_STORAGE_BUCKET_NAME", "originals")
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("AWS_S3_ADDRESSING_STYLE", "path")
+    monkeypatch.setenv("AWS_LOCATION", "/groundwork/")
+    storage = _file_storage()
+    options = storage["OPTIONS"]
+    assert storage["BACKEND"] == "storages.backends.s3.S3Storage"
+    assert isinstance(options, dict)
+    assert (options["bucket_name"], options["endpoint_url"], options["location"]) == (
+        "originals",
+        "http://minio:9000",
+        "groundwork",
+    )
+    assert options["file_overwrite"] is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GROUNDWORK_STORAGE": "ftp"}, "GROUNDWORK_STORAGE must be 'filesystem' or 's3'"),
+        ({"GROUNDWORK_STORAGE": "s3"}, "needs AWS_STORAGE_BUCKET_NAME"),
+        (
+            {"GROUNDWORK_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "b", "AWS_S3_ENDPOINT_URL": "minio:9000"},
+            "AWS_S3_ENDPOINT_URL must start with one of",
+        ),
+        (
+            {"GROUNDWORK_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "b", "AWS_S3_ADDRESSING_STYLE": "sideways"},
+            "AWS_S3_ADDRESSING_STYLE must be",
+        ),
+    ],
+)
+def test_bad_file_storage_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    from config.settings import _file_storage
+
+    for name in ("AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL", "AWS_S3_ADDRESSING_STYLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=message):
+        _file_storage()
