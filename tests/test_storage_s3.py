@@ -100,7 +100,7 @@ def test_original_in_object_storage_is_ingested_opened_and_deleted(
     client.force_login(viewer)
     response = client.get(f"/documents/{result.document.pk}/file/")
     assert response.status_code == 200
-    assert b"".join(response.streaming_content)  # type: ignore[attr-defined] == BODY
+    assert b"".join(response.streaming_content) == BODY  # type: ignore[attr-defined]
     assert response["Content-Length"] == str(len(BODY))
     assert response["Content-Security-Policy"] == "sandbox"
     assert response["X-Content-Type-Options"] == "nosniff"
@@ -137,4 +137,4 @@ def test_html_original_from_object_storage_is_a_sandboxed_attachment(
     assert response["Content-Disposition"].startswith("attachment")
     assert response["Content-Type"] == "application/octet-stream"
     assert response["Content-Security-Policy"] == "sandbox"
-    assert b"".join(response.streaming_content)  # type: ignore[attr-defined] == html
+    assert b"".join(response.streaming_content) == html  # type: ignore[attr-defined]
