@@ -25,7 +25,7 @@ class RequeueAfterReconnect(bootsteps.StartStopStep):
     documents are gone. The first start is covered by `kb.tasks`' worker_ready handler.
     """
 
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+    requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
