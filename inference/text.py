@@ -16,10 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 
 __all__ = [
+    "FOREIGN_STOPWORDS",
     "STOPWORDS",
     "WHITESPACE_RE",
     "Term",
     "content_terms",
+    "detect_language",
     "fold",
     "split_sentences",
     "stem",
@@ -56,6 +58,84 @@ STOPWORDS = words(
     may might must shall upon onto per via among within without also yet ever s t
     """
 )
+
+# Stop words of the other languages knowledge bases are offered in (kb.languages): function words
+# only, so dropping them never loses a content word. Used when the text is not English.
+_STOPWORDS_BY_LANGUAGE = {
+    "de": words(
+        """
+        der die das den dem des ein eine einen einem einer eines und oder aber doch sondern denn
+        ist sind war waren wird werden wurde wurden sein seine seiner seinem seinen ihr ihre ihrem
+        ihren ihrer hat haben hatte hatten kann können konnte muss müssen soll sollen will wollen
+        darf dürfen mag ich du er sie es wir man mich dich sich uns euch mir dir ihm ihnen
+        in im ins an am auf aus bei mit nach seit von vom zu zum zur über unter vor hinter neben
+        zwischen durch für gegen ohne um bis als wie wo wann warum was wer wen wem wessen welche
+        welcher welches dass ob wenn weil auch noch schon nur sehr nicht kein keine keinen keinem
+        keiner so dann da hier dort mehr viel viele alle allen aller alles jede jeder jedes dies
+        diese dieser dieses diesem diesen gibt es
+        """
+    ),
+    "fr": words(
+        """
+        le la les l un une des du de d au aux et ou mais donc or ni car est sont était étaient
+        sera seront être été a ont avait avaient avoir je tu il elle on nous vous ils elles me te
+        se lui leur leurs moi toi soi mon ma mes ton ta tes son sa ses notre nos votre vos ce cet
+        cette ces ça cela ceci qui que qu quoi dont où quand comment pourquoi quel quelle quels
+        quelles lequel laquelle dans en sur sous avec sans pour par chez vers entre depuis pendant
+        avant après contre ne pas plus moins très aussi bien tout tous toute toutes y c s n j m t
+        si comme peut peuvent doit doivent faut combien est-ce qu'est-ce
+        """
+    ),
+    "es": words(
+        """
+        el la los las un una unos unas y o pero de del al en con sin por para sobre entre es son
+        era fue ser estar está están hay ha han que qué quien quién cual cuál cuando cuándo como
+        cómo donde dónde se su sus lo le les me te nos mi tu no sí muy más menos también ya este
+        esta estos estas ese esa eso
+        """
+    ),
+    "it": words(
+        """
+        il lo la i gli le un uno una e ed o ma di del della dei degli delle da dal dalla in nel
+        nella con su sul sulla per tra fra è sono era erano essere ha hanno che chi cui come dove
+        quando perché quale quali non più molto anche si ci mi ti vi ne suo sua suoi sue questo
+        questa quello quella
+        """
+    ),
+    "nl": words(
+        """
+        de het een en of maar van in op aan met voor door bij uit over naar om tot als dan dat die
+        dit deze is zijn was waren wordt worden werd heeft hebben had ik jij je hij zij ze wij we
+        jullie u hun haar hem niet geen ook nog wel er hier daar wat wie waar wanneer hoe waarom
+        """
+    ),
+    "pt": words(
+        """
+        o a os as um uma uns umas e ou mas de do da dos das em no na nos nas por para com sem sobre
+        entre é são era foi ser estar está estão há que quem qual quando como onde se seu sua seus
+        suas lhe me te nos não sim muito mais menos também já este esta isso
+        """
+    ),
+}
+#: Stop words of every non-English language above, for text that is not English.
+FOREIGN_STOPWORDS = frozenset().union(*_STOPWORDS_BY_LANGUAGE.values())
+
+
+def detect_language(text: str) -> str:
+    """The language of ``text`` ("en", "de", "fr", …) by its function words; "en" when unsure.
+
+    Enough to choose English stemming or not for a question or a passage: a dozen words of a
+    question usually hold two or three function words of their language.
+    """
+    tokens = [fold(tok) for tok in tokenize(text)]
+    if not tokens:
+        return "en"
+    counts = {"en": sum(1 for tok in tokens if tok in STOPWORDS)}
+    for language, stopwords in _STOPWORDS_BY_LANGUAGE.items():
+        folded = {fold(word) for word in stopwords}
+        counts[language] = sum(1 for tok in tokens if tok in folded)
+    best = max(counts, key=lambda language: (counts[language], language == "en"))
+    return best if counts[best] > counts["en"] else "en"
 
 
 # Suffixes stripped by the light stemmer, longest first. Consistency (question and passage map
@@ -171,6 +251,9 @@ def term_rarity(word: str) -> float:
     return min(1.0, 0.2 + 0.08 * len(w))
 
 
+_FOREIGN_FOLDED = frozenset(fold(word) for word in FOREIGN_STOPWORDS)
+
+
 @dataclass(frozen=True)
 class Term:
     """A content word: folded surface, stem, general-English rarity, and whether it is a name or a number."""
@@ -189,7 +272,7 @@ def content_terms(text: str, *, english: bool = True) -> list[Term]:
         low = fold(tok)
         if english and low in STOPWORDS:
             continue
-        if not english and len(low) <= 2:
+        if not english and (len(low) <= 2 or low in _FOREIGN_FOLDED):
             continue
         numeric = any(c.isdigit() for c in low)
         # A capital not at the start of the text marks a name; first words are ambiguous.
@@ -215,6 +298,15 @@ _ABBREVIATIONS = words(
     mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e eg ie cf al inc ltd co corp no nos vol vols fig
     figs approx dept est jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k u.n a.m p.m ca
     gen col lt sgt capt cmdr adm gov rev hon pres op ed eds pp ch sec art ibid viz resp
+    z.b bzw ca nr usw d.h u.a evtl ggf inkl zzgl abs str tel mwst s.o s.u vgl
+    mme mlle mm env p.ex av bd tél
+    """
+)
+# "am 3. Mai", "le 1. janvier" (rare), "3. Oktober": a day number before a month is an ordinal.
+_MONTHS = words(
+    """
+    januar jänner februar märz april mai juni juli august september oktober november dezember
+    janvier février mars avril juin juillet août septembre octobre novembre décembre
     """
 )
 
@@ -235,7 +327,7 @@ def _split_block(block: str) -> list[str]:
             continue
         first = nxt[0]
         # A sentence starts with a capital, a digit, a quote or a bracket; "e.g. the" does not.
-        if not (first.isupper() or first.isdigit() or first in "\"'“‘([¿¡"):
+        if not (first.isupper() or first.isdigit() or first in "\"'“‘([¿¡«„"):
             continue
         punct = m.group(0)
         if punct.startswith("."):
@@ -246,6 +338,10 @@ def _split_block(block: str) -> list[str]:
                 continue
             # "J. R. R. Tolkien", "U. S." : single-letter initials.
             if len(word) == 1 and word.isalpha():
+                continue
+            # German ordinals: "am 3. Mai", "zum 2. Mal", "die 5. Klasse".
+            next_word = nxt.split(None, 1)[0].strip(",.;:").lower()
+            if word.isdigit() and len(word) <= 2 and next_word in _MONTHS:
                 continue
         sentences.append(block[start:end].strip())
         start = end

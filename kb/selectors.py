@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 
 from accounts.models import Organization
 from kb import embedding as embedding_api
+from kb.languages import text_search_config
 from kb.models import Chunk, Document, KnowledgeBase
 from kb.pipeline.index.vector_indexes import vector_cast
 
@@ -151,7 +152,7 @@ def _keyword_candidates(
     """
     by_config: dict[str, list[int]] = defaultdict(list)
     for kb in knowledge_bases:
-        by_config[kb.text_search_config].append(kb.pk)
+        by_config[text_search_config(kb)].append(kb.pk)
     results: list[tuple[int, float]] = []
     for config, kb_ids in by_config.items():
         with transaction.atomic(), connection.cursor() as cursor:

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from kb.languages import Language
 from kb.models import Document, KnowledgeBase
 
 
@@ -11,6 +12,7 @@ class KnowledgeBaseInSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     embedding_model = serializers.CharField(required=False, max_length=200)
+    language = serializers.ChoiceField(choices=Language.choices, required=False, default=Language.ENGLISH)
     chunk_size = serializers.IntegerField(required=False, min_value=200, max_value=8000, default=1200)
     chunk_overlap = serializers.IntegerField(required=False, min_value=0, max_value=2000, default=150)
 
@@ -24,6 +26,7 @@ class KnowledgeBaseUpdateSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     embedding_model = serializers.CharField(max_length=200, required=False)
+    language = serializers.ChoiceField(choices=Language.choices, required=False)
     review_changes = serializers.BooleanField(required=False)
     publish_min_pass_rate = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
 
@@ -45,6 +48,8 @@ class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
             "description",
             "embedding_model",
             "embedding_dims",
+            "language",
+            "text_search_config",
             "chunk_size",
             "chunk_overlap",
             "document_count",

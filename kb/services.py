@@ -29,9 +29,10 @@ from accounts.services import audit_record
 from kb import embedding as embedding_api
 from kb import releases
 from kb.exceptions import EmbeddingError, KnowledgeBaseError, UploadRejected
+from kb.languages import Language, config_for_language
 from kb.models import Chunk, Document, DocumentStatus, DocumentVersion, DraftChange, KnowledgeBase, SourceType
 from kb.pipeline.fetch import check_url_allowed
-from kb.pipeline.index import term_stats
+from kb.pipeline.index import reindex_knowledge_base, term_stats
 from kb.pipeline.index.vector_indexes import ensure_vector_index
 from kb.pipeline.job import requeue
 from kb.storage import safe_storage_name, sha256_of
@@ -54,11 +55,15 @@ def knowledge_base_create(
     created_by: User | None,
     description: str = "",
     embedding_model: str | None = None,
+    language: str = Language.ENGLISH,
     chunk_size: int = 1200,
     chunk_overlap: int = 150,
     actor: OrgContext | None = None,
 ) -> KnowledgeBase:
-    """Create a knowledge base; its embedding model and dimension are fixed from here on."""
+    """Create a knowledge base. `language` sets keyword search's stemming and stop words (and the
+    local answerer's); a multilingual embedding model (`local/e5`) matches across languages."""
+    if language not in Language.values:
+        raise KnowledgeBaseError("language_unknown", f"Unknown language {language!r}; choose one from the list.")
     name = name.strip()
     if KnowledgeBase.objects.filter(organization=organization, name__iexact=name).exists():
         raise _name_taken(name)
@@ -71,6 +76,8 @@ def knowledge_base_create(
         description=description,
         embedding_model=model,
         embedding_dims=dims,
+        language=language,
+        text_search_config=config_for_language(language),
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
         created_by=created_by,
@@ -91,9 +98,13 @@ def knowledge_base_update(
 ) -> KnowledgeBaseUpdate:
     """Rename or describe a knowledge base, or change its embedding model (re-embeds in the background).
 
-    `changes` holds the fields given (`name`, `description`, `embedding_model`, `review_changes`,
-    `publish_min_pass_rate`); the audit event names all of them.
+    `changes` holds the fields given (`name`, `description`, `embedding_model`, `language`,
+    `review_changes`, `publish_min_pass_rate`); the audit event names all of them.
     """
+    if "language" in changes and changes["language"] not in Language.values:
+        raise KnowledgeBaseError(
+            "language_unknown", f"Unknown language {changes['language']!r}; choose one from the list."
+        )
     if "name" in changes:
         changes = {**changes, "name": changes["name"].strip()}
         taken = KnowledgeBase.objects.filter(
@@ -109,6 +120,8 @@ def knowledge_base_update(
             knowledge_base.save()
     except IntegrityError:  # renamed by a concurrent request between the check and the save
         raise _name_taken(changes.get("name", knowledge_base.name)) from None
+    if "language" in changes and changes["language"] != knowledge_base.language:
+        knowledge_base = knowledge_base_change_language(knowledge_base=knowledge_base, language=changes["language"])
     reembedding = False
     if "embedding_model" in changes and changes["embedding_model"] != knowledge_base.embedding_model:
         knowledge_base = knowledge_base_change_embedding_model(
@@ -429,6 +442,24 @@ def version_requeue(*, version: DocumentVersion, actor: OrgContext | None = None
     transaction.on_commit(lambda: enqueue_ingest(version.pk))
     version.refresh_from_db()
     return version
+
+
+# --- changing the language -------------------------------------------------------------------
+
+
+def knowledge_base_change_language(*, knowledge_base: KnowledgeBase, language: str) -> KnowledgeBase:
+    """Switch a knowledge base's language: every chunk's keyword-search vector is recomputed with
+    the new text search configuration and the BM25 statistics recounted, in one transaction
+    (searches see the old index or the new one). Takes a few seconds per 100k chunks."""
+    with transaction.atomic():
+        locked = KnowledgeBase.objects.select_for_update().get(pk=knowledge_base.pk)
+        locked.language = language
+        locked.text_search_config = config_for_language(language)
+        locked.save(update_fields=["language", "text_search_config", "updated_at"])
+        reindex_knowledge_base(locked)
+        term_stats.rebuild(locked)
+    knowledge_base.refresh_from_db()
+    return knowledge_base
 
 
 # --- changing the embedding model ------------------------------------------------------------

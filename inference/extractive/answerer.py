@@ -25,7 +25,7 @@ from inference.extractive.weights import (
     SUPPORT_WEIGHTS_E5,
     SUPPORT_WEIGHTS_LEXICAL,
 )
-from inference.text import WHITESPACE_RE, content_terms
+from inference.text import WHITESPACE_RE, content_terms, detect_language
 
 #: Support probability the best sentence must reach. Chosen on the SQuAD-2 / ClapNQ development
 #: halves for >= 0.8 refusal accuracy on the unanswerable questions of both, cross-validated,
@@ -207,7 +207,8 @@ def sentence_features(
     Returns the candidates in source order and question-level information (answer type, key
     terms) for the trace.
     """
-    english = language is None or language.lower().startswith("en")
+    # No language given: the question's own (a German question gets no English stemming or stop words).
+    english = (language or detect_language(question)).lower().startswith("en")
     q = analyse_question(question, english)
     prepared = [(src, *prepare_source(src, english)) for src in sources]
     all_stems: frozenset[str] = frozenset().union(*(p[2] for p in prepared)) if prepared else frozenset()
@@ -258,7 +259,7 @@ def sentence_features(
         "terms": {k: round(v, 3) for k, v in q.terms.items()},
         "negated": q.negated,
         "missing_everywhere": sorted(s for s in q.terms if s not in all_stems),
-        "language": "en" if english else (language or ""),
+        "language": "en" if english else (language or detect_language(question)),
         "dense": embedder is not None,
         "e5": e5 is not None,
     }

@@ -29,6 +29,7 @@ class Parsed:
     document: ParsedDocument | None = None
     plain_text: str | None = None  # typed-in text and Q&A entries skip the parser
     warnings: list[str] = field(default_factory=list)
+    ocr_pages: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -10,6 +10,7 @@ One module per concern, by format family:
 - `setup`: configures unstructured offline (no telemetry, no model downloads); `warm_up()`.
 - `detect`: the file type from its first bytes.
 - `pdf`: pypdf pre-check, unstructured's reading, repair of garbled pages, fallbacks.
+- `ocr`: text recognition for scanned PDF pages and images (RapidOCR, models inside the wheel).
 - `office`: ZIP-container checks (zip bombs, page counts) for DOCX, PPTX, XLSX, ODT, EPUB.
 - `text`: CSV/TSV read as written; `partition`: unstructured's partitioner per type.
 - `common`: the result types, `ParseError`, cleaning and junk detection; `sections`: headings
@@ -32,6 +33,7 @@ from kb.pipeline.parse.common import (
     DEFAULT_MAX_PAGES,
     FILE_TYPES,
     HEAD_BYTES,
+    IMAGE_TYPES,
     TEXT_TYPES,
     ZIP_TYPES,
     ParsedDocument,
@@ -40,9 +42,10 @@ from kb.pipeline.parse.common import (
     _items_from_elements,
 )
 from kb.pipeline.parse.detect import _unsupported, detect_file_type
+from kb.pipeline.parse.ocr import ocr_available, ocr_image
 from kb.pipeline.parse.office import _check_zip_container
 from kb.pipeline.parse.partition import _partition
-from kb.pipeline.parse.pdf import _parse_pdf, ocr_available
+from kb.pipeline.parse.pdf import _parse_pdf
 from kb.pipeline.parse.sections import _finish
 from kb.pipeline.parse.setup import SPACY_MODEL_NAME, _configure_unstructured, warm_up
 from kb.pipeline.parse.tables import table_html_to_text
@@ -98,6 +101,8 @@ def parse_document(
         _configure_unstructured()
         if kind == "pdf":
             return _parse_pdf(path, max_pages=max_pages)
+        if kind in IMAGE_TYPES:
+            return _parse_image(path, kind)
         return _parse_other(path, kind)
 
 
@@ -149,6 +154,12 @@ def _deadline(timeout_s: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(which_timer, 0)
         signal.signal(sig, previous)
+
+
+def _parse_image(path: Path, kind: str) -> ParsedDocument:
+    """A photo or scan (PNG, JPEG, TIFF with one page per frame): its text by OCR."""
+    items, frames = ocr_image(path)
+    return _finish(kind, items, frames if kind == "tiff" else None, [])
 
 
 def _parse_other(path: Path, kind: str) -> ParsedDocument:

@@ -19,7 +19,23 @@ from kb.pipeline.parse.tables import table_html_to_text
 if TYPE_CHECKING:
     from unstructured.documents.elements import Element
 
-FILE_TYPES: Final = ("pdf", "docx", "pptx", "xlsx", "html", "md", "txt", "csv", "eml", "epub", "odt")
+FILE_TYPES: Final = (
+    "pdf",
+    "docx",
+    "pptx",
+    "xlsx",
+    "html",
+    "md",
+    "txt",
+    "csv",
+    "eml",
+    "epub",
+    "odt",
+    "png",
+    "jpeg",
+    "tiff",
+)
+IMAGE_TYPES: Final = frozenset({"png", "jpeg", "tiff"})
 TEXT_TYPES: Final = frozenset({"html", "md", "txt", "csv", "eml"})
 ZIP_TYPES: Final = frozenset({"docx", "pptx", "xlsx", "epub", "odt"})
 
@@ -79,6 +95,7 @@ class ParsedElement:
     page_number: int | None = None
     section_path: list[str] = field(default_factory=list)
     html: str | None = None
+    ocr: bool = False  # recognised from an image (scan, photo) rather than read from text
 
 
 @dataclass(slots=True)
@@ -90,6 +107,8 @@ class ParsedDocument:
     elements: list[ParsedElement]
     # Sentences for the uploader about partial problems, e.g. unreadable blocks that were dropped.
     warnings: list[str] = field(default_factory=list)
+    # Pages (1-based; frames of an image) whose text was recognised by OCR.
+    ocr_pages: list[int] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -110,6 +129,7 @@ class _Item:
     subject: str | None = None
     bold: bool = False  # the whole text is bold: a heading typed as a normal paragraph
     from_pypdf: bool = False  # read by the pypdf fallback, which never splits words into glyphs
+    ocr: bool = False  # recognised by OCR (kb.pipeline.parse.ocr)
 
 
 def _items_from_elements(elements: Sequence[Element], kind: str) -> list[_Item]:

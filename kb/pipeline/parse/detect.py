@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Final
 
 from kb.pipeline.parse.common import ParseError
+from kb.pipeline.parse.ocr import ocr_available
 
 _OLE2_MAGIC: Final = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# Images read by OCR (kb.pipeline.parse.ocr), when it is installed.
+_IMAGE_SIGNATURES: Final[tuple[tuple[bytes, str], ...]] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
 _BINARY_SIGNATURES: Final[tuple[tuple[bytes, str], ...]] = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
@@ -30,7 +38,8 @@ _BINARY_SIGNATURES: Final[tuple[tuple[bytes, str], ...]] = (
     (b"Rar!", "a RAR archive"),
 )
 _SUPPORTED_LIST: Final = (
-    "PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), HTML, Markdown, plain text, CSV and e-mail (.eml)"
+    "PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), HTML, Markdown, plain text, CSV, e-mail (.eml) "
+    "and scanned images (PNG, JPEG, TIFF)"
 )
 _EMAIL_HEADERS: Final = frozenset(
     {
@@ -105,13 +114,17 @@ def detect_file_type(data_head: bytes, filename: str, *, path: Path | None = Non
             "This is an old-style Office file (.doc, .xls, .ppt or Outlook .msg). Save it in the "
             "current format (.docx, .xlsx, .pptx) or as PDF and upload it again.",
         )
+    for signature, kind in _IMAGE_SIGNATURES:
+        if data_head.startswith(signature) and ocr_available():
+            return kind
     for signature, what in _BINARY_SIGNATURES:
         if data_head.startswith(signature):
             if what.endswith("image"):
                 raise ParseError(
                     "unsupported_type",
-                    f"This file is {what}. Images need text recognition (OCR), which is not "
-                    "installed on this server; upload a PDF or document with real text instead.",
+                    f"This file is {what}. Only PNG, JPEG and TIFF images are read (by text "
+                    "recognition, when it is installed on this server); upload a PDF or document "
+                    "with real text instead.",
                 )
             if what == "an RTF document":
                 raise ParseError(

@@ -10,11 +10,9 @@ pages are re-read with pypdf when its reading is clearly cleaner.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import re
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from kb.pipeline.parse.common import (
     _junk_share,
     _letter_spaced_share,
 )
+from kb.pipeline.parse.ocr import ocr_available, ocr_pdf_pages, pdf_pages_with_images
 from kb.pipeline.parse.partition import _TIME_LIMIT_ERRORS, _partition
 from kb.pipeline.parse.sections import _finish
 from kb.pipeline.parse.setup import _pdf_state
@@ -53,11 +52,14 @@ class _PdfInfo:
     page_count: int | None
     reader: PdfReader | None
     open_error: str | None = None
+    scanned: bool = False  # no page declares a font: only OCR can find text
 
 
 def _parse_pdf(path: Path, *, max_pages: int) -> ParsedDocument:
     with path.open("rb") as handle:
         info = _pdf_precheck(handle, max_pages=max_pages)
+        if info.scanned and info.page_count:
+            return _finish("pdf", _ocr_or_fail(path, list(range(1, info.page_count + 1))), info.page_count, [])
         _pdf_state.error = None
         _pdf_state.too_complex = False
         raw = _partition("pdf", path)
@@ -67,6 +69,8 @@ def _parse_pdf(path: Path, *, max_pages: int) -> ParsedDocument:
         items = _items_from_elements(raw, "pdf")
         warnings: list[str] = []
         items = _repair_pdf_pages(items, info, warnings)
+        if items:
+            items = _ocr_blank_pages(path, items, info)
         if not items:
             items = _pdf_fallback_or_fail(path, info)
             warnings.append(
@@ -122,7 +126,7 @@ def _pdf_precheck(handle: io.BufferedReader, *, max_pages: int) -> _PdfInfo:
         )
     if _pdf_fonts_absent(reader):
         if ocr_available():
-            return _PdfInfo(page_count=page_count, reader=reader)
+            return _PdfInfo(page_count=page_count, reader=reader, scanned=True)
         raise ParseError(
             "no_text_layer",
             "This PDF has no text layer (is it a scan?), and text recognition (OCR) is not "
@@ -164,22 +168,41 @@ def _resources_have_font(resources: Any, *, depth: int) -> bool:
     return False
 
 
-def ocr_available() -> bool:
-    """Whether scanned PDFs can be OCR'd here: Tesseract, Poppler and unstructured's wrapper."""
-    return (
-        shutil.which("tesseract") is not None
-        and shutil.which("pdftoppm") is not None
-        and importlib.util.find_spec("unstructured_pytesseract") is not None
-    )
+def _ocr_or_fail(path: Path, pages: list[int]) -> list[_Item]:
+    """Every page of a PDF without a text layer, recognised; a readable failure if none has text."""
+    items = ocr_pdf_pages(path, pages)
+    if not items:
+        raise ParseError(
+            "no_text_found",
+            "This PDF has no text layer, and text recognition (OCR) found no text on its pages "
+            "(they look like pictures without words). Upload a document with text.",
+        )
+    return items
+
+
+def _ocr_blank_pages(path: Path, items: list[_Item], info: _PdfInfo) -> list[_Item]:
+    """A PDF with text on some pages and scans on others: recognise the pages with no text that
+    draw an image, and put their paragraphs in page order."""
+    if not info.page_count or not ocr_available():
+        return items
+    with_text = {item.page for item in items}
+    blank = [page for page in range(1, info.page_count + 1) if page not in with_text]
+    if not blank:
+        return items
+    scanned = pdf_pages_with_images(path, blank)
+    if not scanned:
+        return items
+    recognised = ocr_pdf_pages(path, scanned)
+    if not recognised:
+        return items
+    # Stable sort: unstructured's order within a page is kept.
+    return sorted([*items, *recognised], key=lambda item: item.page or 0)
 
 
 def _pdf_fallback_or_fail(path: Path, info: _PdfInfo) -> list[_Item]:
     """unstructured found nothing: OCR if possible, else pypdf's text, else the real reason."""
-    if ocr_available():
-        from unstructured.partition.pdf import partition_pdf
-
-        # Only reached for PDFs without usable text; "ocr_only" needs no model hub.
-        ocr_items = _items_from_elements(partition_pdf(filename=str(path), strategy="ocr_only"), "pdf")
+    if ocr_available() and info.page_count:
+        ocr_items = ocr_pdf_pages(path, list(range(1, info.page_count + 1)))
         if ocr_items:
             return ocr_items
     error = _pdf_state.error

@@ -11,7 +11,15 @@ import re
 import unicodedata
 from typing import Final
 
-from kb.pipeline.parse.common import ParsedDocument, ParsedElement, ParseError, _clean_text, _drop_junk, _Item
+from kb.pipeline.parse.common import (
+    IMAGE_TYPES,
+    ParsedDocument,
+    ParsedElement,
+    ParseError,
+    _clean_text,
+    _drop_junk,
+    _Item,
+)
 
 # How the hierarchy of headings is known: from the author's heading levels, or guessed.
 _HIERARCHICAL_TYPES: Final = frozenset({"docx", "md", "html", "odt", "epub"})
@@ -102,6 +110,7 @@ def _assign_sections(items: list[_Item], kind: str) -> list[ParsedElement]:
                 page_number=item.page,
                 section_path=path,
                 html=item.html,
+                ocr=item.ocr,
             )
         )
     return elements
@@ -119,6 +128,11 @@ def _repeated_titles(items: list[_Item]) -> set[str]:
 def _finish(kind: str, items: list[_Item], page_count: int | None, warnings: list[str]) -> ParsedDocument:
     items = _drop_junk(items, kind, warnings)
     if not items:
+        if kind in IMAGE_TYPES:
+            raise ParseError(
+                "no_text_found",
+                "Text recognition (OCR) found no text in this image. Upload a sharper scan, or a document with text.",
+            )
         if kind == "pdf":
             raise ParseError(
                 "no_text_layer",
@@ -127,4 +141,7 @@ def _finish(kind: str, items: list[_Item], page_count: int | None, warnings: lis
             )
         raise ParseError("empty", "No text could be found in this file.")
     elements = _assign_sections(items, kind)
-    return ParsedDocument(file_type=kind, page_count=page_count, elements=elements, warnings=warnings)
+    ocr_pages = sorted({e.page_number for e in elements if e.ocr and e.page_number is not None})
+    return ParsedDocument(
+        file_type=kind, page_count=page_count, elements=elements, warnings=warnings, ocr_pages=ocr_pages
+    )

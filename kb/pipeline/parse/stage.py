@@ -34,6 +34,7 @@ def parse(job: Job) -> None:
         pages_parsed=parsed.page_count or 0,
         file_type=parsed.file_type,
         warnings=parsed.warnings,
+        ocr_pages=parsed.ocr_pages,
     )
     job.parsed = parsed
 
@@ -64,4 +65,5 @@ def _parse_file(path: Path, *, filename: str) -> Parsed:
         page_count=page_count,
         document=document,
         warnings=list(document.warnings),
+        ocr_pages=list(document.ocr_pages),
     )
