@@ -342,14 +342,14 @@ def test_unreadable_pdfs_fail_with_a_reason_and_readable_ones_keep_their_pages(
         (
             "fax-scan.pdf",
             (PDFS / "pypdf_sample_files/imagemagick-CCITTFaxDecode.pdf").read_bytes(),
-            "no_text_layer",
+            "no_text_found",
             "text recognition (OCR)",
         ),
         (
             "grayscale-scan.pdf",
             (PDFS / "pypdf_sample_files/grayscale-image.pdf").read_bytes(),
-            "no_text_layer",
-            "no text layer",
+            "no_text_found",
+            "found no text",
         ),
         ("truncated.pdf", _truncated(PDFS / "pypdf_sample_files/pdflatex-4-pages.pdf"), "corrupt", "damaged"),
         ("not-really.pdf", b"%PDF-1.4\n" + b"garbage " * 200, "corrupt", "damaged"),
