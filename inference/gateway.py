@@ -210,7 +210,8 @@ def _local_embedding(call: _ProviderCall) -> EmbeddingResponse:
     from litellm.llms.custom_llm import CustomLLMError
     from litellm.types.utils import Usage
 
-    from inference.embedder import get_local_embedder
+    from inference.e5 import E5Result
+    from inference.embedder import EmbedResult, get_local_embedder
 
     model, input = call.model, call.input
     model_response: EmbeddingResponse = call.model_response
@@ -228,6 +229,7 @@ def _local_embedding(call: _ProviderCall) -> EmbeddingResponse:
             message="The local embedding model takes text, not token ids.",
         )
 
+    result: EmbedResult | E5Result
     if model == LOCAL_E5_MODEL_NAME:
         from inference.e5 import get_e5_embedder
 
