@@ -133,6 +133,29 @@ class E5Embedder:
         return E5Result(vectors=[v for v in vectors if v is not None], token_count=tokens)
 
 
+class E5SentenceEmbedder:
+    """The answerer's dense feature with e5, for questions or sources not in English (MiniLM only
+    knows English; e5 also matches an English question with a German sentence).
+
+    The answerer embeds ``[question, *sentences]`` in one call: the first text is the query, the
+    rest passages. Its weights were fitted on MiniLM similarities (related ~0.5–0.8, unrelated
+    ~0–0.2), while e5's are compressed (related ~0.85–0.92, unrelated ~0.72–0.8): `calibrate`
+    maps e5's onto MiniLM's scale linearly so the refusal threshold keeps its meaning.
+    """
+
+    def __init__(self, engine: E5Embedder) -> None:
+        self._engine = engine
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return self._engine.embed(texts[:1], is_query=True) + self._engine.embed(texts[1:], is_query=False)
+
+    @staticmethod
+    def calibrate(similarity: float) -> float:
+        return 0.1 + (similarity - 0.75) * 5.0
+
+
 _instance: E5Embedder | None = None
 _instance_lock = threading.Lock()
 

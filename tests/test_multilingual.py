@@ -131,7 +131,7 @@ def _upload(client: Any, kb_id: int, name: str, text: str) -> None:
     )
     assert response.status_code == 201, response.content
     doc_id = response.json()["id"]
-    wait_for(lambda: client.get(f"/api/v1/documents/{doc_id}/").json()["status"] == "ready", timeout=180)
+    wait_for(lambda: client.get(f"/api/v1/documents/{doc_id}/").json()["status"] == "ready", timeout=500)
 
 
 def _ask(client: Any, bot_id: int, question: str) -> dict[str, Any]:
@@ -142,6 +142,7 @@ def _ask(client: Any, bot_id: int, question: str) -> dict[str, Any]:
 
 
 @pytest.mark.worker
+@pytest.mark.timeout(900)  # the e5 model embeds ~4x slower than MiniLM; minutes on a loaded shared box
 def test_german_and_french_documents_answer_in_their_language_and_in_english(  # type: ignore[no-untyped-def]
     make_org, api_client_for, celery_worker
 ) -> None:
@@ -182,9 +183,12 @@ def test_german_and_french_documents_answer_in_their_language_and_in_english(  #
         assert body["refused"] is False, (question, body)
         assert fact in body["answer"], (question, body["answer"])
         assert body["citations"], question
+    # Nothing in either language answers this: the bot says so instead of quoting a near miss.
+    assert _ask(client, bot["id"], "What is the capital of Peru?")["refused"] is True
 
 
 @pytest.mark.worker
+@pytest.mark.timeout(600)
 def test_changing_the_language_reindexes_keyword_search(make_org, make_user, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
     org = make_org()
     client = api_client_for(org)

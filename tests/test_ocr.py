@@ -140,6 +140,7 @@ def _upload(client: Any, kb_id: int, name: str, content: bytes) -> dict[str, Any
 
 
 @pytest.mark.worker
+@pytest.mark.timeout(900)  # OCR and the first model loads; minutes only on a loaded shared box
 def test_scanned_pdf_and_png_become_ready_and_answerable(  # type: ignore[no-untyped-def]
     make_org, make_user, api_client_for, celery_worker, tmp_path: Path
 ) -> None:
@@ -154,7 +155,7 @@ def test_scanned_pdf_and_png_become_ready_and_answerable(  # type: ignore[no-unt
         assert all(s["status"] != "failed" for s in states), states
         return all(s["status"] == "ready" for s in states)
 
-    wait_for(ready, timeout=240)
+    wait_for(ready, timeout=600)
     assert client.get(f"/api/v1/documents/{pdf['id']}/").json()["file_type"] == "pdf"
     assert client.get(f"/api/v1/documents/{png['id']}/").json()["file_type"] == "png"
 

