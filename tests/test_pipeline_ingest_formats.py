@@ -364,7 +364,9 @@ def test_unreadable_pdfs_fail_with_a_reason_and_readable_ones_keep_their_pages(
     ]
     bad_ids = {name: (_upload(client, kb_id, name, data), code, words) for name, data, code, words in bad}
     good_ids = {file: _upload(client, kb_id, Path(file).name, (PDFS / file).read_bytes()) for file, _ in good}
-    bodies = _wait_terminal(client, [i for i, _, _ in bad_ids.values()] + list(good_ids.values()), timeout=60)
+    bodies = _wait_terminal(
+        client, [i for i, _, _ in bad_ids.values()] + list(good_ids.values()), timeout=240
+    )  # the two scans are now read by OCR first
 
     problems: list[str] = []
     for name, (doc_id, code, words) in bad_ids.items():
