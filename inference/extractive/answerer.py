@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.embedder import Embedder
-from inference.extractive.e5_feature import SentenceScorer, calibrate
+from inference.extractive.e5_feature import SentenceScorer
 from inference.extractive.features import analyse_question, coverage, prepare_source, sentence_feature_values
 from inference.extractive.prompt_format import Source
 from inference.extractive.weights import (
