@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.embedder import Embedder
-from inference.extractive.e5_feature import SentenceScorer
+from inference.extractive.e5_feature import SentenceScorer, calibrate
 from inference.extractive.features import analyse_question, coverage, prepare_source, sentence_feature_values
 from inference.extractive.prompt_format import Source
 from inference.extractive.weights import (
@@ -238,10 +238,10 @@ def sentence_features(
         qv = vectors[0]
         # An embedder whose similarities live on another scale than MiniLM's (the weights were
         # fitted on MiniLM) maps them onto it (inference.e5.E5SentenceEmbedder).
-        calibrate = getattr(embedder, "calibrate", None)
+        onto_minilm_scale = getattr(embedder, "calibrate", None)
         for cand, v in zip(shortlist, vectors[1:], strict=True):
             similarity = _cosine(qv, v)
-            cand.features["dense"] = calibrate(similarity) if calibrate is not None else similarity
+            cand.features["dense"] = onto_minilm_scale(similarity) if onto_minilm_scale is not None else similarity
 
     if e5 is not None and candidates:
         # e5's question–sentence similarity (and its lead over the best other sentence) on the
