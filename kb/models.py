@@ -278,6 +278,35 @@ class TermStat(models.Model):
         return f"{self.lexeme}: {self.chunks}"
 
 
+class Posting(models.Model):
+    """One live chunk containing one term: the inverted index keyword search reads.
+
+    BM25 over `tsvector`s visits every chunk a query term matches (hundreds of milliseconds for a
+    common word at 100k chunks); here a query reads only its terms' rows, through the primary key
+    `(term_id, chunk_id) INCLUDE (tf, dl)` by index-only scans. `tf`: the term's occurrences in
+    the chunk; `dl`: the chunk's length in distinct lexemes (the `length(search_vector)` BM25
+    normalises by). Rows exist for live chunks only and are written and removed with the term
+    statistics (kb.pipeline.index.term_stats), in the same transaction as the change of `is_live`.
+
+    Its migration creates the table in SQL (the key's INCLUDE is beyond Django's schema editor):
+    `term` cascades in the database (a knowledge base's postings go with its term rows), `chunk`
+    has no constraint (it would make every chunk delete scan the postings; live chunks leave
+    their postings before they are deleted, and only live chunks have any).
+    """
+
+    pk = models.CompositePrimaryKey("term", "chunk")
+    term = models.ForeignKey(TermStat, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    chunk = models.ForeignKey(Chunk, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    tf = models.SmallIntegerField()
+    dl = models.SmallIntegerField()
+
+    class Meta:
+        db_table = "kb_posting"
+
+    def __str__(self) -> str:
+        return f"{self.term_id}@{self.chunk_id}: {self.tf}"
+
+
 class DraftChange(models.Model):
     """A change waiting in a review-mode knowledge base's draft: the document's pending state.
 

@@ -99,10 +99,13 @@ def _vector_candidates(
         cast = vector_cast(dims)
         literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
         with transaction.atomic(), connection.cursor() as cursor:
-            if versions is not None or _exact_search_is_safer(cursor, sum(kb.live_chunks for kb in kbs)):
-                cursor.execute("SET LOCAL enable_indexscan = off")
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}")
+            exact = versions is not None or _exact_search_is_safer(cursor, sum(kb.live_chunks for kb in kbs))
+            # One round trip for the settings (only fixed texts and an integer are interpolated).
+            cursor.execute(
+                ("SET LOCAL enable_indexscan = off; " if exact else "")
+                + "SET LOCAL hnsw.iterative_scan = relaxed_order; "
+                + f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}"
+            )
             # Only `cast` is interpolated: built from an integer dimension by vector_cast().
             cursor.execute(
                 f"""
@@ -123,11 +126,13 @@ def _vector_candidates(
 BM25_K1 = 1.2
 BM25_B = 0.75
 # Candidates come from the query's rarest terms, taken in order while the chunks they match stay
-# under this budget (the rarest term always counts): how many chunks a query may touch, whatever
+# under this budget (the rarest term always counts): how many postings a query reads, whatever
 # the size of the knowledge base. A chunk matching only words that half the collection contains
 # scores little in BM25 anyway.
 KEYWORD_MATCH_BUDGET = 5000
-KEYWORD_CANDIDATES = 2000  # of those, the best by ts_rank_cd are scored with BM25
+# Of those, the best by their score over the rare terms get the common terms' share added (one
+# index probe per candidate and common term), which makes their scores exact Okapi BM25.
+KEYWORD_POOL = 200
 
 
 def _scope(versions: list[int] | None) -> str:
@@ -138,90 +143,162 @@ def _scope(versions: list[int] | None) -> str:
     return "is_live" if versions is None else "version_id = ANY(%s)"
 
 
+# Okapi BM25 of the query's terms over the postings (kb.models.Posting), in one statement:
+#   terms      the query's lexemes with their term rows in each knowledge base and their idf
+#              (document frequencies summed over the knowledge bases searched);
+#   picked     the rarest terms while the chunks they match stay under the budget;
+#   partial    every chunk a picked term matches, scored over the picked terms (index-only
+#              scans), the best `pool` of them kept;
+#   rest       the common terms' share of those chunks' scores, by index probes;
+#   staged     (a draft) the chunks of its versions that are not live, which have no postings:
+#              scored from their tsvectors.
+# A draft's chunks that are live but not in the draft are left out (`hidden`). Every CTE is
+# MATERIALIZED: inlined, the planner re-ran them per candidate.
+_KEYWORD_SQL = """
+WITH collection AS MATERIALIZED (
+    SELECT greatest(sum(live_chunks), 1)::float AS n,
+           greatest(sum(live_lexemes)::float / greatest(sum(live_chunks), 1), 1) AS avgdl
+    FROM kb_knowledgebase WHERE id = ANY(%(kbs)s)
+),
+lexemes AS MATERIALIZED (
+    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) AS lexeme
+),
+rows AS MATERIALIZED (
+    SELECT s.id, s.lexeme, s.chunks FROM lexemes l
+    JOIN kb_termstat s ON s.lexeme = l.lexeme AND s.knowledge_base_id = ANY(%(kbs)s)
+),
+df AS MATERIALIZED (
+    SELECT lexeme, sum(chunks)::float AS n FROM rows GROUP BY lexeme HAVING sum(chunks) > 0
+),
+weights AS MATERIALIZED (
+    SELECT df.lexeme, ln(1 + (greatest(collection.n, df.n) - df.n + 0.5) / (df.n + 0.5)) AS idf,
+           sum(df.n) OVER (ORDER BY df.n, df.lexeme ROWS UNBOUNDED PRECEDING) - df.n < %(budget)s AS picked
+    FROM df, collection
+),
+terms AS MATERIALIZED (
+    SELECT r.id, w.lexeme, w.idf, w.picked FROM rows r JOIN weights w ON w.lexeme = r.lexeme WHERE r.chunks > 0
+),
+partial AS MATERIALIZED (
+    SELECT p.chunk_id, sum(t.idf * p.tf * (%(k1)s + 1)
+                           / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.dl / collection.avgdl))) AS score
+    FROM terms t JOIN kb_posting p ON p.term_id = t.id CROSS JOIN collection
+    WHERE t.picked AND NOT (p.chunk_id = ANY(%(hidden)s))
+    GROUP BY p.chunk_id
+    ORDER BY score DESC
+    LIMIT %(pool)s
+),
+rest AS MATERIALIZED (
+    SELECT p.chunk_id, sum(t.idf * p.tf * (%(k1)s + 1)
+                           / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.dl / collection.avgdl))) AS score
+    FROM partial c
+    CROSS JOIN collection
+    JOIN terms t ON NOT t.picked
+    JOIN kb_posting p ON p.term_id = t.id AND p.chunk_id = c.chunk_id
+    GROUP BY p.chunk_id
+){staged_cte}
+SELECT c.chunk_id, c.score + coalesce(r.score, 0) AS score
+FROM partial c LEFT JOIN rest r ON r.chunk_id = c.chunk_id
+{staged_union}ORDER BY score DESC
+LIMIT %(limit)s
+"""
+# A draft's versions that are not live (no postings): scored from their tsvectors.
+_STAGED_CTE = """,
+staged AS MATERIALIZED (
+    SELECT c.id AS chunk_id, sum(w.idf * tf.tf * (%(k1)s + 1)
+           / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * length(c.search_vector) / collection.avgdl))) AS score
+    FROM kb_chunk c
+    CROSS JOIN collection
+    CROSS JOIN LATERAL unnest(c.search_vector) AS u(lexeme, positions, weights)
+    JOIN weights w ON w.lexeme = u.lexeme
+    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float AS tf) tf
+    WHERE c.version_id = ANY(%(staged)s) AND c.knowledge_base_id = ANY(%(kbs)s)
+    GROUP BY c.id
+)"""
+_STAGED_UNION = "UNION ALL SELECT chunk_id, score FROM staged\n"
+
+
+def _draft_difference(knowledge_bases: Sequence[KnowledgeBase], versions: list[int]) -> tuple[list[int], list[int]]:
+    """How a draft differs from what is live: (live chunks it hides, versions it adds).
+
+    Postings cover live chunks only; a draft search reads them without the chunks of the live
+    versions the draft replaces, removes or disables, and reads the draft's other versions (new
+    or re-enabled: a few documents) from their tsvectors. Both are scored with the live release's
+    collection statistics, as a draft has none of its own.
+    """
+    live = set(
+        Document.objects.filter(
+            knowledge_base__in=knowledge_bases, enabled=True, live_version__isnull=False
+        ).values_list("live_version_id", flat=True)
+    )
+    wanted = set(versions)
+    hidden_versions = sorted(live - wanted)
+    hidden = (
+        list(Chunk.objects.filter(version_id__in=hidden_versions, is_live=True).values_list("pk", flat=True))
+        if hidden_versions
+        else []
+    )
+    return hidden, sorted(wanted - live)
+
+
 def _keyword_candidates(
     knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, versions: list[int] | None = None
 ) -> list[tuple[int, float]]:
-    """Full-text matches ranked by Okapi BM25, computed in Postgres over the `tsvector` column.
+    """Chunks ranked by Okapi BM25 over the postings (kb.models.Posting), in one round trip.
 
     Postgres' own `ts_rank` has no inverse document frequency, so rare words weigh no more than
     common ones; BM25 fixes that. Query terms are the stemmed lexemes of the question (stop words
     dropped), ORed: a question rarely contains only words its answer contains. Collection size,
-    mean length and each term's document frequency are read from the statistics kb.pipeline.index.term_stats
-    keeps exact (counting them per query visits every matching chunk: seconds at 1M chunks). Every
-    CTE is MATERIALIZED: inlined, subqueries ran once per candidate and term.
+    mean length and each term's document frequency are read from the statistics
+    kb.pipeline.index.term_stats keeps exact. The returned scores are exact Okapi BM25; which
+    chunks are returned is exact unless the best chunks match none of the rarest terms (recall@10
+    against an exhaustive BM25: bench/retrieval.py).
     """
     by_config: dict[str, list[int]] = defaultdict(list)
     for kb in knowledge_bases:
         by_config[text_search_config(kb)].append(kb.pk)
+    hidden, staged = _draft_difference(knowledge_bases, versions) if versions is not None else ([], [])
     results: list[tuple[int, float]] = []
     for config, kb_ids in by_config.items():
-        with transaction.atomic(), connection.cursor() as cursor:
-            # Room for exact bitmaps of common words: lossy ones re-check every row of a page.
-            cursor.execute("SET LOCAL work_mem = '32MB'")
-            cursor.execute(
-                """
-                WITH terms AS MATERIALIZED (
-                    SELECT DISTINCT lexeme
-                    FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) AS lexeme
-                ),
-                collection AS MATERIALIZED (
-                    SELECT greatest(sum(live_chunks), 1)::float AS n,
-                           greatest(sum(live_lexemes)::float / greatest(sum(live_chunks), 1), 1) AS avgdl
-                    FROM kb_knowledgebase WHERE id = ANY(%(kbs)s)
-                ),
-                df AS MATERIALIZED (
-                    SELECT t.lexeme, sum(s.chunks)::float AS n
-                    FROM terms t JOIN kb_termstat s ON s.lexeme = t.lexeme AND s.knowledge_base_id = ANY(%(kbs)s)
-                    GROUP BY t.lexeme
-                    HAVING sum(s.chunks) > 0
-                ),
-                picked AS MATERIALIZED (
-                    SELECT lexeme FROM (
-                        SELECT lexeme, sum(n) OVER (ORDER BY n, lexeme ROWS UNBOUNDED PRECEDING) - n AS before
-                        FROM df
-                    ) ranked
-                    WHERE before < %(budget)s
-                ),
-                q AS MATERIALIZED (
-                    SELECT array_to_string(array(SELECT quote_literal(lexeme) FROM picked), ' | ')::tsquery AS tq
-                ),
-                candidates AS MATERIALIZED (
-                    SELECT c.id, c.search_vector FROM kb_chunk c, q
-                    WHERE c.knowledge_base_id = ANY(%(kbs)s) AND {scope} AND q.tq <> ''::tsquery
-                      AND c.search_vector @@ q.tq
-                    ORDER BY ts_rank_cd(c.search_vector, q.tq) DESC
-                    LIMIT %(pool)s
-                )
-                SELECT cand.id,
-                       sum(
-                           ln(1 + (greatest(collection.n, df.n) - df.n + 0.5) / (df.n + 0.5))
-                           * (tf.tf * (%(k1)s + 1))
-                           / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * length(cand.search_vector) / collection.avgdl))
-                       ) AS score
-                FROM candidates cand
-                CROSS JOIN collection
-                CROSS JOIN LATERAL unnest(cand.search_vector) AS u(lexeme, positions, weights)
-                JOIN df ON df.lexeme = u.lexeme
-                CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float AS tf) tf
-                GROUP BY cand.id
-                ORDER BY score DESC
-                LIMIT %(limit)s
-                """.replace("{scope}", "c.version_id = ANY(%(versions)s)" if versions is not None else "c.is_live"),
-                {
-                    "versions": versions or [],
-                    "config": config,
-                    "query": query,
-                    "kbs": kb_ids,
-                    "budget": KEYWORD_MATCH_BUDGET,
-                    "pool": KEYWORD_CANDIDATES,
-                    "k1": BM25_K1,
-                    "b": BM25_B,
-                    "limit": limit,
-                },
+        results.extend(
+            keyword_scores(
+                config=config, knowledge_base_ids=kb_ids, query=query, limit=limit, hidden=hidden, staged=staged
             )
-            results.extend((row[0], float(row[1])) for row in cursor.fetchall())
+        )
     results.sort(key=lambda r: r[1], reverse=True)
     return results[:limit]
+
+
+def keyword_scores(
+    *,
+    config: str,
+    knowledge_base_ids: list[int],
+    query: str,
+    limit: int,
+    hidden: Sequence[int] = (),
+    staged: Sequence[int] = (),
+) -> list[tuple[int, float]]:
+    """The best `limit` chunks by BM25 in knowledge bases sharing one text search configuration.
+
+    `hidden`: live chunks left out; `staged`: versions whose chunks (not live) are scored too.
+    """
+    sql = _KEYWORD_SQL.format(staged_cte=_STAGED_CTE if staged else "", staged_union=_STAGED_UNION if staged else "")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "config": config,
+                "query": query,
+                "kbs": knowledge_base_ids,
+                "budget": KEYWORD_MATCH_BUDGET,
+                "pool": max(KEYWORD_POOL, limit),
+                "k1": BM25_K1,
+                "b": BM25_B,
+                "limit": limit,
+                "hidden": list(hidden),
+                "staged": list(staged),
+            },
+        )
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
 
 
 def chunk_search(

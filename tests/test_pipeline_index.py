@@ -8,6 +8,7 @@ from kb import services
 from kb.models import Document, KnowledgeBase
 from tests.conftest import wait_for
 from tests.test_document_lifecycle import V1, V2, _ready, _texts, _upload
+from tests.test_pipeline_reembed import embeddings_server  # noqa: F401 (a fixture)
 
 
 def _recounted_stats(kb_id: int) -> tuple[int, int, dict[str, int]]:
@@ -27,6 +28,34 @@ def _recounted_stats(kb_id: int) -> tuple[int, int, dict[str, int]]:
             [kb_id],
         )
         return n, total, dict(cursor.fetchall())
+
+
+def _postings(kb_id: int) -> dict[tuple[str, int], tuple[int, int]]:
+    """The inverted index keyword search reads, by (lexeme, chunk): (tf, dl)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.lexeme, p.chunk_id, p.tf, p.dl FROM kb_posting p JOIN kb_termstat s ON s.id = p.term_id "
+            "WHERE s.knowledge_base_id = %s",
+            [kb_id],
+        )
+        return {(lexeme, chunk): (tf, dl) for lexeme, chunk, tf, dl in cursor.fetchall()}
+
+
+def _kept(kb_id: int) -> tuple[tuple[int, int, dict[str, int]], dict[tuple[str, int], tuple[int, int]]]:
+    return _kept_stats(kb_id), _postings(kb_id)
+
+
+def _assert_equal_to_a_rebuild(kb_id: int) -> None:
+    """What the lifecycle kept equals a recount and a from-scratch rebuild of statistics and postings."""
+    from kb.pipeline.index import term_stats
+
+    kept = _kept(kb_id)
+    assert kept[0] == _recounted_stats(kb_id)
+    term_stats.rebuild(KnowledgeBase.objects.get(pk=kb_id))
+    assert _kept(kb_id) == kept
+    assert len(kept[1]) == sum(kept[0][2].values())  # one posting per live chunk and lexeme
 
 
 def _kept_stats(kb_id: int) -> tuple[int, int, dict[str, int]]:
@@ -76,10 +105,12 @@ def test_keyword_statistics_follow_every_change_of_what_is_live(make_org, api_cl
 
     from kb.models import TermStat
 
-    TermStat.objects.filter(knowledge_base_id=kb_id).delete()
+    kept = _kept(kb_id)
+    TermStat.objects.filter(knowledge_base_id=kb_id).delete()  # their postings go with them
     KnowledgeBase.objects.filter(pk=kb_id).update(live_chunks=0, live_lexemes=0)
+    assert _postings(kb_id) == {}
     call_command("kb_rebuild_term_stats", "--kb", str(kb_id))
-    assert _kept_stats(kb_id) == _recounted_stats(kb_id) and _kept_stats(kb_id)[0] == 1
+    assert _kept(kb_id) == kept and _kept_stats(kb_id)[0] == 1
     with pytest.raises(CommandError, match="No knowledge base with id 987654"):
         call_command("kb_rebuild_term_stats", "--kb", "987654")
 
@@ -97,3 +128,82 @@ def test_keyword_search_matches_the_document_title(make_org, api_client_for, cel
         f"/api/v1/knowledge-bases/{kb_id}/search/", {"query": "expense policy", "mode": "keyword"}, format="json"
     )
     assert [r["document_id"] for r in response.json()["results"]] == [policy["id"]]
+
+
+def _keyword(kb: KnowledgeBase, query: str, versions: list[int] | None = None) -> list[str]:
+    from kb.selectors import chunk_search
+
+    hits = chunk_search(knowledge_bases=[kb], query=query, mode="keyword", limit=10, versions=versions)
+    return [h.chunk.text for h in hits if h.chunk is not None]
+
+
+@pytest.mark.worker
+@pytest.mark.usefixtures("embeddings_server")
+def test_postings_equal_a_rebuild_after_every_lifecycle_change(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    # Keyword search reads postings of the live chunks only: upload, replace, disable, enable,
+    # re-index, delete, restore a release, a published draft and a model change must each leave
+    # them (and the statistics) exactly as a rebuild from the chunks would, and the draft's
+    # keyword search must see the draft, not the live release.
+    from kb import releases
+
+    client = api_client_for(make_org())
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Loyalty"}, format="json").json()["id"]
+    other = _upload(client, kb_id, "travel.md", b"# Travel\n\nTrain tickets are refunded within 14 days.\n")
+    doc = _upload(client, kb_id, "loyalty.md", V1)
+    _ready(client, other["id"], 1)
+    _ready(client, doc["id"], 1)
+    _assert_equal_to_a_rebuild(kb_id)  # upload
+    assert any("inactivity" in t for t in _keyword(KnowledgeBase.objects.get(pk=kb_id), "points inactivity"))
+
+    _upload(client, kb_id, "loyalty.md", V2)
+    _ready(client, doc["id"], 2)
+    _assert_equal_to_a_rebuild(kb_id)  # replace
+    texts = _keyword(KnowledgeBase.objects.get(pk=kb_id), "points inactivity gold")
+    assert any("Gold" in t for t in texts) and not any("inactivity" in t for t in texts)
+
+    assert client.patch(f"/api/v1/documents/{doc['id']}/", {"enabled": False}, format="json").status_code == 200
+    _assert_equal_to_a_rebuild(kb_id)  # disable
+    assert not any("Gold" in t for t in _keyword(KnowledgeBase.objects.get(pk=kb_id), "points gold"))
+    assert client.patch(f"/api/v1/documents/{doc['id']}/", {"enabled": True}, format="json").status_code == 200
+    _assert_equal_to_a_rebuild(kb_id)  # enable
+
+    document = Document.objects.get(pk=doc["id"])
+    assert document.live_version is not None
+    services.version_requeue(version=document.live_version)  # re-index
+    wait_for(lambda: _recounted_stats(kb_id)[0] == 2 and _ready(client, doc["id"], 2), timeout=90)
+    _assert_equal_to_a_rebuild(kb_id)
+
+    assert client.delete(f"/api/v1/documents/{other['id']}/").status_code == 204
+    _assert_equal_to_a_rebuild(kb_id)  # delete
+    assert not any("refunded" in t for t in _keyword(KnowledgeBase.objects.get(pk=kb_id), "tickets refunded"))
+    before_delete = client.get(f"/api/v1/knowledge-bases/{kb_id}/releases/").json()[1]["number"]
+    restored = client.post(f"/api/v1/knowledge-bases/{kb_id}/releases/{before_delete}/restore/", {}, format="json")
+    assert restored.status_code == 200
+    _assert_equal_to_a_rebuild(kb_id)  # restore: travel is back
+    assert any("refunded" in t for t in _keyword(KnowledgeBase.objects.get(pk=kb_id), "tickets refunded"))
+
+    # Review mode: a staged replacement and a staged switch wait in the draft, searched as the draft.
+    client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"review_changes": True}, format="json")
+    _upload(client, kb_id, "loyalty.md", b"# Loyalty programme\n\nPlatinum members earn double miles.\n")
+    client.patch(f"/api/v1/documents/{other['id']}/", {"enabled": False}, format="json")
+    wait_for(
+        lambda: all(
+            c["status"] == "ready" for c in client.get(f"/api/v1/knowledge-bases/{kb_id}/draft/").json()["changes"]
+        ),
+        timeout=90,
+    )
+    _assert_equal_to_a_rebuild(kb_id)  # nothing staged is live
+    kb = KnowledgeBase.objects.get(pk=kb_id)
+    draft = releases.draft_version_ids(kb)
+    assert not any("Platinum" in t for t in _keyword(kb, "platinum members miles inactivity"))
+    draft_texts = _keyword(kb, "platinum members miles inactivity refunded tickets", versions=draft)
+    assert any("Platinum" in t for t in draft_texts)
+    assert not any("inactivity" in t or "refunded" in t for t in draft_texts)  # replaced, switched off
+    assert client.post(f"/api/v1/knowledge-bases/{kb_id}/draft/publish/", {}, format="json").status_code == 200
+    _assert_equal_to_a_rebuild(kb_id)  # draft publish
+    assert any("Platinum" in t for t in _keyword(KnowledgeBase.objects.get(pk=kb_id), "platinum miles"))
+
+    client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"embedding_model": "openai/hash-64"}, format="json")
+    wait_for(lambda: client.get(f"/api/v1/knowledge-bases/{kb_id}/").json()["reembedding"] is None, timeout=60)
+    assert KnowledgeBase.objects.get(pk=kb_id).embedding_model == "openai/hash-64"
+    _assert_equal_to_a_rebuild(kb_id)  # re-embed

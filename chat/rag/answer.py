@@ -58,11 +58,14 @@ def chat_answer_events(
     if len(question) > MAX_QUESTION_CHARS:
         raise ChatError("question_too_long", f"Questions are limited to {MAX_QUESTION_CHARS} characters.")
     started = time.perf_counter()
-    if conversation is None:
-        conversation = conversation_start(
-            chatbot=chatbot, channel=channel, started_by=user, visitor_id=visitor_id, title=question[:80]
-        )
-    user_message = Message.objects.create(conversation=conversation, role=Role.USER, content=question)
+    # One commit for the conversation and the question (each commit waits for its WAL flush:
+    # the writes before the first token, bench/retrieval.py).
+    with transaction.atomic():
+        if conversation is None:
+            conversation = conversation_start(
+                chatbot=chatbot, channel=channel, started_by=user, visitor_id=visitor_id, title=question[:80]
+            )
+        user_message = Message.objects.create(conversation=conversation, role=Role.USER, content=question)
     yield {"type": "start", "conversation_id": conversation.pk, "user_message_id": user_message.pk}
 
     retrieval = retrieve(chatbot=chatbot, question=question, draft=draft)
