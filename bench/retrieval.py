@@ -5,9 +5,9 @@ Run from the repository root (the first run builds the corpus, later runs may re
     .venv/bin/python bench/retrieval.py --rows 100000
     .venv/bin/python bench/retrieval.py --rows 100000 --skip-load --queries 50
 
-It works on its own embedded PostgreSQL + pgvector under `.data/bench` (never the dev or test
-databases: `GROUNDWORK_DATA_DIR` defaults to that folder and `DATABASE_URL` must be unset). It
-migrates that database, and truncates its organisations and chunks before loading. Use
+It works on its own embedded PostgreSQL + pgvector under `GROUNDWORK_DATA_DIR` (default
+`.data/bench`; its name must contain "bench", so it never truncates a dev or test database beside
+it), and `DATABASE_URL` must be unset. It migrates that database, and truncates its organisations and chunks before loading. Use
 `--maintenance-work-mem 3GB` at 1M rows, so the HNSW graph is built in memory.
 
 The corpus is synthetic, built for what it has to exercise:
@@ -28,10 +28,10 @@ Measured (each query interleaves the modes, so drifting load on a shared machine
 
 - `chunk_search` latency per mode (vector, keyword BM25, hybrid), with `kb.embedding.embed_query`
   replaced by a lookup of the query's precomputed vector, so it is the database and our Python;
-- the selector's keyword SQL on a few queries first, each cancelled after --statement-timeout; when
-  it is too slow to measure, keyword and hybrid run with PROPOSED_KEYWORD_SQL instead (marked *);
-- that keyword SQL step by step (cached collection statistics, query lexemes only, no ts_rank_cd
-  pool) and its parts, on --keyword-variants queries;
+- keyword search (the postings, kb.selectors) against exhaustive Okapi BM25 over every matching
+  tsvector of the tenant (EXACT_BM25_SQL, with the same kept statistics): recall@10/@50, scores,
+  both latencies; and a draft replacing one of the tenant's ten documents by an identical version
+  (its chunks hidden from the postings and read from their tsvectors): latency, same results;
 - recall@10 and @50 of the selector's HNSW scan against an exact scan under the same filter, and
   the same scan with iterative scans off, in strict order, and with HNSW forced where the planner
   would answer exactly (small tenants);
@@ -39,7 +39,9 @@ Measured (each query interleaves the modes, so drifting load on a shared machine
 - `chat.rag.answer.chat_answer_events` up to the moment it calls the model (everything but the
   model): the real local query embedding, hybrid retrieval, prompt building, database writes.
 
-Figures are printed and written to bench/results/retrieval_<rows>.json.
+Figures are printed and written to bench/results/retrieval_<rows>.json, with a top-level "summary"
+per tenant role (p95 of each mode, hybrid / vector, keyword recall@10, overhead p95) and the
+storage of the postings per live chunk under "sizes".
 """
 
 from __future__ import annotations
