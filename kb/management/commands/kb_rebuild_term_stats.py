@@ -1,4 +1,4 @@
-"""Recount the BM25 statistics of knowledge bases from their live chunks.
+"""Recount the BM25 statistics and postings of knowledge bases from their live chunks.
 
 python manage.py kb_rebuild_term_stats [--kb ID ...]
 
@@ -18,7 +18,7 @@ from kb.pipeline.index import term_stats
 
 
 class Command(BaseCommand):
-    help = "Recount the keyword-search (BM25) statistics of knowledge bases from their live chunks."
+    help = "Recount the keyword-search (BM25) statistics and postings of knowledge bases from their live chunks."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--kb", type=int, nargs="*", help="Knowledge base ids (default: all).")
