@@ -99,13 +99,10 @@ def _vector_candidates(
         cast = vector_cast(dims)
         literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
         with transaction.atomic(), connection.cursor() as cursor:
-            exact = versions is not None or _exact_search_is_safer(cursor, sum(kb.live_chunks for kb in kbs))
-            # One round trip for the settings (only fixed texts and an integer are interpolated).
-            cursor.execute(
-                ("SET LOCAL enable_indexscan = off; " if exact else "")
-                + "SET LOCAL hnsw.iterative_scan = relaxed_order; "
-                + f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}"
-            )
+            if versions is not None or _exact_search_is_safer(cursor, sum(kb.live_chunks for kb in kbs)):
+                cursor.execute("SET LOCAL enable_indexscan = off")
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}")
             # Only `cast` is interpolated: built from an integer dimension by vector_cast().
             cursor.execute(
                 f"""
