@@ -7,8 +7,9 @@ Run from the repository root (the first run builds the corpus, later runs may re
 
 It works on its own embedded PostgreSQL + pgvector under `GROUNDWORK_DATA_DIR` (default
 `.data/bench`; its name must contain "bench", so it never truncates a dev or test database beside
-it), and `DATABASE_URL` must be unset. It migrates that database, and truncates its organisations and chunks before loading. Use
-`--maintenance-work-mem 3GB` at 1M rows, so the HNSW graph is built in memory.
+it), and `DATABASE_URL` must be unset. It migrates that database, and truncates its organisations
+and chunks before loading. Use `--maintenance-work-mem 3GB` at 1M rows, so the HNSW graph is built
+in memory.
 
 The corpus is synthetic, built for what it has to exercise:
 
