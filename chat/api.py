@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from django.http import Http404, StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +21,45 @@ from chat.models import Channel, Chatbot, Conversation
 from chat.rag.answer import chat_answer, chat_answer_events
 from chat.serializers import ChatbotInSerializer, ChatbotOutSerializer, ChatInSerializer
 from chat.sse import ApiFormat, OpenAIFormat, answer_payload, answer_sse, openai_usage, sse_response
+
+ANSWER_OUT = inline_serializer(
+    "ChatAnswer",
+    {
+        "answer": serializers.CharField(allow_blank=True),
+        "citations": serializers.ListField(child=serializers.DictField()),
+        "refused": serializers.BooleanField(),
+        "conversation_id": serializers.IntegerField(),
+        "message_id": serializers.IntegerField(),
+        "model": serializers.CharField(allow_blank=True),
+        "grounding": serializers.DictField(),
+        "latency": serializers.DictField(),
+        "releases": serializers.ListField(),
+    },
+)
+COMPLETIONS_IN = inline_serializer(
+    "ChatCompletionsIn",
+    {
+        "model": serializers.CharField(help_text="a chatbot's id or slug"),
+        "messages": serializers.ListField(child=serializers.DictField()),
+        "stream": serializers.BooleanField(required=False),
+        "conversation_id": serializers.IntegerField(required=False),
+    },
+)
+COMPLETIONS_OUT = inline_serializer(
+    "ChatCompletion",
+    {
+        "id": serializers.CharField(),
+        "object": serializers.CharField(),
+        "created": serializers.IntegerField(),
+        "model": serializers.CharField(),
+        "choices": serializers.ListField(child=serializers.DictField()),
+        "usage": serializers.DictField(),
+        "citations": serializers.ListField(child=serializers.DictField()),
+        "refused": serializers.BooleanField(),
+        "conversation_id": serializers.IntegerField(),
+    },
+)
+SSE = (200, "text/event-stream")
 
 
 class ChatbotScopedView(OrgScopedApiView):
@@ -74,6 +114,7 @@ class ChatbotDetailApi(ChatbotScopedView):
         services.chatbot_update(chatbot=bot, knowledge_bases=kbs, context=self.org_context, **data)
         return Response(ChatbotOutSerializer(bot, context={"request": request}).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, bot_id: str) -> Response:
         bot = self.get_chatbot(bot_id)
         services.chatbot_delete(chatbot=bot, context=self.org_context)
@@ -85,7 +126,9 @@ class ChatbotChatApi(ChatbotScopedView):
     write_action = Action.VIEW
     channel: str = Channel.API
 
-    @extend_schema(request=ChatInSerializer)
+    @extend_schema(
+        request=ChatInSerializer, responses={(200, "application/json"): ANSWER_OUT, SSE: OpenApiTypes.OBJECT}
+    )
     def post(self, request: Request, bot_id: str) -> Response | StreamingHttpResponse:
         bot = self.get_chatbot(bot_id)
         serializer = ChatInSerializer(data=request.data)
@@ -118,6 +161,26 @@ class ChatCompletionsApi(OrgScopedApiView):
     """
 
     write_action = Action.VIEW
+
+    @extend_schema(
+        request=COMPLETIONS_IN, responses={(200, "application/json"): COMPLETIONS_OUT, SSE: OpenApiTypes.OBJECT}
+    )
+    def handle_exception(self, exc: Exception) -> Response:
+        """Errors in OpenAI's shape here too (unreadable JSON, a bad key, busy), so OpenAI clients report them."""
+        response = super().handle_exception(exc)
+        data = response.data
+        if not (isinstance(data, dict) and isinstance(data.get("error"), dict)):
+            detail = data.get("detail", data) if isinstance(data, dict) else data
+            code = getattr(detail, "code", None) or (data.get("error") if isinstance(data, dict) else None)
+            response.data = {
+                "error": {
+                    "message": str(detail),
+                    "type": "authentication_error" if response.status_code in (401, 403) else "invalid_request_error",
+                    "param": None,
+                    "code": str(code) if code else None,
+                }
+            }
+        return response
 
     def post(self, request: Request) -> Response | StreamingHttpResponse:
         body = request.data if isinstance(request.data, dict) else {}

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from django.http import Http404, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -72,6 +73,66 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
     }
 
 
+SUMMARY_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
+    "id": serializers.IntegerField(),
+    "chatbot": serializers.IntegerField(),
+    "chatbot_name": serializers.CharField(),
+    "channel": serializers.CharField(),
+    "title": serializers.CharField(allow_blank=True),
+    "reviewed": serializers.BooleanField(),
+    "tags": serializers.ListField(child=serializers.CharField()),
+    "lead": serializers.DictField(allow_null=True),
+    "created_at": serializers.DateTimeField(),
+    "updated_at": serializers.DateTimeField(),
+}
+MESSAGE_OUT = inline_serializer(
+    "ReviewMessageOut",
+    {
+        "id": serializers.IntegerField(),
+        "role": serializers.CharField(),
+        "content": serializers.CharField(allow_blank=True),
+        "feedback": serializers.CharField(allow_null=True),
+        "corrections": serializers.ListField(child=serializers.DictField()),
+    },
+)
+CONVERSATION_PAGE = inline_serializer(
+    "ConversationPage",
+    {
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": inline_serializer("ConversationSummary", SUMMARY_FIELDS, many=True),
+    },
+)
+CONVERSATION_DETAIL = inline_serializer(
+    "ConversationDetail",
+    {
+        **SUMMARY_FIELDS,
+        "internal_note": serializers.CharField(allow_blank=True),
+        "messages": serializers.ListField(child=serializers.DictField()),
+    },
+)
+REVIEW_IN = inline_serializer(
+    "ConversationReviewIn",
+    {
+        "reviewed": serializers.BooleanField(required=False),
+        "tags": serializers.ListField(child=serializers.CharField(), required=False),
+        "internal_note": serializers.CharField(required=False, allow_blank=True),
+    },
+)
+CORRECTION_OUT = inline_serializer(
+    "CorrectionOut",
+    {
+        "id": serializers.IntegerField(),
+        "message_id": serializers.IntegerField(),
+        "question": serializers.CharField(allow_blank=True),
+        "answer": serializers.CharField(),
+        "document_id": serializers.IntegerField(allow_null=True),
+        "knowledge_base_id": serializers.IntegerField(allow_null=True),
+    },
+)
+
+
 class ReviewView(OrgScopedApiView):
     write_action = Action.REVIEW
 
@@ -95,7 +156,7 @@ class ReviewView(OrgScopedApiView):
 
 
 class ConversationListApi(ReviewView):
-    @extend_schema(parameters=FILTER_PARAMETERS)
+    @extend_schema(parameters=FILTER_PARAMETERS, responses=CONVERSATION_PAGE, operation_id="api_v1_conversations_list")
     def get(self, request: Request) -> Response:
         qs = selectors.conversations_filtered(organization=self.org, filters=self.filters(request))
         paginator = LimitOffsetPagination()
@@ -104,6 +165,7 @@ class ConversationListApi(ReviewView):
 
 
 class ConversationDetailApi(ReviewView):
+    @extend_schema(responses=CONVERSATION_DETAIL)
     def get(self, request: Request, pk: int) -> Response:
         conversation = self.get_conversation(pk)
         messages = conversation.messages.prefetch_related("citations", "corrections")
@@ -115,6 +177,7 @@ class ConversationDetailApi(ReviewView):
             }
         )
 
+    @extend_schema(request=REVIEW_IN, responses=CONVERSATION_DETAIL)
     def patch(self, request: Request, pk: int) -> Response:
         conversation = self.get_conversation(pk)
         data = request.data if isinstance(request.data, dict) else {}
@@ -137,6 +200,7 @@ class ConversationDetailApi(ReviewView):
         )
         return self.get(request, pk)
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         conversation = self.get_conversation(pk)
         services.conversation_delete(conversation=conversation, context=self.org_context)
@@ -151,7 +215,7 @@ class FeedbackIn(serializers.Serializer[Any]):
 class MessageFeedbackApi(ReviewView):
     write_action = Action.VIEW  # anyone who may read the conversation may rate an answer
 
-    @extend_schema(request=FeedbackIn)
+    @extend_schema(request=FeedbackIn, responses=MESSAGE_OUT)
     def post(self, request: Request, pk: int) -> Response:
         message = self.get_message(pk)
         serializer = FeedbackIn(data=request.data)
@@ -165,7 +229,7 @@ class CorrectionIn(serializers.Serializer[Any]):
 
 
 class MessageCorrectionApi(ReviewView):
-    @extend_schema(request=CorrectionIn)
+    @extend_schema(request=CorrectionIn, responses={201: CORRECTION_OUT})
     def post(self, request: Request, pk: int) -> Response:
         message = self.get_message(pk)
         serializer = CorrectionIn(data=request.data)
@@ -269,7 +333,10 @@ def _jsonl_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 class ConversationExportApi(ReviewView):
     """Filtered conversations as CSV or JSON lines, streamed row by row (never built in memory)."""
 
-    @extend_schema(parameters=[*FILTER_PARAMETERS, OpenApiParameter("format", str, description="csv | jsonl")])
+    @extend_schema(
+        parameters=[*FILTER_PARAMETERS, OpenApiParameter("format", str, description="csv | jsonl")],
+        responses={(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR},
+    )
     def get(self, request: Request) -> StreamingHttpResponse | Response:
         fmt = request.query_params.get("format", "csv")
         if fmt not in ("csv", "jsonl"):

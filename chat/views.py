@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
+from drf_spectacular.utils import extend_schema
 
 from accounts.decorators import org_required
 from accounts.permissions import Action
@@ -119,6 +120,7 @@ def playground_retrieval(request: HttpRequest, context: OrgContext, bot_id: int)
     return render(request, "chat/_retrieval_table.html", {"hits": hits, "query": query})
 
 
+@extend_schema(exclude=True)  # the staff playground's own endpoint (session + CSRF), not part of the API
 class PlaygroundChatApi(ChatbotChatApi):
     """The chat API for signed-in staff (session + CSRF), recorded as playground conversations."""
 

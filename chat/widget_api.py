@@ -17,6 +17,9 @@ from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -32,6 +35,66 @@ from chat.sse import WidgetFormat, answer_sse, database_busy, sse_response
 from chat.widget import frame_content_security_policy, normalize_origin
 
 HOST_HEADER = "X-Groundwork-Host"
+
+# The widget API's bodies, for the OpenAPI schema (the views read the JSON leniently themselves).
+WIDGET_CONFIG_OUT = inline_serializer(
+    "WidgetConfig",
+    {
+        "name": serializers.CharField(),
+        "title": serializers.CharField(),
+        "avatar": serializers.CharField(),
+        "theme_color": serializers.CharField(),
+        "position": serializers.CharField(help_text="left or right"),
+        "welcome_message": serializers.CharField(allow_blank=True),
+        "suggested_questions": serializers.ListField(child=serializers.CharField()),
+        "lead_capture": serializers.BooleanField(),
+        "max_message_chars": serializers.IntegerField(),
+    },
+)
+WIDGET_START_IN = inline_serializer("WidgetStartIn", {"visitor_id": serializers.CharField(required=False)})
+WIDGET_START_OUT = inline_serializer(
+    "WidgetStarted", {"conversation_id": serializers.IntegerField(), "visitor_token": serializers.CharField()}
+)
+WIDGET_CONVERSATION_OUT = inline_serializer(
+    "WidgetConversation",
+    {
+        "conversation_id": serializers.IntegerField(),
+        "lead_captured": serializers.BooleanField(),
+        "messages": serializers.ListField(child=serializers.DictField()),
+    },
+)
+WIDGET_CHAT_IN = inline_serializer(
+    "WidgetChatIn",
+    {
+        "message": serializers.CharField(),
+        "conversation_id": serializers.IntegerField(),
+        "visitor_token": serializers.CharField(),
+    },
+)
+WIDGET_FEEDBACK_IN = inline_serializer(
+    "WidgetFeedbackIn",
+    {
+        "value": serializers.ChoiceField(choices=("up", "down", "")),
+        "comment": serializers.CharField(required=False, allow_blank=True),
+        "visitor_token": serializers.CharField(),
+    },
+)
+WIDGET_FEEDBACK_OUT = inline_serializer(
+    "WidgetFeedbackOut", {"message_id": serializers.IntegerField(), "feedback": serializers.CharField(allow_blank=True)}
+)
+WIDGET_LEAD_IN = inline_serializer(
+    "WidgetLeadIn",
+    {
+        "conversation_id": serializers.IntegerField(),
+        "visitor_token": serializers.CharField(),
+        "email": serializers.EmailField(),
+        "name": serializers.CharField(required=False, allow_blank=True),
+        "message": serializers.CharField(required=False, allow_blank=True),
+    },
+)
+WIDGET_LEAD_OUT = inline_serializer(
+    "WidgetLeadOut", {"conversation_id": serializers.IntegerField(), "lead_captured": serializers.BooleanField()}
+)
 
 
 def _own_origins(request: HttpRequest) -> set[str]:
@@ -130,12 +193,14 @@ class WidgetApiView(APIView):
 
 
 class WidgetConfigApi(WidgetApiView):
+    @extend_schema(responses=WIDGET_CONFIG_OUT)
     def get(self, request: Request, widget_key: str) -> Response:
         bot, _ = self.widget(request, widget_key, write=False)
         return Response(ws.widget_config(chatbot=bot))
 
 
 class WidgetConversationCreateApi(WidgetApiView):
+    @extend_schema(request=WIDGET_START_IN, responses={201: WIDGET_START_OUT})
     def post(self, request: Request, widget_key: str) -> Response:
         bot, host = self.widget(request, widget_key, write=True)
         visitor_id = self.body(request).get("visitor_id")
@@ -148,6 +213,10 @@ class WidgetConversationCreateApi(WidgetApiView):
 
 
 class WidgetConversationDetailApi(WidgetApiView):
+    @extend_schema(
+        parameters=[OpenApiParameter("token", str, description="the visitor token")],
+        responses=WIDGET_CONVERSATION_OUT,
+    )
     def get(self, request: Request, widget_key: str, conversation_id: int) -> Response:
         bot, _ = self.widget(request, widget_key, write=False)
         conversation = ws.widget_conversation_get(
@@ -165,6 +234,7 @@ class WidgetConversationDetailApi(WidgetApiView):
 class WidgetChatApi(WidgetApiView):
     """One question, answered as server-sent events: `start`, `delta`…, `final` (or `error`)."""
 
+    @extend_schema(request=WIDGET_CHAT_IN, responses={(200, "text/event-stream"): OpenApiTypes.OBJECT})
     def post(self, request: Request, widget_key: str) -> StreamingHttpResponse:
         data = self.body(request)
         token = str(data.get("visitor_token") or "")
@@ -181,6 +251,7 @@ class WidgetChatApi(WidgetApiView):
 
 
 class WidgetFeedbackApi(WidgetApiView):
+    @extend_schema(request=WIDGET_FEEDBACK_IN, responses=WIDGET_FEEDBACK_OUT)
     def post(self, request: Request, widget_key: str, message_id: int) -> Response:
         data = self.body(request)
         token = str(data.get("visitor_token") or "")
@@ -196,6 +267,7 @@ class WidgetFeedbackApi(WidgetApiView):
 
 
 class WidgetLeadApi(WidgetApiView):
+    @extend_schema(request=WIDGET_LEAD_IN, responses=WIDGET_LEAD_OUT)
     def post(self, request: Request, widget_key: str) -> Response:
         data = self.body(request)
         token = str(data.get("visitor_token") or "")

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
@@ -45,3 +47,14 @@ class LenientContentNegotiation(DefaultContentNegotiation):
         except NotAcceptable:
             renderer = next(iter(renderers))
             return renderer, renderer.media_type
+
+
+API_PREFIXES = ("/api/", "/v1/")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for URLs no route matches (e.g. `/api/v1/documents/abc/`): JSON under the API prefixes,
+    as every API answer is, so a client never has to parse Django's HTML error page."""
+    if request.path.startswith(API_PREFIXES):
+        return JsonResponse({"error": "not_found", "detail": "No such API endpoint or object."}, status=404)
+    return defaults.page_not_found(request, exception)

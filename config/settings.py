@@ -273,6 +273,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "ENUM_NAME_OVERRIDES": {"KnowledgeGapStatusEnum": "chat.models.gaps.GapStatus.choices"},
+    # Enum components first (drf-spectacular's default), then the error answers every operation shares.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.openapi.add_error_responses",
+    ],
 }
 
 

@@ -23,3 +23,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+# Unmatched API URLs answer JSON, not the HTML error page.
+handler404 = "config.api.page_not_found"

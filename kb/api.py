@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import Count, Q
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -130,6 +130,7 @@ class DocumentDetailApi(OrgScopedApiView):
             services.document_set_enabled(document=document, enabled=data["enabled"], actor=self.org_context)
         return Response(DocumentOutSerializer(self._get(doc_id)).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, doc_id: int) -> Response:
         services.document_delete(document=self._get(doc_id), actor=self.org_context)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -139,7 +140,12 @@ class KnowledgeBaseSearchApi(KnowledgeBaseScopedView):
     # Searching reads only, although it is a POST.
     write_action = Action.VIEW
 
-    @extend_schema(request=SearchInSerializer, responses=SearchResultSerializer(many=True))
+    @extend_schema(
+        request=SearchInSerializer,
+        responses=inline_serializer(
+            "SearchOut", {"query": serializers.CharField(), "results": SearchResultSerializer(many=True)}
+        ),
+    )
     def post(self, request: Request, kb_id: int) -> Response:
         kb = self.get_knowledge_base(kb_id)
         serializer = SearchInSerializer(data=request.data)

@@ -81,14 +81,14 @@ class DocumentUploadSerializer(serializers.Serializer[Any]):
 
 
 class DocumentOutSerializer(serializers.ModelSerializer[Document]):
-    status = serializers.CharField(source="latest_version.status", default=None)
+    status = serializers.CharField(source="latest_version.status", default=None, allow_null=True)
     error = serializers.SerializerMethodField()
     error_code = serializers.CharField(source="latest_version.error_code", default="")
-    version = serializers.IntegerField(source="latest_version.number", default=None)
-    live_version = serializers.IntegerField(source="live_version.number", default=None)
+    version = serializers.IntegerField(source="latest_version.number", default=None, allow_null=True)
+    live_version = serializers.IntegerField(source="live_version.number", default=None, allow_null=True)
     filename = serializers.CharField(source="latest_version.original_filename", default="")
     file_type = serializers.CharField(source="latest_version.file_type", default="")
-    pages = serializers.IntegerField(source="latest_version.pages_total", default=None)
+    pages = serializers.IntegerField(source="latest_version.pages_total", default=None, allow_null=True)
     chunks = serializers.IntegerField(source="latest_version.chunks_total", default=0)
     chunks_embedded = serializers.IntegerField(source="latest_version.chunks_embedded", default=0)
     progress = serializers.IntegerField(source="latest_version.progress_percent", default=0)

@@ -68,7 +68,10 @@ def knowledge_base_create(
     if KnowledgeBase.objects.filter(organization=organization, name__iexact=name).exists():
         raise _name_taken(name)
     model = (embedding_model or settings.GROUNDWORK_EMBEDDING_MODEL).strip()
-    dims = embedding_api.embedding_dimensions(model)
+    try:
+        dims = embedding_api.embedding_dimensions(model)
+    except EmbeddingError as exc:  # an unknown or unreachable model is the caller's input, not a crash
+        raise KnowledgeBaseError("embedding_model_unusable", f"The model {model} cannot be used: {exc}") from exc
     ensure_vector_index(dims)
     knowledge_base = KnowledgeBase.objects.create(
         organization=organization,

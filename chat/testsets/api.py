@@ -61,9 +61,31 @@ EVAL_RUN_OUT = inline_serializer(
         "summary": inline_serializer(
             "EvalSummary", {name: serializers.FloatField(allow_null=True) for name in SUMMARY_FIELDS}
         ),
-        "results": serializers.ListField(child=serializers.DictField()),
+        "results": serializers.ListField(child=serializers.DictField(), required=False),
     },
 )
+
+EVAL_RUN_LIST_ITEM = inline_serializer(
+    "EvalRunListItem",
+    {
+        "id": serializers.IntegerField(),
+        "chatbot": serializers.IntegerField(),
+        "target": serializers.CharField(),
+        "status": serializers.CharField(),
+        "summary": serializers.DictField(),
+    },
+    many=True,
+)
+
+CASE_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
+    "id": serializers.IntegerField(allow_null=True, help_text="null for a Q&A entry (read-only case)"),
+    "question": serializers.CharField(),
+    "expected": serializers.ListField(child=serializers.CharField()),
+    "source": serializers.CharField(),
+}
+CASE_OUT = inline_serializer("TestCaseOut", CASE_FIELDS)
+CASE_LIST = inline_serializer("TestCaseListItem", CASE_FIELDS, many=True)
+EXPORT_RESPONSES = {(200, "text/csv"): OpenApiTypes.STR, (200, "application/x-ndjson"): OpenApiTypes.STR}
 
 
 def case_payload(case: TestCase) -> dict[str, Any]:
@@ -121,7 +143,7 @@ def run_payload(run: EvalRun, *, results: bool = True) -> dict[str, Any]:
 class CaseListCreateApi(ChatbotScopedView):
     @extend_schema(
         parameters=[OpenApiParameter("include_qa", bool, description="also list the Q&A entries (read-only cases)")],
-        responses=OpenApiTypes.OBJECT,
+        responses=CASE_LIST,
         operation_id="chatbot_test_cases_list",
     )
     def get(self, request: Request, bot_id: str) -> Response:
@@ -134,7 +156,7 @@ class CaseListCreateApi(ChatbotScopedView):
             ]
         return Response(data)
 
-    @extend_schema(request=CaseIn, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(request=CaseIn, responses={201: CASE_OUT})
     def post(self, request: Request, bot_id: str) -> Response:
         bot = self.get_chatbot(bot_id)
         serializer = CaseIn(data=request.data)
@@ -150,7 +172,7 @@ class CaseDetailApi(ChatbotScopedView):
             raise Http404("No such test case for this chatbot.")
         return case
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses=CASE_OUT)
     def get(self, request: Request, bot_id: str, pk: int) -> Response:
         return Response(case_payload(self.get_case(bot_id, pk)))
 
@@ -187,7 +209,7 @@ class CaseImportApi(ChatbotScopedView):
 
 
 class CaseExportApi(ChatbotScopedView):
-    @extend_schema(parameters=[OpenApiParameter("format", str, description="csv | jsonl")], responses=OpenApiTypes.STR)
+    @extend_schema(parameters=[OpenApiParameter("format", str, description="csv | jsonl")], responses=EXPORT_RESPONSES)
     def get(self, request: Request, bot_id: str) -> HttpResponse | Response:
         bot = self.get_chatbot(bot_id)
         fmt = request.query_params.get("format", "csv")
@@ -208,7 +230,7 @@ class CaseExportApi(ChatbotScopedView):
 class MessageCaseApi(OrgScopedApiView):
     write_action = Action.REVIEW
 
-    @extend_schema(request=None, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(request=None, responses={201: CASE_OUT})
     def post(self, request: Request, pk: int) -> Response:
         message = message_get_for_org(organization=self.org, pk=pk)
         if message is None:
@@ -218,7 +240,7 @@ class MessageCaseApi(OrgScopedApiView):
 
 
 class EvalListCreateApi(ChatbotScopedView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses=EVAL_RUN_LIST_ITEM)
     def get(self, request: Request, bot_id: str) -> Response:
         bot = self.get_chatbot(bot_id)
         runs = selectors.eval_runs_for_chatbot(chatbot=bot)[:100]
