@@ -115,6 +115,43 @@ def test_renaming_a_knowledge_base_to_a_taken_name_is_a_400(api: APIClient) -> N
     assert api.patch(f"/api/v1/knowledge-bases/{other}/", {"name": "Sales"}, format="json").status_code == 200
 
 
+# --- found by the API fuzz tests (tests/test_fuzz_api_schema.py) ------------------------------
+
+
+@pytest.mark.parametrize("model", ["no-such-model", "\x84"])
+def test_creating_a_knowledge_base_with_an_unusable_embedding_model_is_a_400(api: APIClient, model: str) -> None:
+    response = api.post("/api/v1/knowledge-bases/", {"name": "Docs", "embedding_model": model}, format="json")
+    assert response.status_code == 400 and response.json()["error"] == "embedding_model_unusable"
+    assert not api.get("/api/v1/knowledge-bases/").json()
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/v1/knowledge-bases/abc/", "/api/v1/documents/null%2Cnull/", "/api/v1/nothing-here/", "/v1/models-x"]
+)
+def test_unmatched_api_urls_answer_json_404(api: APIClient, url: str) -> None:
+    response = api.get(url)
+    assert response.status_code == 404 and response["Content-Type"].startswith("application/json")
+    assert response.json()["error"] == "not_found"
+    # Pages outside the API keep the HTML error page.
+    assert Client().get("/no-such-page/")["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("body", ["\x00", "{not json", DEEP])
+def test_openai_endpoint_answers_unreadable_json_in_openai_error_shape(api: APIClient, body: str) -> None:
+    response = _raw(api, "/v1/chat/completions", body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_openai_endpoint_answers_a_bad_key_in_openai_error_shape() -> None:
+    response = APIClient().post(
+        "/v1/chat/completions", {"model": "x", "messages": []}, format="json", HTTP_AUTHORIZATION="Bearer gw_wrong"
+    )
+    assert response.status_code in (401, 403)
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
 # --- widget ----------------------------------------------------------------------------------
 
 
