@@ -162,9 +162,6 @@ class ChatCompletionsApi(OrgScopedApiView):
 
     write_action = Action.VIEW
 
-    @extend_schema(
-        request=COMPLETIONS_IN, responses={(200, "application/json"): COMPLETIONS_OUT, SSE: OpenApiTypes.OBJECT}
-    )
     def handle_exception(self, exc: Exception) -> Response:
         """Errors in OpenAI's shape here too (unreadable JSON, a bad key, busy), so OpenAI clients report them."""
         response = super().handle_exception(exc)
@@ -182,6 +179,9 @@ class ChatCompletionsApi(OrgScopedApiView):
             }
         return response
 
+    @extend_schema(
+        request=COMPLETIONS_IN, responses={(200, "application/json"): COMPLETIONS_OUT, SSE: OpenApiTypes.OBJECT}
+    )
     def post(self, request: Request) -> Response | StreamingHttpResponse:
         body = request.data if isinstance(request.data, dict) else {}
         model = str(body.get("model") or "")
