@@ -315,6 +315,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "chat-purge-expired-conversations": {"task": "chat.conversations_purge_expired", "schedule": 3600.0},
     # The knowledge-gap inbox (chat.gaps): cheap per bot when nothing new was refused or disliked.
     "chat-refresh-knowledge-gaps": {"task": "chat.gaps_refresh", "schedule": 300.0},
+    # Website sources (kb.websites) whose daily/weekly re-sync is due; cheap when none is.
+    "kb-sync-due-web-sources": {"task": "kb.web_sources_sync_due", "schedule": 900.0},
 }
 
 # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, comma-separated);

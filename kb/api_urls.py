@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb import api, release_api
+from kb import api, release_api, website_api
 
 urlpatterns = [
     path("knowledge-bases/", api.KnowledgeBaseListCreateApi.as_view(), name="api-kb-list"),
@@ -10,6 +10,21 @@ urlpatterns = [
     path("knowledge-bases/<int:kb_id>/qa/", api.QaEntryCreateApi.as_view(), name="api-kb-qa"),
     path("knowledge-bases/<int:kb_id>/urls/", api.UrlEntryCreateApi.as_view(), name="api-kb-urls"),
     path("knowledge-bases/<int:kb_id>/search/", api.KnowledgeBaseSearchApi.as_view(), name="api-kb-search"),
+    path(
+        "knowledge-bases/<int:kb_id>/web-sources/",
+        website_api.WebSourceListCreateApi.as_view(),
+        name="api-kb-web-sources",
+    ),
+    path(
+        "knowledge-bases/<int:kb_id>/web-sources/<int:source_id>/",
+        website_api.WebSourceDetailApi.as_view(),
+        name="api-kb-web-source",
+    ),
+    path(
+        "knowledge-bases/<int:kb_id>/web-sources/<int:source_id>/sync/",
+        website_api.WebSourceSyncApi.as_view(),
+        name="api-kb-web-source-sync",
+    ),
     path("documents/<int:doc_id>/", api.DocumentDetailApi.as_view(), name="api-document-detail"),
     path(
         "documents/<int:doc_id>/versions/", release_api.DocumentVersionCreateApi.as_view(), name="api-document-versions"

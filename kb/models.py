@@ -363,3 +363,93 @@ class Release(models.Model):
 
     def __str__(self) -> str:
         return f"{self.knowledge_base} release {self.number}"
+
+
+class WebSourceMode(models.TextChoices):
+    SITEMAP = "sitemap", "Sitemap"
+    CRAWL = "crawl", "Crawl links"
+
+
+class WebSourceSchedule(models.TextChoices):
+    DAILY = "daily", "Daily"
+    WEEKLY = "weekly", "Weekly"
+    OFF = "off", "Off"
+
+
+class WebSourceStatus(models.TextChoices):
+    IDLE = "idle", "Idle"
+    QUEUED = "queued", "Queued"
+    SYNCING = "syncing", "Syncing"
+    FAILED = "failed", "Failed"
+
+
+class WebSource(models.Model):
+    """A website imported into a knowledge base and kept fresh (kb.websites).
+
+        idle / failed ──(sync requested: by hand, or due by its schedule)──► queued
+        queued ──(the task claims it)──► syncing ──► idle (last_report) / failed (error_message)
+
+    Each page found becomes a `WebPage` and a web-page `Document`; a sync re-fetches every page
+    (conditionally) and adds a version only where the page's text changed.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="web_sources")
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="web_sources")
+    url = models.URLField(max_length=2000, help_text="The start page, or the sitemap.")
+    mode = models.CharField(max_length=8, choices=WebSourceMode.choices, default=WebSourceMode.SITEMAP)
+    # Bounds: always the start URL's host; pages under `path_prefix`; `max_depth` links from the start (crawl).
+    path_prefix = models.CharField(max_length=500, default="/")
+    max_depth = models.PositiveIntegerField(default=3)
+    max_pages = models.PositiveIntegerField(default=100)
+    schedule = models.CharField(max_length=8, choices=WebSourceSchedule.choices, default=WebSourceSchedule.WEEKLY)
+    status = models.CharField(max_length=8, choices=WebSourceStatus.choices, default=WebSourceStatus.QUEUED)
+    error_message = models.TextField(blank=True)
+    sync_started_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_report = models.JSONField(default=dict, blank=True, help_text="Counts and URLs of the last sync.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=("schedule", "last_synced_at"), name="websource_due")]
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def is_busy(self) -> bool:
+        return self.status in (WebSourceStatus.QUEUED, WebSourceStatus.SYNCING)
+
+
+class WebPageResult(models.TextChoices):
+    FOUND = "found", "Found"
+    ADDED = "added", "Added"
+    CHANGED = "changed", "Changed"
+    UNCHANGED = "unchanged", "Unchanged"
+    REMOVED = "removed", "Removed"
+    FAILED = "failed", "Failed"
+
+
+class WebPage(models.Model):
+    """One page of a web source: its document, validators for conditional requests, and the outcome
+    of the last sync (`result`). `text_sha256` is the hash of the page's extracted text: a new
+    version is made only when it changes."""
+
+    source = models.ForeignKey(WebSource, on_delete=models.CASCADE, related_name="pages")
+    url = models.URLField(max_length=2000)
+    document = models.ForeignKey(Document, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    depth = models.PositiveIntegerField(default=0)
+    result = models.CharField(max_length=10, choices=WebPageResult.choices, default=WebPageResult.FOUND)
+    error_message = models.TextField(blank=True)
+    etag = models.CharField(max_length=500, blank=True)
+    last_modified = models.CharField(max_length=100, blank=True)
+    text_sha256 = models.CharField(max_length=64, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("url",)
+        constraints = [models.UniqueConstraint(fields=("source", "url"), name="webpage_unique_url")]
+
+    def __str__(self) -> str:
+        return self.url

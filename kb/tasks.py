@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from kb.exceptions import DatabaseUnavailable, TransientEmbeddingError
 from kb.pipeline import recover, reembed, run
+from kb.websites import sync as website_sync
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,25 @@ def documents_recover_stuck() -> int:
     for version_id in recovered.enqueue:
         enqueue_ingest(version_id)
     return recovered.touched
+
+
+@shared_task(name="kb.web_source_sync", soft_time_limit=3300, time_limit=3400)
+def web_source_sync(source_id: int) -> None:
+    """One sync of a website source; its new page versions are enqueued for ingestion as found."""
+    website_sync.web_source_sync(source_id=source_id, enqueue=enqueue_ingest)
+
+
+@shared_task(name="kb.web_sources_sync_due")
+def web_sources_sync_due() -> int:
+    """Beat: queue the website sources whose daily or weekly schedule is due."""
+    due = website_sync.web_sources_claim_due()
+    for source_id in due:
+        enqueue_web_source_sync(source_id)
+    return len(due)
+
+
+def enqueue_web_source_sync(source_id: int) -> None:
+    web_source_sync.delay(source_id)
 
 
 def enqueue_ingest(version_id: int) -> None:

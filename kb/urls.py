@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb import release_views, views
+from kb import release_views, views, website_views
 
 app_name = "kb"
 
@@ -20,6 +20,25 @@ urlpatterns = [
         "knowledge-bases/<int:kb_id>/releases/<int:number>/restore/",
         release_views.release_restore,
         name="release_restore",
+    ),
+    path("knowledge-bases/<int:kb_id>/web-sources/new/", website_views.web_source_create, name="web_source_create"),
+    path(
+        "knowledge-bases/<int:kb_id>/web-sources/<int:source_id>/", website_views.web_source_detail, name="web_source"
+    ),
+    path(
+        "knowledge-bases/<int:kb_id>/web-sources/<int:source_id>/pages/",
+        website_views.web_source_pages,
+        name="web_source_pages",
+    ),
+    path(
+        "knowledge-bases/<int:kb_id>/web-sources/<int:source_id>/sync/",
+        website_views.web_source_sync,
+        name="web_source_sync",
+    ),
+    path(
+        "knowledge-bases/<int:kb_id>/web-sources/<int:source_id>/schedule/",
+        website_views.web_source_schedule,
+        name="web_source_schedule",
     ),
     path("documents/<int:doc_id>/", views.document_detail, name="document"),
     path("documents/<int:doc_id>/file/", views.document_file, name="document_file"),

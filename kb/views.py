@@ -19,6 +19,7 @@ from kb.exceptions import KnowledgeBaseError
 from kb.forms import KnowledgeBaseForm
 from kb.models import ACTIVE_STATUSES, DocumentStatus, DocumentVersion, KnowledgeBase, SourceType
 from kb.storage import open_original
+from kb.websites.selectors import web_sources_for_knowledge_base
 
 
 def _kb_or_404(context: OrgContext, kb_id: int) -> KnowledgeBase:
@@ -96,6 +97,7 @@ def knowledge_base_detail(request: HttpRequest, context: OrgContext, kb_id: int)
             "types": _types_in(kb),
             "params": request.GET,
             "filter_query": request.GET.urlencode(),
+            "web_sources": web_sources_for_knowledge_base(organization=context.organization, knowledge_base=kb),
         },
     )
 

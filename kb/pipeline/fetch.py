@@ -23,7 +23,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 
 from kb.exceptions import ParseFailure
-from kb.models import Document, SourceType
+from kb.models import Document, SourceType, WebPage
 from kb.pipeline.job import Job
 from kb.storage import safe_storage_name
 
@@ -45,10 +45,17 @@ class FetchedPage:
     content_type: str
     extension: str
     body: bytes
+    etag: str = ""
+    last_modified: str = ""
+    not_modified: bool = False  # a conditional request answered 304: `body` is empty
 
 
 class FetchRefused(ParseFailure):
     """The URL may not or cannot be fetched; the message says why."""
+
+    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
+        super().__init__(code, message)
+        self.http_status = http_status
 
 
 _NAT64_PREFIXES = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
@@ -121,9 +128,20 @@ def check_url_allowed(url: str) -> str:
     return url
 
 
-def fetch_url(url: str) -> FetchedPage:
-    """GET `url` (following up to five redirects, each re-checked) and return its body."""
+def fetch_url(
+    url: str, *, content_types: dict[str, str] | None = None, etag: str = "", last_modified: str = ""
+) -> FetchedPage:
+    """GET `url` (following up to five redirects, each re-checked) and return its body.
+
+    `content_types` maps the accepted media types to an extension (default: web pages and
+    documents). With `etag` / `last_modified` from an earlier fetch the request is conditional:
+    a server that supports it answers 304 and the page comes back `not_modified`, without a body.
+    """
     url = validate_url(url)
+    accepted = ALLOWED_CONTENT_TYPES if content_types is None else content_types
+    conditional = {
+        name: value for name, value in (("If-None-Match", etag), ("If-Modified-Since", last_modified)) if value
+    }
     timeout = httpx.Timeout(settings.GROUNDWORK_FETCH_TIMEOUT)
     with httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}) as client:
         for _ in range(MAX_REDIRECTS + 1):
@@ -136,19 +154,28 @@ def fetch_url(url: str) -> FetchedPage:
             host_header = parts.netloc.rsplit("@", 1)[-1]
             try:
                 with client.stream(
-                    "GET", pinned, headers={"Host": host_header}, extensions={"sni_hostname": host}
+                    "GET", pinned, headers={"Host": host_header, **conditional}, extensions={"sni_hostname": host}
                 ) as response:
                     if response.is_redirect:
                         location = response.headers.get("location", "")
                         url = validate_url(urljoin(url, location))
                         continue
+                    validators = {
+                        "etag": response.headers.get("etag", "")[:500],
+                        "last_modified": response.headers.get("last-modified", "")[:100],
+                    }
+                    if response.status_code == 304 and conditional:
+                        return FetchedPage(
+                            url=url, content_type="", extension="", body=b"", not_modified=True, **validators
+                        )
                     if response.status_code >= 400:
                         raise FetchRefused(
                             "url_http_error",
                             f"The page answered with HTTP {response.status_code}; nothing was imported.",
+                            http_status=response.status_code,
                         )
                     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                    extension = ALLOWED_CONTENT_TYPES.get(content_type)
+                    extension = accepted.get(content_type)
                     if extension is None:
                         raise FetchRefused(
                             "url_unsupported_type",
@@ -160,7 +187,9 @@ def fetch_url(url: str) -> FetchedPage:
                         body.extend(block)
                         if len(body) > settings.GROUNDWORK_MAX_UPLOAD_BYTES:
                             raise FetchRefused("too_large", "The page is larger than the upload limit.")
-                    return FetchedPage(url=url, content_type=content_type, extension=extension, body=bytes(body))
+                    return FetchedPage(
+                        url=url, content_type=content_type, extension=extension, body=bytes(body), **validators
+                    )
             except httpx.TimeoutException:
                 raise FetchRefused(
                     "url_timeout", f"The page did not answer within {settings.GROUNDWORK_FETCH_TIMEOUT:g} seconds."
@@ -176,11 +205,14 @@ def fetch_url(url: str) -> FetchedPage:
 def fetch(job: Job) -> None:
     """For a web page: fetch it (outside any transaction) and store the body as the version's file.
 
-    Other sources already have their file; they pass through untouched.
+    Other sources already have their file; they pass through untouched, and so do the pages of a
+    website source: its sync fetched the page (conditionally) and stored the body it compared.
     """
     version = job.version
     document = version.document
     if document.source_type != SourceType.URL:
+        return
+    if version.file and WebPage.objects.filter(document_id=document.pk).exists():
         return
     page = fetch_url(document.source_url)
     name = f"page.{page.extension}"
@@ -190,9 +222,15 @@ def fetch(job: Job) -> None:
     version.sha256 = hashlib.sha256(page.body).hexdigest()
     version.save(update_fields=["file", "original_filename", "size_bytes", "sha256"])
     if document.title == document.source_url and page.extension == "html":
-        match = re.search(rb"<title[^>]*>(.*?)</title>", page.body[:200_000], re.IGNORECASE | re.DOTALL)
-        if match:
-            title = html.unescape(" ".join(match.group(1).decode("utf-8", "replace").split()))[:500]
-            if title:
-                Document.objects.filter(pk=document.pk).update(title=title)
-                document.title = title
+        title = html_title(page.body)
+        if title:
+            Document.objects.filter(pk=document.pk).update(title=title)
+            document.title = title
+
+
+def html_title(body: bytes) -> str:
+    """The page's `<title>`, whitespace folded (empty when it has none)."""
+    match = re.search(rb"<title[^>]*>(.*?)</title>", body[:200_000], re.IGNORECASE | re.DOTALL)
+    if match is None:
+        return ""
+    return html.unescape(" ".join(match.group(1).decode("utf-8", "replace").split()))[:500]

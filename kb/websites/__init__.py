@@ -1,0 +1,1 @@
+"""Whole websites as knowledge sources: discovery (sitemap or crawl), sync, and what changed."""
