@@ -209,9 +209,15 @@ class _Sync:
     def remove_missing(self) -> None:
         """Pages not found again (or answering 404/410) leave the knowledge base, all in one release."""
         missing = [p for url, p in self.known.items() if url not in self.seen and p.result != WebPageResult.REMOVED]
+        removed = []
         for page in [*self.gone, *missing]:
+            if page.document is None or page.document.deleted_at is not None:
+                if page.result != WebPageResult.REMOVED:  # a dead link never imported: forget it
+                    WebPage.objects.filter(pk=page.pk).delete()
+                continue
             self.record(page, WebPageResult.REMOVED)
-        ids = [p.document_id for p in [*self.gone, *missing] if p.document_id is not None]
+            removed.append(page)
+        ids = [p.document_id for p in removed if p.document_id is not None]
         if ids:
             _documents_remove(self.source.knowledge_base, ids, self.source)
 
