@@ -25,6 +25,8 @@ class LocalSite:
             help_path(n): f"Help topic {n}. Parcel option {n} costs {n + 3} euros and arrives in {n % 5 + 1} days."
             for n in range(1, PAGES + 1)
         }
+        self.etags = True  # False: a server without conditional requests
+        self.script = "1"  # markup that is not visible text (a tracking snippet, say)
         self.requests: Counter[str] = Counter()
         self.not_modified: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -44,7 +46,8 @@ class LocalSite:
         else:
             return None
         anchors = "".join(f'<li><a href="{link}">{link}</a></li>' for link in links)
-        return f"<html><head><title>{title}</title></head><body>{body}<ul>{anchors}</ul></body></html>"
+        script = f"<script>var build = {self.script};</script>"
+        return f"<html><head><title>{title}</title>{script}</head><body>{body}<ul>{anchors}</ul></body></html>"
 
     def sitemap(self, path: str) -> str | None:
         ns = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -78,7 +81,7 @@ class LocalSite:
             return
         data = body.encode()
         etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
-        if handler.headers.get("If-None-Match") == etag:
+        if self.etags and handler.headers.get("If-None-Match") == etag:
             with self.lock:
                 self.not_modified[path] += 1
             handler.send_response(304)
@@ -88,7 +91,8 @@ class LocalSite:
         handler.send_response(200)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
-        handler.send_header("ETag", etag)
+        if self.etags:
+            handler.send_header("ETag", etag)
         handler.end_headers()
         handler.wfile.write(data)
 

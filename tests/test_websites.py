@@ -202,3 +202,36 @@ def test_another_organisation_cannot_see_or_sync_a_web_source(make_org, make_use
     viewer = api_client_for(owner, role=Role.VIEWER)
     assert viewer.get(f"/api/v1/knowledge-bases/{kb.pk}/web-sources/{source.pk}/").status_code == 200
     assert viewer.post(f"/api/v1/knowledge-bases/{kb.pk}/web-sources/{source.pk}/sync/").status_code == 403
+
+
+def test_without_conditional_requests_only_a_change_of_visible_text_makes_a_new_version(
+    make_org, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    kb = knowledge_base_create(organization=make_org(), name="Help", created_by=None)
+    with serve_site() as site, override_settings(GROUNDWORK_FETCH_ALLOW_PRIVATE=True):
+        site.etags = False
+        source = web_source_create(
+            knowledge_base=kb,
+            url=site.base + help_path(1),
+            mode="crawl",
+            path_prefix="/help/",
+            max_pages=4,
+            created_by=None,
+        )
+        enqueued: list[int] = []
+
+        def sync() -> dict[str, Any]:
+            WebSource.objects.filter(pk=source.pk).update(status="queued")
+            with django_capture_on_commit_callbacks(execute=True):
+                report = web_source_sync(source_id=source.pk, enqueue=enqueued.append)
+            assert report is not None
+            return report
+
+        assert sync()["added"] == 4
+        site.script = "2"  # new markup, same text
+        assert (sync()["unchanged"], sum(site.not_modified.values())) == (4, 0)
+        site.texts[help_path(3)] = "Help topic 3 changed its wording."
+        report = sync()
+        assert (report["changed"], report["unchanged"]) == (1, 3)
+        assert len(enqueued) == 5  # 4 first versions and one new version, nothing else sent to ingestion
+        assert sorted(_versions(source.pk).values()) == [1, 1, 1, 2]

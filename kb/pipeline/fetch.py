@@ -156,10 +156,6 @@ def fetch_url(
                 with client.stream(
                     "GET", pinned, headers={"Host": host_header, **conditional}, extensions={"sni_hostname": host}
                 ) as response:
-                    if response.is_redirect:
-                        location = response.headers.get("location", "")
-                        url = validate_url(urljoin(url, location))
-                        continue
                     validators = {
                         "etag": response.headers.get("etag", "")[:500],
                         "last_modified": response.headers.get("last-modified", "")[:100],
@@ -168,6 +164,10 @@ def fetch_url(
                         return FetchedPage(
                             url=url, content_type="", extension="", body=b"", not_modified=True, **validators
                         )
+                    if response.is_redirect:
+                        location = response.headers.get("location", "")
+                        url = validate_url(urljoin(url, location))
+                        continue
                     if response.status_code >= 400:
                         raise FetchRefused(
                             "url_http_error",

@@ -167,7 +167,7 @@ class _Sync:
         page.save()
         self.counts[result] += 1
         if result != WebPageResult.UNCHANGED:
-            self.listed.append({"url": page.url, "result": result})
+            self.listed.append({"url": page.url, "result": str(result)})
 
     def store(self, page: WebPage, fetched: FetchedPage, fingerprint: str) -> None:
         """A new document (or a new version of the page's document) holding the fetched body."""
