@@ -19,11 +19,11 @@ def help_path(n: int) -> str:
 
 
 class LocalSite:
-    def __init__(self) -> None:
+    def __init__(self, pages: int = PAGES) -> None:
         self.base = ""
         self.texts: dict[str, str] = {
             help_path(n): f"Help topic {n}. Parcel option {n} costs {n + 3} euros and arrives in {n % 5 + 1} days."
-            for n in range(1, PAGES + 1)
+            for n in range(1, pages + 1)
         }
         self.etags = True  # False: a server without conditional requests
         self.script = "1"  # markup that is not visible text (a tracking snippet, say)
@@ -55,7 +55,8 @@ class LocalSite:
             maps = "".join(f"<sitemap><loc>{self.base}/sitemap-{p}.xml</loc></sitemap>" for p in ("a", "b"))
             return f'<?xml version="1.0" encoding="UTF-8"?><sitemapindex {ns}>{maps}</sitemapindex>'
         paths = sorted(self.texts)
-        half = {"/sitemap-a.xml": [*paths[: PAGES // 2], "/private/secret"], "/sitemap-b.xml": paths[PAGES // 2 :]}
+        middle = len(paths) // 2
+        half = {"/sitemap-a.xml": [*paths[:middle], "/private/secret"], "/sitemap-b.xml": paths[middle:]}
         if path not in half:
             return None
         urls = "".join(f"<url><loc>{self.base}{p}</loc></url>" for p in half[path])
@@ -98,8 +99,8 @@ class LocalSite:
 
 
 @contextmanager
-def serve_site() -> Iterator[LocalSite]:
-    site = LocalSite()
+def serve_site(pages: int = PAGES) -> Iterator[LocalSite]:
+    site = LocalSite(pages)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:

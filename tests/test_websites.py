@@ -61,6 +61,7 @@ def _versions(source_id: int) -> dict[str, int]:
 
 
 @pytest.mark.worker
+@pytest.mark.timeout(900)  # 30 pages ingested on a shared 2-core machine, then three syncs
 def test_sitemap_import_then_resync_adds_one_version_for_one_changed_page_and_removes_a_vanished_one(kb, site) -> None:  # type: ignore[no-untyped-def]
     client, kb_id = kb
     created = client.post(
