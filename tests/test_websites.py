@@ -236,3 +236,38 @@ def test_without_conditional_requests_only_a_change_of_visible_text_makes_a_new_
         assert (report["changed"], report["unchanged"]) == (1, 3)
         assert len(enqueued) == 5  # 4 first versions and one new version, nothing else sent to ingestion
         assert sorted(_versions(source.pk).values()) == [1, 1, 1, 2]
+
+
+def test_beat_queues_only_sources_whose_schedule_is_due_or_whose_sync_was_left_stuck(make_org) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from kb.websites.sync import web_sources_claim_due
+
+    kb = knowledge_base_create(organization=make_org(), name="Help", created_by=None)
+    now = timezone.now()
+
+    def source(schedule: str, status: str, synced_days_ago: float | None, started_hours_ago: float = 0) -> int:
+        return WebSource.objects.create(
+            organization=kb.organization,
+            knowledge_base=kb,
+            url="https://www.example.com/",
+            schedule=schedule,
+            status=status,
+            last_synced_at=None if synced_days_ago is None else now - timedelta(days=synced_days_ago),
+            sync_started_at=now - timedelta(hours=started_hours_ago),
+        ).pk
+
+    due = {
+        source("daily", "idle", 2),
+        source("weekly", "failed", 8),
+        source("weekly", "syncing", 8, started_hours_ago=5),  # its worker died
+    }
+    source("daily", "idle", 0.5)
+    source("weekly", "idle", 2)
+    source("off", "idle", 30)
+    source("daily", "syncing", 2, started_hours_ago=0.1)  # running now
+    assert set(web_sources_claim_due()) == due
+    assert set(WebSource.objects.filter(pk__in=due).values_list("status", flat=True)) == {"queued"}
+    assert web_sources_claim_due() == []  # claimed once

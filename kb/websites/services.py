@@ -6,6 +6,7 @@ The sync itself is `kb.websites.sync`, run by the `kb.web_source_sync` task once
 from __future__ import annotations
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import OrgContext
@@ -57,6 +58,7 @@ def web_source_create(
             max_pages=max_pages,
             schedule=schedule,
             status=WebSourceStatus.QUEUED,
+            sync_started_at=timezone.now(),  # a lost message is re-sent by the beat after the stuck deadline
             created_by=created_by,
         )
         transaction.on_commit(lambda: enqueue_web_source_sync(source.pk))
@@ -75,7 +77,7 @@ def web_source_sync_request(*, source: WebSource, actor: OrgContext | None = Non
     with transaction.atomic():
         queued = WebSource.objects.filter(
             pk=source.pk, status__in=(WebSourceStatus.IDLE, WebSourceStatus.FAILED)
-        ).update(status=WebSourceStatus.QUEUED)
+        ).update(status=WebSourceStatus.QUEUED, sync_started_at=timezone.now())
         if queued:
             transaction.on_commit(lambda: enqueue_web_source_sync(source.pk))
     if actor is not None:
