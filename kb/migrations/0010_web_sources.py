@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0003_organization_conversation_retention_days"),
-        ("kb", "0007_releases"),
+        ("kb", "0009_postings"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
