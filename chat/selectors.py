@@ -176,8 +176,10 @@ def serialize_message(message: Message) -> dict[str, Any]:
         "grounding_label": message.grounding_label,
         "citations": [
             {
+                "id": c.pk,
                 "number": c.number,
                 "chunk_id": c.chunk_id,
+                "version_id": c.version_id,
                 "document_id": c.document_id,
                 "document_title": c.document_title,
                 "version": c.version_number,
@@ -186,6 +188,7 @@ def serialize_message(message: Message) -> dict[str, Any]:
                 "section": c.section,
                 "quote": c.quote,
                 "source_url": c.source_url,
+                "source_path": c.source_path,
             }
             for c in message.citations.all()
         ],

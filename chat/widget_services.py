@@ -44,6 +44,7 @@ from chat.exceptions import ChatError
 from chat.models import Channel, Chatbot, Conversation, Message, Role
 from chat.rag.answer import chat_answer_events
 from chat.services import conversation_lead_set, conversation_start, message_feedback_set
+from chat.source_links import source_link_url
 from chat.widget import normalize_origin, normalized_origins
 
 logger = logging.getLogger(__name__)
@@ -252,8 +253,12 @@ def widget_conversation_get(*, chatbot: Chatbot, conversation_id: int | None, vi
     return conversation
 
 
-def public_message(message: dict[str, Any]) -> dict[str, Any]:
-    """What a visitor may see of a serialized message (no model, usage, trace or internal ids)."""
+def public_message(message: dict[str, Any], *, chatbot: Chatbot | None = None) -> dict[str, Any]:
+    """What a visitor may see of a serialized message (no model, usage, trace or internal ids).
+
+    With `chatbot` allowing it (`widget_source_links`), a citation of a stored document carries
+    `source`: a signed, expiring link to the cited place (`chat.source_links`).
+    """
     return {
         "id": message["id"],
         "role": message["role"],
@@ -268,6 +273,9 @@ def public_message(message: dict[str, Any]) -> dict[str, Any]:
                 "section": c["section"],
                 "quote": c["quote"],
                 "url": c["source_url"] if str(c["source_url"]).startswith(("https://", "http://")) else "",
+                "source": source_link_url(chatbot=chatbot, citation_id=c.get("id"), version_id=c.get("version_id"))
+                if chatbot is not None
+                else "",
             }
             for c in message["citations"]
         ],
@@ -289,6 +297,8 @@ def widget_conversation_messages(*, conversation: Conversation) -> list[dict[str
                 "section": c.section,
                 "quote": c.quote,
                 "source_url": c.source_url,
+                "id": c.pk,
+                "version_id": c.version_id,
             }
             for c in message.citations.all()
         ]
@@ -301,7 +311,8 @@ def widget_conversation_messages(*, conversation: Conversation) -> list[dict[str
                     "refused": message.refused,
                     "citations": citations,
                     "feedback": message.feedback,
-                }
+                },
+                chatbot=conversation.chatbot,
             )
         )
     return rows
@@ -340,7 +351,7 @@ def widget_answer_events(*, chatbot: Chatbot, conversation: Conversation, questi
         visitor_id=conversation.visitor_id,
     ):
         if event["type"] == "final":
-            message = public_message(event["message"])
+            message = public_message(event["message"], chatbot=chatbot)
             offer = (
                 chatbot.lead_capture and not conversation.lead_email and (message["refused"] or wants_human(question))
             )

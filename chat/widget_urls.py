@@ -2,12 +2,14 @@
 
 from django.urls import path
 
-from chat import widget_api
+from chat import widget_api, widget_source
 
 app_name = "widget"
 
 urlpatterns = [
     path("widget/<str:widget_key>/", widget_api.widget_frame, name="frame"),
+    path("widget/<str:widget_key>/source/<str:token>/", widget_source.widget_source, name="source"),
+    path("widget/<str:widget_key>/source/<str:token>/page.png", widget_source.widget_source_page, name="source_page"),
     path("api/widget/<str:widget_key>/config", widget_api.WidgetConfigApi.as_view(), name="config"),
     path(
         "api/widget/<str:widget_key>/conversations",

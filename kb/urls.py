@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kb import release_views, views, website_views
+from kb import release_views, source_views, views, website_views
 
 app_name = "kb"
 
@@ -42,5 +42,7 @@ urlpatterns = [
     ),
     path("documents/<int:doc_id>/", views.document_detail, name="document"),
     path("documents/<int:doc_id>/file/", views.document_file, name="document_file"),
+    path("documents/<int:doc_id>/source/", source_views.document_source, name="document_source"),
+    path("documents/<int:doc_id>/source/page.png", source_views.document_source_page, name="document_source_page"),
     path("documents/<int:doc_id>/<str:action>/", views.document_action, name="document_action"),
 ]

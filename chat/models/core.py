@@ -81,6 +81,11 @@ class Chatbot(models.Model):
         max_length=12, default="right", choices=(("right", "Bottom right"), ("left", "Bottom left"))
     )
     lead_capture = models.BooleanField(default=False)
+    widget_source_links = models.BooleanField(
+        default=False,
+        help_text="Let website visitors open a cited document at the quoted sentence (a signed link that "
+        "expires). Off: visitors see the quote only — some documents are for answering, not for handing out.",
+    )
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -228,6 +233,31 @@ class Citation(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.number}] {self.document_title}"
+
+    @property
+    def source_path(self) -> str:
+        """Staff link to the cited place: the version's page with the quote highlighted ("" if deleted)."""
+        return citation_source_path(
+            document_id=self.document_id,
+            version_id=self.version_id,
+            page=self.page,
+            chunk_id=self.chunk_id,
+            quote=self.quote,
+        )
+
+
+def citation_source_path(
+    *, document_id: int | None, version_id: int | None, page: int | None, chunk_id: int | None, quote: str
+) -> str:
+    from urllib.parse import urlencode
+
+    from django.urls import reverse
+
+    if document_id is None:
+        return ""
+    params = {"version": version_id, "page": page, "chunk": chunk_id, "quote": quote}
+    query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    return f"{reverse('kb:document_source', args=[document_id])}?{query}"
 
 
 class Correction(models.Model):

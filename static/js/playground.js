@@ -38,7 +38,16 @@
         const li = document.createElement("li");
         li.value = c.number;
         const link = document.createElement("a");
-        link.href = "/documents/" + c.document_id + "/" + (c.page ? "?page=" + c.page + "#page-" + c.page : "");
+        // The cited place: the page (a PDF page rendered with the quote boxed) or the text with the quote marked.
+        if (c.source_path) {
+          link.href = c.source_path;
+          link.className = "citation-link";
+          link.title = "Open the source with the quote highlighted";
+          link.target = "_blank";
+          link.rel = "noopener";
+        } else {
+          link.href = "/documents/" + c.document_id + "/";
+        }
         link.textContent = c.document_title + (c.page ? ", p. " + c.page : "") + " (v" + c.version + ")";
         li.appendChild(link);
         if (c.section) {

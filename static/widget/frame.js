@@ -287,9 +287,11 @@
       quote.setAttribute("role", "note");
       quote.appendChild(el("span", "gw-quote-where", c.title + (page ? " · " + page : "") + (c.section ? " · " + c.section : "")));
       quote.appendChild(el("q", null, c.quote));
-      var url = c.url ? safeUrl(c.url) : null;
+      // `source`: our signed link to the cited place (a path of the app); `url`: the web page cited.
+      var source = c.source && c.source.charAt(0) === "/" ? new URL(c.source, window.location.origin).href : null;
+      var url = source || (c.url ? safeUrl(c.url) : null);
       if (url) {
-        var a = el("a", "gw-quote-link", "Open source");
+        var a = el("a", "gw-quote-link", source ? "Open source at the quote" : "Open source");
         a.href = url;
         a.target = "_blank";
         a.rel = "noopener noreferrer nofollow";
