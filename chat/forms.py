@@ -57,6 +57,7 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
             "widget_title",
             "widget_position",
             "lead_capture",
+            "widget_source_links",
         )
         widgets = {
             "knowledge_bases": forms.CheckboxSelectMultiple,
@@ -64,11 +65,67 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
             "fallback_message": forms.Textarea(attrs={"rows": 2}),
             "welcome_message": forms.Textarea(attrs={"rows": 2}),
             "theme_color": forms.TextInput(attrs={"type": "color"}),
+            "chat_model": forms.TextInput(attrs={"list": "model-choices", "autocomplete": "off"}),
+            "temperature": forms.NumberInput(attrs={"step": "0.1", "min": "0", "max": "2"}),
+            "min_relevance": forms.NumberInput(attrs={"step": "0.05", "min": "0", "max": "1"}),
         }
+        labels = {
+            "chat_model": "Model",
+            "top_k": "Sources per answer",
+            "min_relevance": "Minimum relevance",
+            "refusal_pointers": "Point to related passages when there is no answer",
+            "widget_source_links": "Visitors may open the cited documents",
+        }
+        help_texts = {
+            "chat_model": "Pick one from the list or type any LiteLLM model as provider/model. "
+            "The built-in local/extractive needs no key.",
+            "temperature": "0 keeps answers close to the documents' words; higher values vary the wording.",
+            "top_k": "How many passages the bot reads before answering. 3–5 suits short policies; "
+            "8–10 helps when answers are spread over several pages (slower, and more to pay with hosted models).",
+            "min_relevance": "How close a passage must be to the question, from 0 to 1. Example: with 0.25, "
+            "“When will my parcel arrive?” still finds “Standard delivery takes 2–4 business days”; "
+            "with 0.6 only near-identical wording counts and the bot says “I don't know” more often. "
+            "A passage sharing the question's key words is always considered.",
+        }
+
+    #: The form's sections, in order: (title, what it is about, fields).
+    SECTIONS = (
+        (
+            "Persona",
+            "Who the bot is and how it greets and apologises.",
+            ("name", "system_prompt", "welcome_message", "fallback_message", "answer_language", "enabled"),
+        ),
+        (
+            "Knowledge",
+            "What the bot answers from, and how picky it is about relevance.",
+            ("knowledge_bases", "top_k", "min_relevance", "refusal_pointers"),
+        ),
+        (
+            "Answer behaviour",
+            "The model that writes answers, and the questions offered to start with.",
+            ("chat_model", "fallback_models_text", "temperature", "suggested_questions_text"),
+        ),
+        (
+            "Widget",
+            "How the chat looks on your website and who may use it.",
+            (
+                "widget_title",
+                "theme_color",
+                "widget_position",
+                "allowed_origins_text",
+                "lead_capture",
+                "widget_source_links",
+            ),
+        ),
+    )
+
+    def sections(self) -> list[tuple[str, str, list[forms.BoundField]]]:
+        return [(title, intro, [self[name] for name in names]) for title, intro, names in self.SECTIONS]
 
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["knowledge_bases"].queryset = KnowledgeBase.objects.filter(organization=organization)  # type: ignore[attr-defined]
+<<<<<<< HEAD
         # The fallback list belongs next to the model it stands in for.
         names = [n for n in self.fields if n != "fallback_models_text"]
         names.insert(names.index("chat_model") + 1, "fallback_models_text")
@@ -78,6 +135,9 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
         )
         self.fields["answer_caution"].label = "How readily the offline answerer answers"
         self.fields["answer_caution"].help_text = caution_help_text()
+=======
+        self.fields["chat_model"].widget.attrs["placeholder"] = "local/extractive (the default)"
+>>>>>>> acda1cc (A demo that talks and settings a non-engineer can use: make run seeds a chatbot with suggested questions (chat_seed_demo) and prints its playground and a local widget demo page; the dashboard's first-run checklist is ticked from real data; the chatbot form in sections with a live widget preview, a model list with free entry, Test connection in plain words, relevance explained by example; browser tests and screenshots)
         if self.instance.pk:
             self.fields["suggested_questions_text"].initial = "\n".join(self.instance.suggested_questions)
             self.fields["allowed_origins_text"].initial = "\n".join(self.instance.allowed_origins)

@@ -16,6 +16,7 @@ from chat import selectors, services
 from chat.api import ChatbotChatApi
 from chat.exceptions import ChatError
 from chat.forms import ChatbotForm
+from chat.model_check import common_models
 from chat.models import Channel, Chatbot
 from kb.selectors import chunk_search
 
@@ -67,7 +68,7 @@ def chatbot_create(request: HttpRequest, context: OrgContext) -> HttpResponse:
         if bot is not None:
             messages.success(request, f"Chatbot “{bot.name}” created. Try it in the playground.")
             return redirect("chat:playground", bot_id=bot.pk)
-    return render(request, "chat/chatbot_form.html", {"form": form, "bot": None})
+    return render(request, "chat/chatbot_form.html", {"form": form, "bot": None, "model_choices": common_models()})
 
 
 @org_required()
@@ -84,7 +85,9 @@ def chatbot_edit(request: HttpRequest, context: OrgContext, bot_id: int) -> Http
             return redirect("chat:edit", bot_id=bot.pk)
     snippet = services_widget_snippet(request, bot)
     return render(
-        request, "chat/chatbot_form.html", {"form": form, "bot": bot, "can_edit": can_edit, "snippet": snippet}
+        request,
+        "chat/chatbot_form.html",
+        {"form": form, "bot": bot, "can_edit": can_edit, "snippet": snippet, "model_choices": common_models()},
     )
 
 
@@ -125,3 +128,41 @@ class PlaygroundChatApi(ChatbotChatApi):
     """The chat API for signed-in staff (session + CSRF), recorded as playground conversations."""
 
     channel = Channel.PLAYGROUND
+
+
+@org_required()
+def first_run(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    """The dashboard's first-run checklist (an htmx fragment; empty once every step is done)."""
+    from chat.onboarding import first_run_steps
+
+    steps = first_run_steps(organization=context.organization)
+    done = sum(step.done for step in steps)
+    return render(
+        request,
+        "chat/_first_run.html",
+        {
+            "steps": steps,
+            "done_count": done,
+            "all_done": done == len(steps),
+            "can_edit": context.allows(Action.EDIT_CONTENT),
+        },
+    )
+
+
+@org_required()
+def widget_demo(request: HttpRequest, context: OrgContext, bot_id: int) -> HttpResponse:
+    """A local sample web page with the bot's widget snippet in it: the widget as visitors see it."""
+    bot = _bot_or_404(context, bot_id)
+    return render(request, "chat/widget_demo.html", {"bot": bot, "snippet": services_widget_snippet(request, bot)})
+
+
+@org_required(Action.EDIT_CONTENT)
+@require_POST
+def chatbot_model_check(request: HttpRequest, context: OrgContext) -> HttpResponse:
+    """**Test connection** (htmx): one tiny request to the model typed in the form, in plain words."""
+    from chat.model_check import chat_model_connection_test
+
+    result = chat_model_connection_test(
+        model=request.POST.get("chat_model", "")[:200], organization=context.organization
+    )
+    return render(request, "chat/_model_check.html", {"result": result})

@@ -4,8 +4,9 @@
 
 1. With `DATABASE_URL` / `REDIS_URL` unset, starts the embedded PostgreSQL and Redis (see
    `devtools.embedded_services`) and exports their URLs, so every child shares the same servers.
-2. Runs `manage.py migrate --noinput`, then `manage.py kb_seed_demo` (demo organisation, user and
-   knowledge base; prints where to log in) — unless `--skip-setup`.
+2. Runs `manage.py migrate --noinput`, then `manage.py chat_seed_demo` (demo organisation, user,
+   knowledge base and a chatbot with suggested questions; prints where to log in, the playground
+   and a local widget demo page) — unless `--skip-setup`.
 3. Starts the commands in `default_commands()` (web, worker, beat) and interleaves their output line
    by line behind a coloured name, like foreman/honcho.
 4. On Ctrl-C or SIGTERM, sends SIGTERM to every child, then SIGKILL to every child's process
@@ -340,7 +341,7 @@ def _setup_steps() -> tuple[list[Command], list[str]]:
         return [], ["manage.py not found: skipping migrate and the demo data"]
     steps = [
         Command("migrate", [python, "manage.py", "migrate", "--noinput"]),
-        Command("demo", [python, "manage.py", "kb_seed_demo"]),
+        Command("demo", [python, "manage.py", "chat_seed_demo"]),
     ]
     return steps, []
 

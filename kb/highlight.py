@@ -54,7 +54,7 @@ def quote_span(text: str, quote: str) -> tuple[int, int] | None:
         return None
     at = haystack.find(needle)
     if at >= 0:
-        return where[at], where[at + len(needle) - 1] + 1
+        return where[at], _through_closing_mark(text, where[at + len(needle) - 1] + 1, quote)
     if len(needle) < 2 * _ANCHOR_CHARS:
         return None
     head, tail = needle[:_ANCHOR_CHARS], needle[-_ANCHOR_CHARS:]
@@ -64,7 +64,15 @@ def quote_span(text: str, quote: str) -> tuple[int, int] | None:
     end = haystack.find(tail, start + len(head))
     if end < 0 or end + len(tail) - start > 2 * len(needle):
         return None
-    return where[start], where[end + len(tail) - 1] + 1
+    return where[start], _through_closing_mark(text, where[end + len(tail) - 1] + 1, quote)
+
+
+def _through_closing_mark(text: str, end: int, quote: str) -> int:
+    """Extend a span over the full stop (or ?, !, closing quote) the quote itself ends with."""
+    closing = quote.rstrip()[-1:]
+    if closing and not closing.isalnum() and text[end : end + 1] == closing:
+        return end + 1
+    return end
 
 
 @dataclass(frozen=True, slots=True)

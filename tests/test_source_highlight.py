@@ -80,7 +80,7 @@ def _highlighted_pixels(png: bytes) -> int:
 def test_quote_span_ignores_line_breaks_hyphens_and_case() -> None:
     text = "Intro.\nReturns are ACCEPTED with-\nin 30 days of delivery. Outro."
     start, end = quote_span(text, "Returns are accepted within 30 days of delivery.") or (0, 0)
-    assert text[start:end] == "Returns are ACCEPTED with-\nin 30 days of delivery"
+    assert text[start:end] == "Returns are ACCEPTED with-\nin 30 days of delivery."
     assert quote_span(text, "Nothing like this sentence at all") is None
 
 
@@ -122,7 +122,7 @@ def test_staff_open_a_text_citation_with_the_quote_marked(make_org: Any, make_us
     client.force_login(viewer)
     html = client.get(citation.source_path).content.decode()
     marked = html.split('<mark class="quote-mark" id="quote">', 1)[1].split("</mark>", 1)[0]
-    assert marked == citation.quote.rstrip(".")  # the sentence itself, up to its last letter
+    assert marked == citation.quote  # the quoted sentence itself, full stop included
     assert "12.50 EUR" in marked
     assert "js/source.js" in html and "<script>" not in html  # scrolled into view by static JS only
 

@@ -115,6 +115,15 @@
     }
   }
 
+  // Suggested questions (the bot's, as visitors see them in the widget): one click asks it.
+  root.querySelectorAll("button.suggestion[data-question]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      input.value = button.dataset.question;
+      retrievalOnly.checked = false;
+      form.requestSubmit();
+    });
+  });
+
   form.addEventListener("submit", function (e) {
     e.preventDefault();
     const question = input.value.trim();
