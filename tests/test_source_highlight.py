@@ -15,6 +15,7 @@ import pytest
 from django.core import signing
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.utils.html import escape
 from PIL import Image
 from rest_framework.test import APIClient
 
@@ -125,6 +126,10 @@ def test_staff_open_a_text_citation_with_the_quote_marked(make_org: Any, make_us
     assert marked == citation.quote  # the quoted sentence itself, full stop included
     assert "12.50 EUR" in marked
     assert "js/source.js" in html and "<script>" not in html  # scrolled into view by static JS only
+
+    # The staff transcript links each citation to the same highlighted place.
+    transcript = client.get(f"/conversations/{citation.message.conversation_id}/").content.decode()
+    assert f'href="{escape(citation.source_path)}"' in transcript
 
 
 @pytest.mark.django_db(transaction=True)
