@@ -496,3 +496,48 @@ def test_answers_and_sources_cannot_inject_html(page: Any, asgi_server: str, sit
     assert page.evaluate("() => window.__xss") is None
     assert _frame_handle(page).evaluate("() => window.__xss") is None
     screenshot(page, "widget-untrusted-content")
+
+
+def test_visitor_opens_the_cited_page_with_the_quote_highlighted_where_the_bot_allows_it(
+    page: Any, asgi_server: str, site: Site, make_org: Any
+) -> None:
+    from kb.pipeline.run import version_ingest
+
+    org = make_org("Trailhead")
+    kb = knowledge_base_create(organization=org, name="Customer service", created_by=None)
+    upload = document_upload(
+        knowledge_base=kb,
+        upload=io.BytesIO(_pdf([PAGE_1, PAGE_2])),
+        filename="policies.pdf",
+        title="Store policies",
+        uploaded_by=None,
+        enqueue=False,
+    )
+    version_ingest(version_id=upload.version.pk)
+    bot = _bot(org, site, knowledge_bases=[kb], widget_source_links=True)
+    _host_page(site, "index.html", asgi_server, bot)
+
+    page.goto(f"{site.allowed}/index.html")
+    _launcher(page).wait_for()
+    _open_by_click(page)
+    frame = _frame(page)
+    frame.get_by_label("Your question").fill("How many days do I have to return an item?")
+    frame.get_by_label("Your question").press("Enter")
+    answer = frame.locator(".gw-msg.bot:not(.welcome)").last
+    chip = answer.locator(".gw-chip").first
+    chip.wait_for(timeout=30_000)
+    chip.click()
+    link = answer.get_by_role("link", name="Open source at the quote")
+    assert link.get_attribute("href").startswith(f"{asgi_server}/widget/{bot.widget_key}/source/")
+    with (
+        page.context.expect_page() as opened,
+        page.context.expect_event("response", lambda r: "/page.png" in r.url) as image_response,
+    ):
+        link.click()
+    source = opened.value
+    source.wait_for_load_state("load")
+    image = image_response.value
+    assert image.status == 200 and image.headers["content-type"] == "image/png"
+    assert int(image.headers["x-highlight-boxes"]) >= 1
+    assert "Quoted on page 2" in source.locator("#source-view").inner_text()
+    screenshot(source, "widget-source-highlight")
