@@ -203,32 +203,35 @@ def _pdf_page_holding(version: DocumentVersion, quote: str, *, first: int, last:
     """The first page in `first..last` whose text layer holds the quote's beginning."""
     import pypdfium2 as pdfium
 
+    from kb.storage import local_copy
+
+    head = quote[: max(_ANCHOR_CHARS, 12)]
     try:
-        pdf = pdfium.PdfDocument(version.file.path)
-    except (pdfium.PdfiumError, NotImplementedError, OSError):
-        return None
-    try:
-        head = quote[: max(_ANCHOR_CHARS, 12)]
-        for number in range(first, min(last, len(pdf), first + 20) + 1):
-            textpage = pdf[number - 1].get_textpage()
+        with local_copy(version.file) as path:
+            pdf = pdfium.PdfDocument(str(path))
             try:
-                if quote_span(textpage.get_text_range(), head) is not None:
-                    return number
+                for number in range(first, min(last, len(pdf), first + 20) + 1):
+                    textpage = pdf[number - 1].get_textpage()
+                    try:
+                        if quote_span(textpage.get_text_range(), head) is not None:
+                            return number
+                    finally:
+                        textpage.close()
             finally:
-                textpage.close()
+                pdf.close()
+    except (pdfium.PdfiumError, OSError):
         return None
-    finally:
-        pdf.close()
+    return None
 
 
 def page_image_for(*, version: DocumentVersion, page: int, quote: str) -> PageImage:
     """`pdf_page_image` of a stored version (only PDFs; the file is read from storage)."""
     if version.file_type != "pdf" or not version.file:
         raise PageImageError("Only PDF pages are rendered as images.")
+    from kb.storage import local_copy
+
     try:
-        path = Path(version.file.path)
-    except NotImplementedError as exc:  # a storage without local paths
-        raise PageImageError("The stored file is not on this server's disk.") from exc
-    if not path.exists():
-        raise PageImageError("The stored file is missing.")
-    return pdf_page_image(path=path, page=page, quote=quote.strip()[:2000])
+        with local_copy(version.file) as path:  # on S3 storage: a temporary download
+            return pdf_page_image(path=path, page=page, quote=quote.strip()[:2000])
+    except OSError as exc:
+        raise PageImageError("The stored file cannot be read.") from exc
