@@ -103,7 +103,7 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
         (
             "Answer behaviour",
             "The model that writes answers, and the questions offered to start with.",
-            ("chat_model", "fallback_models_text", "temperature", "suggested_questions_text"),
+            ("chat_model", "fallback_models_text", "answer_caution", "temperature", "suggested_questions_text"),
         ),
         (
             "Widget",
@@ -125,19 +125,9 @@ class ChatbotForm(forms.ModelForm):  # type: ignore[type-arg]
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["knowledge_bases"].queryset = KnowledgeBase.objects.filter(organization=organization)  # type: ignore[attr-defined]
-<<<<<<< HEAD
-        # The fallback list belongs next to the model it stands in for.
-        names = [n for n in self.fields if n != "fallback_models_text"]
-        names.insert(names.index("chat_model") + 1, "fallback_models_text")
-        self.order_fields(names)
-        self.fields["chat_model"].widget.attrs["placeholder"] = (
-            "local/extractive (default) — or e.g. openai/gpt-4o-mini"
-        )
+        self.fields["chat_model"].widget.attrs["placeholder"] = "local/extractive (the default)"
         self.fields["answer_caution"].label = "How readily the offline answerer answers"
         self.fields["answer_caution"].help_text = caution_help_text()
-=======
-        self.fields["chat_model"].widget.attrs["placeholder"] = "local/extractive (the default)"
->>>>>>> acda1cc (A demo that talks and settings a non-engineer can use: make run seeds a chatbot with suggested questions (chat_seed_demo) and prints its playground and a local widget demo page; the dashboard's first-run checklist is ticked from real data; the chatbot form in sections with a live widget preview, a model list with free entry, Test connection in plain words, relevance explained by example; browser tests and screenshots)
         if self.instance.pk:
             self.fields["suggested_questions_text"].initial = "\n".join(self.instance.suggested_questions)
             self.fields["allowed_origins_text"].initial = "\n".join(self.instance.allowed_origins)

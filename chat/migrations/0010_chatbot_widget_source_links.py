@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0008_chatbot_fallback_models"),
+        ("chat", "0009_chatbot_answer_caution"),
     ]
 
     operations = [
