@@ -96,6 +96,7 @@ def test_the_form_saves_the_source_link_setting(make_org: Any, make_user: Any) -
         "top_k": "5",
         "min_relevance": "0.25",
         "answer_language": "match_user",
+        "answer_caution": "balanced",
         "fallback_message": "Sorry.",
         "welcome_message": "Hi",
         "enabled": "on",
