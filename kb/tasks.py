@@ -8,11 +8,12 @@ conditional update, so a version sent twice is processed once.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import redis
 from celery import shared_task
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -39,6 +40,7 @@ BROKER_ERRORS = (KombuOperationalError, redis.RedisError, ConnectionError, OSErr
     time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
 )
 def document_ingest(self: Any, version_id: int) -> None:
+    _wait_until_warm()
     worker = self.request.hostname or ""
     if self.request.retries:
         # A run that lost the database could not always hand its version back: do it now.
@@ -54,6 +56,7 @@ def document_ingest(self: Any, version_id: int) -> None:
     max_retries=10,
 )
 def knowledge_base_reembed(knowledge_base_id: int) -> None:
+    _wait_until_warm()
     reembed.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
@@ -108,22 +111,41 @@ def enqueue_reembed(knowledge_base_id: int) -> None:
     knowledge_base_reembed.delay(knowledge_base_id)
 
 
-@worker_init.connect
-def _warm_up_parent(**_: Any) -> None:
-    """Import the parsers and load spaCy before forking, so children share them (copy-on-write)
-    and a missing model fails loudly at start rather than on the first document."""
-    from kb.pipeline import parse
-
-    parse.warm_up()
+# Set once the pool process has loaded the parsers and the embedding model (or failed to).
+_warm = threading.Event()
+_warming_started = False
 
 
 @worker_process_init.connect
 def _warm_up_child(**_: Any) -> None:
-    """Load the ONNX embedding model in each pool process, never in the parent: onnxruntime's
-    thread pool does not survive fork (a session created before forking deadlocks the child)."""
-    from kb.pipeline import embed
+    """Load the parsers, spaCy and the ONNX embedding model in a background thread of each pool
+    process, so the worker answers pings and takes tasks at once instead of after ~20-30 s of
+    imports; the first task waits for the warm-up (`_wait_until_warm`). Not in the parent: a model
+    loaded before forking saves memory only while nothing touches its pages, and onnxruntime's
+    thread pool does not survive fork."""
+    global _warming_started
+    _warming_started = True
+    _warm.clear()
+    threading.Thread(target=_warm_up, name="groundwork-warm-up", daemon=True).start()
 
-    embed.warm_up()
+
+def _warm_up() -> None:
+    from kb.pipeline import embed, parse
+
+    try:
+        parse.warm_up()
+        embed.warm_up()
+    except Exception:  # a broken install: the first document fails with the real error
+        logger.exception("Warming up the parsers and the embedding model failed")
+    finally:
+        _warm.set()
+
+
+def _wait_until_warm() -> None:
+    """Called by tasks that parse or embed. Outside a pool process (tests, eager calls) nothing warms
+    up in the background, so there is nothing to wait for."""
+    if _warming_started:
+        _warm.wait()
 
 
 @worker_ready.connect
