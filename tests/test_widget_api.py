@@ -356,7 +356,7 @@ def test_chat_streams_server_sent_events_and_offers_the_lead_form_on_refusal(mak
     assert response["Access-Control-Allow-Origin"] == SITE
     raw = _read_stream(response)
     events = [line[len("event: ") :] for line in raw.splitlines() if line.startswith("event: ")]
-    assert events == ["start", "final"]
+    assert events == ["typing", "start", "final"]
     final = json.loads(raw.split("event: final\ndata: ", 1)[1].split("\n", 1)[0])
     assert final["message"]["refused"] is True and final["message"]["content"] == "Sorry, I don't know that."
     assert final["offer_lead"] is True
@@ -388,3 +388,34 @@ def test_normalize_origin(raw: str, expected: str | None) -> None:
 def test_frame_csp_drops_anything_that_is_not_an_origin() -> None:
     csp = frame_content_security_policy(frame_ancestors=["https://ok.example", "https://x.example; script-src *"])
     assert csp.endswith("frame-ancestors 'self' https://ok.example")
+
+
+def test_a_queued_widget_chat_is_told_typing_before_any_answer_thread_is_free(monkeypatch: Any) -> None:
+    """With every answer thread busy, a new chat still gets its first event (typing) at once."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chat import sse as sse_module
+
+    release = threading.Event()
+    executor = ThreadPoolExecutor(max_workers=1)
+    executor.submit(release.wait)  # the only answer thread is taken
+    monkeypatch.setattr(sse_module, "_executor", executor)
+
+    def answer() -> Any:
+        yield {"type": "start", "conversation_id": 7, "user_message_id": 8}
+
+    async def first_and_rest() -> tuple[str, list[str]]:
+        stream = sse_module.answer_sse(answer, sse_module.WidgetFormat(bot_id=1, conversation_id=7))
+        first = await stream.__anext__()
+        release.set()  # now the queued answer may run
+        return first, [line async for line in stream]
+
+    try:
+        first, rest = asyncio.run(asyncio.wait_for(first_and_rest(), timeout=60))
+    finally:
+        release.set()
+        executor.shutdown()
+    assert first.startswith("event: typing\n") and '"conversation_id": 7' in first
+    assert rest and rest[0].startswith("event: start\n")
