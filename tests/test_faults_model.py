@@ -118,7 +118,7 @@ def test_model_down_tells_the_visitor_plainly_after_bounded_retries_and_staff_se
         events = _widget_events(bot)
 
     assert calls == ["down"] * 3  # the first try and two retries: bounded
-    assert [name for name, _ in events] == ["start", "error"]
+    assert [name for name, _ in events] == ["typing", "start", "error"]
     error = events[-1][1]
     assert error == {
         "error": "model_unavailable",
