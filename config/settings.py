@@ -295,11 +295,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Parsing a large PDF leaves a pool process at ~2 GB (measured: bench/ingest.py); recycle it above
-# 2.5 GB rather than keep the memory.
-CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("GROUNDWORK_WORKER_MAX_MEMORY_MB", 2500, minimum=200) * 1024
-# A replacement pool process loads the parser and the embedding model before it is ready (5-15 s on
-# a busy 2-core machine); Celery's default 4 s made it kill and respawn replacements forever.
+# With embedding batches of 8 a pool process peaks at ~1.4-1.5 GB RSS on the 10-Q PDFs (it was
+# ~2.1 GB with batches of 32; bench/ingest.py); recycle one that grows past 1.8 GB.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("GROUNDWORK_WORKER_MAX_MEMORY_MB", 1800, minimum=200) * 1024
+# Pool processes warm up in a background thread (kb.tasks), so they report for work at once; the
+# generous timeout stays for a machine so loaded that even forking and importing Django is slow.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("GROUNDWORK_WORKER_PROC_ALIVE_TIMEOUT", 120.0, minimum=4.0)
 CELERY_RESULT_EXPIRES = 3600
 # Nothing reads task results (status lives on the rows). Storing none also keeps the sender from
