@@ -37,9 +37,9 @@ from kb.pipeline.run import version_ingest
 from kb.services import document_create_text, knowledge_base_create
 
 ORIGIN = "https://shop.example"
-EXAMPLES_PER_OPERATION = 10
+EXAMPLES_PER_OPERATION = 6
 # Operations that answer a question (retrieval + the local answerer) cost ~20x a plain request: fewer examples.
-EXAMPLES_PER_ANSWERING_OPERATION = 4
+EXAMPLES_PER_ANSWERING_OPERATION = 3
 ANSWERING = r"(/chat/$|/chat$|/chat/completions$)"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
