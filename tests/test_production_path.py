@@ -177,4 +177,9 @@ def test_core_flows_on_password_services_and_s3_then_restore_gives_same_answers(
     finally:
         restored.stop()
     assert after["answer"] == before["answer"]
-    assert after["citations"] == before["citations"]
+
+    # Each answer stores its own citation rows (new ids, links to them); what they cite is the same.
+    def cited(answer: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k not in ("id", "source_path")} for c in answer["citations"]]
+
+    assert cited(after) == cited(before) and cited(before)

@@ -413,7 +413,8 @@ def test_a_queued_widget_chat_is_told_typing_before_any_answer_thread_is_free(mo
         return first, [line async for line in stream]
 
     try:
-        first, rest = asyncio.run(asyncio.wait_for(first_and_rest(), timeout=60))
+        with ThreadPoolExecutor(1) as runner:  # a browser test may keep an event loop in this thread
+            first, rest = runner.submit(asyncio.run, asyncio.wait_for(first_and_rest(), timeout=60)).result()
     finally:
         release.set()
         executor.shutdown()
