@@ -290,3 +290,30 @@ def json_server(respond: Callable[[dict[str, Any]], dict[str, Any] | Reply]) -> 
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+def returns_policy_bot(organization: Organization, *, kb_name: str, origin: str) -> tuple[Any, Any, Any]:
+    """A knowledge base holding one ready returns policy (ingested inline) and a widget bot on it,
+    for tests that need real answers without a worker. Returns (knowledge base, upload result, bot)."""
+    from chat.services import chatbot_create
+    from kb.pipeline.run import version_ingest
+    from kb.services import document_create_text, knowledge_base_create
+
+    kb = knowledge_base_create(organization=organization, name=kb_name, created_by=None)
+    result = document_create_text(
+        knowledge_base=kb,
+        title="Returns",
+        text="Returns are accepted within 30 days of delivery with the receipt.",
+        created_by=None,
+        enqueue=False,
+    )
+    version_ingest(version_id=result.version.pk)
+    bot = chatbot_create(
+        organization=organization,
+        name="Shop bot",
+        knowledge_bases=[kb],
+        created_by=None,
+        allowed_origins=[origin],
+        lead_capture=True,
+    )
+    return kb, result, bot

@@ -31,10 +31,9 @@ from accounts.models import Organization, Role
 from accounts.services import api_key_issue, organization_create
 from chat.models import Message
 from chat.models import Role as MessageRole
-from chat.services import chatbot_create, conversation_start
+from chat.services import conversation_start
 from chat.testsets.services import case_create
-from kb.pipeline.run import version_ingest
-from kb.services import document_create_text, knowledge_base_create
+from tests.conftest import returns_policy_bot
 
 ORIGIN = "https://shop.example"
 EXAMPLES_PER_OPERATION = 6
@@ -50,23 +49,7 @@ SEEDED: dict[str, Any] = {}
 def _seed(org: Organization) -> dict[str, Any]:
     """A knowledge base with a ready document, a chatbot, a conversation and a test case in `org`."""
     SEEDED["round"] = SEEDED.get("round", 0) + 1
-    kb = knowledge_base_create(organization=org, name=f"Policies {SEEDED['round']}", created_by=None)
-    result = document_create_text(
-        knowledge_base=kb,
-        title="Returns",
-        text="Returns are accepted within 30 days of delivery with the receipt.",
-        created_by=None,
-        enqueue=False,
-    )
-    version_ingest(version_id=result.version.pk)
-    bot = chatbot_create(
-        organization=org,
-        name="Shop bot",
-        knowledge_bases=[kb],
-        created_by=None,
-        allowed_origins=[ORIGIN],
-        lead_capture=True,
-    )
+    kb, result, bot = returns_policy_bot(org, kb_name=f"Policies {SEEDED['round']}", origin=ORIGIN)
     conversation = conversation_start(chatbot=bot, channel="api", title="Returns?")
     Message.objects.create(conversation=conversation, role=MessageRole.USER, content="How long for returns?")
     answer = Message.objects.create(

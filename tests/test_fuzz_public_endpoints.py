@@ -24,9 +24,7 @@ from hypothesis import strategies as st
 
 from accounts.models import Role
 from accounts.services import api_key_issue, organization_create
-from chat.services import chatbot_create
-from kb.pipeline.run import version_ingest
-from kb.services import document_create_text, knowledge_base_create
+from tests.conftest import returns_policy_bot
 
 SITE = "https://shop.example"
 FUZZ = settings(
@@ -97,23 +95,7 @@ RAW_BODIES = st.sampled_from(
 def public(asgi_server: str) -> Iterator[dict[str, Any]]:
     """A bot with a small ready knowledge base on the running server, an API key, and a started chat."""
     org = organization_create(name="Fuzz Shop")
-    kb = knowledge_base_create(organization=org, name="Policies", created_by=None)
-    result = document_create_text(
-        knowledge_base=kb,
-        title="Returns",
-        text="Returns are accepted within 30 days of delivery with the receipt.",
-        created_by=None,
-        enqueue=False,
-    )
-    version_ingest(version_id=result.version.pk)
-    bot = chatbot_create(
-        organization=org,
-        name="Shop bot",
-        knowledge_bases=[kb],
-        created_by=None,
-        allowed_origins=[SITE],
-        lead_capture=True,
-    )
+    _, _, bot = returns_policy_bot(org, kb_name="Policies", origin=SITE)
     key = api_key_issue(organization=org, name="fuzz", created_by=None, role=Role.VIEWER)
     # The real limiter stays on, with a budget a burst of examples fits in.
     with (
