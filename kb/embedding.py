@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 from inference import e5 as local_e5
@@ -79,6 +81,32 @@ def embed_query(text: str, *, model: str, timeout: float = QUERY_TIMEOUT_SECONDS
     """The vector of one search query (errors as for `embed_passages`)."""
     (vector,) = _embed([_prefixes(model)[0] + text], model=model, timeout=timeout)
     return vector
+
+
+# Query embeddings computed while the caller does other work (a chat stores the question and runs
+# the keyword search meanwhile). onnxruntime and HTTP calls release the GIL, so this overlaps for
+# real. Bounded: under load, queries wait here rather than oversubscribing the CPU.
+_query_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="query-embed")
+
+
+class QueryVectors:
+    """One query's vectors for a set of embedding models, started in the background.
+
+    `vector(model)` waits for (or, for a model not started, computes) the vector; an embedding
+    error is raised there, exactly as `embed_query` raises it.
+    """
+
+    def __init__(self, query: str, models: Iterable[str]) -> None:
+        self.query = query
+        self._futures: dict[str, Future[list[float]]] = {
+            model: _query_pool.submit(embed_query, query, model=model) for model in dict.fromkeys(models)
+        }
+
+    def vector(self, model: str) -> list[float]:
+        future = self._futures.get(model)
+        if future is None:
+            return embed_query(self.query, model=model)
+        return future.result()
 
 
 def _prefixes(model: str) -> tuple[str, str]:

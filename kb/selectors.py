@@ -82,7 +82,11 @@ def _exact_search_is_safer(cursor: CursorWrapper, chunks: int) -> bool:
 
 
 def _vector_candidates(
-    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, versions: list[int] | None = None
+    knowledge_bases: Sequence[KnowledgeBase],
+    query: str,
+    limit: int,
+    versions: list[int] | None = None,
+    query_vectors: embedding_api.QueryVectors | None = None,
 ) -> list[tuple[int, float]]:
     """Nearest chunks by cosine similarity, per embedding model, using the HNSW index.
 
@@ -95,7 +99,7 @@ def _vector_candidates(
     results: list[tuple[int, float]] = []
     for (model, dims), kbs in groups.items():
         kb_ids = [kb.pk for kb in kbs]
-        query_vector = embedding_api.embed_query(query, model=model)
+        query_vector = query_vectors.vector(model) if query_vectors else embedding_api.embed_query(query, model=model)
         cast = vector_cast(dims)
         literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
         with transaction.atomic(), connection.cursor() as cursor:
@@ -306,11 +310,13 @@ def chunk_search(
     mode: str = "hybrid",
     candidates: int = 50,
     versions: list[int] | None = None,
+    query_vectors: embedding_api.QueryVectors | None = None,
 ) -> list[SearchHit]:
     """Best live chunks for `query` over the given knowledge bases.
 
     `mode`: "hybrid" (vector + keyword, normalised scores averaged), "vector" or "keyword".
     `versions`: search exactly these document versions instead of the live ones (a draft).
+    `query_vectors`: the query's vectors, started earlier in the background (else embedded here).
     The knowledge bases must already be scoped to the caller's organisation.
 
     Both retrievers and the chunk rows are read in one REPEATABLE READ snapshot: a release
@@ -320,27 +326,38 @@ def chunk_search(
     query = query.strip()
     if not kbs or not query:
         return []
+    if mode in ("hybrid", "vector") and query_vectors is None:
+        # Embedding the query overlaps the keyword search below.
+        query_vectors = embedding_api.QueryVectors(query, {kb.embedding_model for kb in kbs})
     if connection.in_atomic_block:
-        return _chunk_search(kbs, query, limit, mode, candidates, versions)
+        return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        return _chunk_search(kbs, query, limit, mode, candidates, versions)
+        return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors)
 
 
 def _chunk_search(
-    kbs: list[KnowledgeBase], query: str, limit: int, mode: str, candidates: int, versions: list[int] | None
+    kbs: list[KnowledgeBase],
+    query: str,
+    limit: int,
+    mode: str,
+    candidates: int,
+    versions: list[int] | None,
+    query_vectors: embedding_api.QueryVectors | None,
 ) -> list[SearchHit]:
     pool = max(limit, candidates)
     hits: dict[int, SearchHit] = {}
-    if mode in ("hybrid", "vector"):
-        for rank, (chunk_id, similarity) in enumerate(_vector_candidates(kbs, query, pool, versions), start=1):
-            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
-            hit.vector_score, hit.vector_rank = similarity, rank
+    # Keyword first: it needs no query vector, which is being computed meanwhile.
     if mode in ("hybrid", "keyword"):
         for rank, (chunk_id, rank_score) in enumerate(_keyword_candidates(kbs, query, pool, versions), start=1):
             hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
             hit.keyword_score, hit.keyword_rank = rank_score, rank
+    if mode in ("hybrid", "vector"):
+        vector_hits = _vector_candidates(kbs, query, pool, versions, query_vectors)
+        for rank, (chunk_id, similarity) in enumerate(vector_hits, start=1):
+            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
+            hit.vector_score, hit.vector_rank = similarity, rank
     if mode == "hybrid":
         _fuse(hits.values())
     else:

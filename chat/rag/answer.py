@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import User
 from chat.exceptions import ChatbotDisabled, ChatError, ChatModelError
@@ -29,7 +29,7 @@ from chat.rag import generate
 from chat.rag.cite import citations_save, pointer_claims, pointers_text
 from chat.rag.ground import check_answer
 from chat.rag.prompt import build_messages
-from chat.rag.retrieve import Retrieval, retrieve
+from chat.rag.retrieve import Retrieval, retrieve, start_retrieval
 from chat.selectors import conversation_history, serialize_message
 from chat.services import conversation_start
 from inference.extractive import REFUSAL_SENTINEL
@@ -58,9 +58,14 @@ def chat_answer_events(
     if len(question) > MAX_QUESTION_CHARS:
         raise ChatError("question_too_long", f"Questions are limited to {MAX_QUESTION_CHARS} characters.")
     started = time.perf_counter()
-    # One commit for the conversation and the question (each commit waits for its WAL flush:
-    # the writes before the first token, bench/retrieval.py).
+    knowledge_bases, query_vectors = start_retrieval(chatbot=chatbot, question=question)
+    # One commit for the conversation and the question, which does not wait for its WAL flush:
+    # the answer's commit below flushes it (the WAL is written in order), so a question is
+    # durable no later than its answer, and the first token does not wait for the disk.
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        is_new_conversation = conversation is None
         if conversation is None:
             conversation = conversation_start(
                 chatbot=chatbot, channel=channel, started_by=user, visitor_id=visitor_id, title=question[:80]
@@ -68,7 +73,9 @@ def chat_answer_events(
         user_message = Message.objects.create(conversation=conversation, role=Role.USER, content=question)
     yield {"type": "start", "conversation_id": conversation.pk, "user_message_id": user_message.pk}
 
-    retrieval = retrieve(chatbot=chatbot, question=question, draft=draft)
+    retrieval = retrieve(
+        chatbot=chatbot, question=question, draft=draft, knowledge_bases=knowledge_bases, query_vectors=query_vectors
+    )
     answer = Message(
         conversation=conversation,
         role=Role.ASSISTANT,
@@ -91,7 +98,8 @@ def chat_answer_events(
         chatbot=chatbot,
         question=question,
         sources=retrieval.sources,
-        history=conversation_history(conversation=conversation, before=user_message),
+        # A conversation started with this question has no history: no query for it.
+        history=[] if is_new_conversation else conversation_history(conversation=conversation, before=user_message),
     )
     answer.model = model
     fallbacks = list(chatbot.fallback_models or [])

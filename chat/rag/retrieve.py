@@ -8,6 +8,8 @@ from typing import Any
 
 from chat.models import Chatbot
 from inference.extractive import Source
+from kb.embedding import QueryVectors
+from kb.models import KnowledgeBase
 from kb.releases import draft_version_ids
 from kb.selectors import SearchHit, chunk_search, hits_to_passages
 
@@ -22,16 +24,32 @@ class Retrieval:
     releases: list[dict[str, Any]] = field(default_factory=list)
 
 
-def retrieve(*, chatbot: Chatbot, question: str, draft: bool = False) -> Retrieval:
+def retrieve(
+    *,
+    chatbot: Chatbot,
+    question: str,
+    draft: bool = False,
+    knowledge_bases: list[KnowledgeBase] | None = None,
+    query_vectors: QueryVectors | None = None,
+) -> Retrieval:
     """Hybrid search over the bot's knowledge bases; `relevant` is False when nothing is related.
 
     `draft`: search what the knowledge bases would hold if their drafts were published
     (evaluation and replay of a draft), instead of their live releases.
+    `knowledge_bases` / `query_vectors`: the bot's knowledge bases and the question's vectors when
+    the caller already has them (`start_retrieval`).
     """
     started = time.perf_counter()
-    kbs = list(chatbot.knowledge_bases.all())
+    kbs = list(chatbot.knowledge_bases.all()) if knowledge_bases is None else knowledge_bases
     versions = [v for kb in kbs for v in draft_version_ids(kb)] if draft else None
-    found = chunk_search(knowledge_bases=kbs, query=question, limit=chatbot.top_k, mode="hybrid", versions=versions)
+    found = chunk_search(
+        knowledge_bases=kbs,
+        query=question,
+        limit=chatbot.top_k,
+        mode="hybrid",
+        versions=versions,
+        query_vectors=query_vectors,
+    )
     budget = max((kb.chunk_size for kb in kbs), default=1200) * 2
     passages = hits_to_passages(found, max_chars=budget)
     hits = [p.hit for p in passages]
@@ -77,3 +95,10 @@ def retrieve(*, chatbot: Chatbot, question: str, draft: bool = False) -> Retriev
         for kb in kbs
     ]
     return Retrieval(hits=hits, sources=sources, trace=trace, elapsed_ms=elapsed, relevant=relevant, releases=releases)
+
+
+def start_retrieval(*, chatbot: Chatbot, question: str) -> tuple[list[KnowledgeBase], QueryVectors]:
+    """The bot's knowledge bases, and their query vectors started in the background: the caller
+    stores the question meanwhile, and `retrieve` then only waits for what is still running."""
+    kbs = list(chatbot.knowledge_bases.all())
+    return kbs, QueryVectors(question.strip(), {kb.embedding_model for kb in kbs})
