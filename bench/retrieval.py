@@ -782,14 +782,16 @@ def bench_recall(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
     stats: dict[str, dict[str, list[float]]] = {
         v: {"rows": [], "r10": [], "r50": [], "ms": []} for v in [*VARIANTS, "exact"]
     }
-    from django.db import connection
+    from django.db import connection, transaction
 
     from kb.models import KnowledgeBase
-    from kb.selectors import _exact_search_is_safer
+    from kb.selectors import _prepare_vector_scan
 
     # What kb.selectors._vector_candidates sets for this tenant: exact search when it is a sliver.
-    with connection.cursor() as cursor:
-        small = _exact_search_is_safer(cursor, KnowledgeBase.objects.get(pk=kb.pk).live_chunks)
+    with transaction.atomic(), connection.cursor() as cursor:
+        _prepare_vector_scan(cursor, KnowledgeBase.objects.get(pk=kb.pk).live_chunks, POOL, exact=False)
+        cursor.execute("SELECT current_setting('enable_indexscan')")
+        small = cursor.fetchone()[0] == "off"
     selector_settings = [*EXACT, *SELECTOR_SETTINGS] if small else SELECTOR_SETTINGS
     variants = {**VARIANTS, "selector (relaxed_order, ef 100)": selector_settings}
     selector_agrees = 0

@@ -65,20 +65,34 @@ EXACT_VECTOR_SEARCH_MAX_CHUNKS = 10_000
 EXACT_VECTOR_SEARCH_MAX_SHARE = 0.02
 
 
-def _exact_search_is_safer(cursor: CursorWrapper, chunks: int) -> bool:
-    """Whether to skip the HNSW index for a search over `chunks` live chunks.
+def _prepare_vector_scan(cursor: CursorWrapper, chunks: int, limit: int, exact: bool) -> None:
+    """Settings of the vector query's transaction, in one round trip.
 
-    The filtered HNSW scan stops after hnsw.max_scan_tuples; when the tenant is a sliver of the
-    table it stops before finding the tenant's neighbours (5k chunks among 1M: recall@50 0.56 at
-    220 ms, exact 1.00 at 77 ms), yet the planner still picks it. For a larger share HNSW is
-    both right and faster (5k among 100k: recall@10 0.99 at 15 ms, exact 74 ms). bench/retrieval.py.
+    Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
+    without them a selective filter silently returns fewer rows. Exact search (no HNSW) when
+    `exact` (a draft) or when the knowledge bases are a sliver of the table: the filtered HNSW
+    scan stops after hnsw.max_scan_tuples, before finding the tenant's neighbours (5k chunks among
+    1M: recall@50 0.56 at 220 ms, exact 1.00 at 77 ms), yet the planner still picks it. For a
+    larger share HNSW is both right and faster (5k among 100k: recall@10 0.99 at 15 ms, exact
+    74 ms). bench/retrieval.py.
     """
-    if chunks > EXACT_VECTOR_SEARCH_MAX_CHUNKS:
-        return False
-    cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'kb_chunk'::regclass")
-    row = cursor.fetchone()
-    table_rows = float(row[0]) if row else 0.0
-    return chunks < EXACT_VECTOR_SEARCH_MAX_SHARE * table_rows
+    cursor.execute(
+        """
+        SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+               set_config('hnsw.ef_search', %(ef_search)s, true),
+               set_config('enable_indexscan', CASE WHEN %(exact)s OR (
+                   %(chunks)s <= %(max_chunks)s
+                   AND %(chunks)s < %(max_share)s * (SELECT reltuples FROM pg_class WHERE oid = 'kb_chunk'::regclass)
+               ) THEN 'off' ELSE 'on' END, true)
+        """,
+        {
+            "ef_search": str(max(40, min(1000, int(limit) * 2))),
+            "exact": exact,
+            "chunks": chunks,
+            "max_chunks": EXACT_VECTOR_SEARCH_MAX_CHUNKS,
+            "max_share": EXACT_VECTOR_SEARCH_MAX_SHARE,
+        },
+    )
 
 
 def _vector_candidates(
@@ -88,11 +102,8 @@ def _vector_candidates(
     versions: list[int] | None = None,
     query_vectors: embedding_api.QueryVectors | None = None,
 ) -> list[tuple[int, float]]:
-    """Nearest chunks by cosine similarity, per embedding model, using the HNSW index.
-
-    Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
-    without them a selective filter silently returns fewer rows.
-    """
+    """Nearest chunks by cosine similarity, per embedding model, using the HNSW index
+    (`_prepare_vector_scan` says when not)."""
     groups: dict[tuple[str, int], list[KnowledgeBase]] = defaultdict(list)
     for kb in knowledge_bases:
         groups[(kb.embedding_model, kb.embedding_dims)].append(kb)
@@ -102,11 +113,9 @@ def _vector_candidates(
         query_vector = query_vectors.vector(model) if query_vectors else embedding_api.embed_query(query, model=model)
         cast = vector_cast(dims)
         literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
-        with transaction.atomic(), connection.cursor() as cursor:
-            if versions is not None or _exact_search_is_safer(cursor, sum(kb.live_chunks for kb in kbs)):
-                cursor.execute("SET LOCAL enable_indexscan = off")
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, int(limit) * 2))}")
+        # Inside chunk_search's transaction already (no savepoint needed): SET LOCAL lasts until it ends.
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            _prepare_vector_scan(cursor, sum(kb.live_chunks for kb in kbs), limit, exact=versions is not None)
             # Only `cast` is interpolated: built from an integer dimension by vector_cast().
             cursor.execute(
                 f"""
