@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
@@ -271,6 +272,57 @@ def get_local_embedder() -> LocalEmbedder:
         return _instance
 
 
+#: Sentences whose vectors the answerer keeps per process (~1.6 KB each as float32).
+SENTENCE_CACHE_SIZE: Final = 4096
+
+
+class CachedEmbedder:
+    """An `Embedder` that keeps the vectors of the last `size` texts it embedded.
+
+    The answerer embeds the sentences of the passages retrieval gives it; a bot's popular passages
+    come up question after question, and their sentences need embedding once per process, not once
+    per question (the model run was half of an offline answer's CPU: bench/widget_load.py).
+    Batch composition does not change a text's vector (padding is masked out of the pooling).
+    """
+
+    def __init__(self, inner: Embedder, size: int = SENTENCE_CACHE_SIZE) -> None:
+        self._inner = inner
+        self._size = size
+        self._vectors: OrderedDict[str, FloatMatrix] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        found: dict[str, FloatMatrix] = {}
+        with self._lock:
+            for text in texts:
+                vector = self._vectors.get(text)
+                if vector is not None:
+                    self._vectors.move_to_end(text)
+                    found[text] = vector
+        missing = [text for text in dict.fromkeys(texts) if text not in found]
+        if missing:
+            computed = self._inner.embed(missing)
+            with self._lock:
+                for text, values in zip(missing, computed, strict=True):
+                    found[text] = self._vectors[text] = np.asarray(values, dtype=np.float32)
+                while len(self._vectors) > self._size:
+                    self._vectors.popitem(last=False)
+        return [found[text].tolist() for text in texts]
+
+
+_cached_instance: CachedEmbedder | None = None
+
+
+def get_cached_local_embedder() -> CachedEmbedder:
+    """The process-wide `LocalEmbedder` behind a sentence cache (for the answerer)."""
+    global _cached_instance
+    embedder = get_local_embedder()  # loads under its lock; a fork forgets both
+    cached = _cached_instance
+    if cached is None or cached._inner is not embedder:
+        cached = _cached_instance = CachedEmbedder(embedder)
+    return cached
+
+
 def _forget_in_child() -> None:
     """After `fork()`, drop the parent's embedder and lock; the child loads its own on first use.
 
@@ -280,8 +332,9 @@ def _forget_in_child() -> None:
     fork time would stay locked in the child forever. Warming up before Celery forks its pool
     still pays off for the LiteLLM import, which is plain Python and is inherited.
     """
-    global _instance, _instance_lock
+    global _instance, _instance_lock, _cached_instance
     _instance = None
+    _cached_instance = None
     _instance_lock = threading.Lock()
 
 

@@ -122,3 +122,31 @@ def test_threads_setting_is_parsed_strictly(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("GROUNDWORK_EMBED_THREADS", "two")
     with pytest.raises(ValueError, match="not a whole number"):
         default_threads()
+
+
+def test_sentence_cache_returns_the_models_vectors_and_embeds_each_sentence_once(embedder: LocalEmbedder) -> None:
+    """The answerer's cache: the same vectors as the model, in input order, duplicates included;
+    a sentence seen before is not sent to the model again, and the oldest are forgotten first."""
+    from inference.embedder import CachedEmbedder
+
+    sent_to_model: list[list[str]] = []
+
+    class Counting:
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            sent_to_model.append(list(texts))
+            return embedder.embed(texts)
+
+    cached = CachedEmbedder(Counting(), size=3)
+    first = cached.embed([SENTENCES[0], SENTENCES[1], SENTENCES[0]])
+    direct = embedder.embed([SENTENCES[0], SENTENCES[1]])
+    assert _cosine(first[0], direct[0]) > 0.9999 and _cosine(first[1], direct[1]) > 0.9999
+    assert first[2] == first[0]
+    assert sent_to_model == [[SENTENCES[0], SENTENCES[1]]]
+
+    again = cached.embed([SENTENCES[1], SENTENCES[2]])
+    assert sent_to_model[-1] == [SENTENCES[2]]  # only the new sentence reaches the model
+    assert again[0] == first[1]
+
+    cached.embed([SENTENCES[3]])  # a fourth sentence: the least recently used (SENTENCES[0]) goes
+    cached.embed([SENTENCES[0]])
+    assert sent_to_model[-1] == [SENTENCES[0]]

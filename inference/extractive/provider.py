@@ -47,9 +47,9 @@ def _dense_embedder(question: str, sources: Sequence[Source]) -> Embedder | None
 def _default_embedder() -> Embedder | None:
     """The process-wide local embedder, or None when it cannot be loaded (then: lexical only)."""
     try:
-        from inference.embedder import get_local_embedder
+        from inference.embedder import get_cached_local_embedder
 
-        return get_local_embedder()
+        return get_cached_local_embedder()
     except Exception:  # any failure to load means "answer without dense similarity"
         logger.warning("local embedder unavailable; extractive answers use lexical features only", exc_info=True)
         return None
