@@ -113,14 +113,20 @@ def default_threads() -> int:
     several embedding processes share a machine (e.g. Celery prefork concurrency 2 on 2 cores
     wants 1 thread each), or threads fight over the cores.
     """
-    raw = os.environ.get(THREADS_ENV, "").strip()
+    return count_from_env(THREADS_ENV)
+
+
+def count_from_env(name: str) -> int:
+    """A count of parallel work: the whole number in environment variable `name` (at least 1),
+    else the CPUs this process may use."""
+    raw = os.environ.get(name, "").strip()
     if raw:
         try:
             value = int(raw)
         except ValueError:
-            raise ValueError(f"{THREADS_ENV}={raw!r} is not a whole number.") from None
+            raise ValueError(f"{name}={raw!r} is not a whole number.") from None
         if value < 1:
-            raise ValueError(f"{THREADS_ENV}={value} is below the minimum 1.")
+            raise ValueError(f"{name}={value} is below the minimum 1.")
         return value
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))

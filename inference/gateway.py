@@ -27,6 +27,7 @@ benchmark run without settings, and kb and chat both call it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -249,6 +250,16 @@ def _local_embedding(call: _ProviderCall) -> EmbeddingResponse:
     return model_response
 
 
+# Local answers computed at once per process: the answerer is CPU-bound, so more than one per core
+# only slows every answer down and starves the requests around them (Python's GIL); the others
+# wait here, using no CPU. `GROUNDWORK_LOCAL_ANSWER_SLOTS` overrides.
+@functools.cache
+def _local_answer_slots() -> threading.BoundedSemaphore:
+    from inference.embedder import count_from_env
+
+    return threading.BoundedSemaphore(count_from_env("GROUNDWORK_LOCAL_ANSWER_SLOTS"))
+
+
 def _local_answer(call: _ProviderCall) -> str:
     """The answer text of the local extractive "LLM" for `messages`.
 
@@ -276,7 +287,8 @@ def _local_answer(call: _ProviderCall) -> str:
         )
     from inference.extractive import complete
 
-    answer = complete(messages=call.messages, optional_params=call.optional_params)
+    with _local_answer_slots():
+        answer = complete(messages=call.messages, optional_params=call.optional_params)
     if not isinstance(answer, str):
         raise TypeError(f"inference.extractive.complete must return str, got {type(answer).__name__}.")
     return answer

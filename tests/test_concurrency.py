@@ -239,3 +239,39 @@ def test_a_stream_that_finds_no_free_connection_ends_with_a_busy_event() -> None
         assert "server_error" not in raw
     openai = _stream(OpenAIFormat(completion_id="c", created=0, model="m"), busy)
     assert '"code": "busy"' in openai and openai.endswith("data: [DONE]\n\n")
+
+
+@pytest.mark.worker
+def test_answers_hold_no_database_connection_while_the_model_writes(shop_bot: Chatbot) -> None:
+    """Four answers stream at once through a pool of two connections: each gives its connection
+    back while the model writes (seconds with a hosted LLM), so the pool does not cap how many
+    answers are being written at once. The stand-in model only answers once all four are in it."""
+    from unittest import mock
+
+    from chat.rag.answer import chat_answer
+    from chat.rag.generate import CompletionStream
+
+    answers = 4
+    all_writing = threading.Barrier(answers, timeout=30)
+
+    def model_writing_with_the_others(**kwargs: Any) -> CompletionStream:
+        all_writing.wait()
+        return CompletionStream(pieces=iter(["Unused items can be returned ", "within 30 days of delivery [1]."]))
+
+    def ask(_: int) -> dict[str, Any]:
+        try:
+            return chat_answer(chatbot=shop_bot, question=QUESTIONS[0])
+        finally:
+            connections.close_all()
+
+    previous = _use_pool(min_size=0, max_size=2, timeout=60.0)
+    try:
+        with (
+            mock.patch("chat.rag.generate.stream_completion", model_writing_with_the_others),
+            ThreadPoolExecutor(answers) as visitors,
+        ):
+            finals = list(visitors.map(ask, range(answers)))
+    finally:
+        _use_pool(**previous)
+    assert [f["message"]["refused"] for f in finals] == [False] * answers
+    assert all("30 days" in f["message"]["content"] for f in finals)

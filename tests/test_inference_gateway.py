@@ -62,3 +62,41 @@ def test_local_chat_streams_the_same_text_it_returns() -> None:
     assert text
     assert "".join(p for p in pieces if p) == text
     assert whole.usage.total_tokens > 0
+
+
+def test_local_answers_run_at_most_the_configured_number_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offline answerer is CPU-bound: with GROUNDWORK_LOCAL_ANSWER_SLOTS=1, six concurrent
+    requests are answered one after another (the others wait), and every one is answered."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import inference.extractive as extractive
+    from inference import gateway
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    real_complete = extractive.complete
+
+    def counting_complete(**kwargs: object) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)  # long enough for the other threads to arrive
+        with lock:
+            running -= 1
+        return real_complete(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setenv("GROUNDWORK_LOCAL_ANSWER_SLOTS", "1")
+    monkeypatch.setattr(extractive, "complete", counting_complete)
+    gateway._local_answer_slots.cache_clear()
+    try:
+        litellm = get_litellm()
+        messages = [{"role": "user", "content": "What are the opening hours?"}]
+        with ThreadPoolExecutor(6) as pool:
+            texts = list(pool.map(lambda _: litellm.completion(model="local/extractive", messages=messages), range(6)))
+    finally:
+        gateway._local_answer_slots.cache_clear()
+    assert most == 1
+    assert all(t.choices[0].message.content for t in texts)

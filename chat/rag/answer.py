@@ -106,6 +106,7 @@ def chat_answer_events(
     # The staff trace of the model call: asked for, answered by, retries and fallbacks, or the error.
     generation: dict[str, Any] = {"model": model, "fallback_models": fallbacks}
     answer.retrieval_trace = {**(answer.retrieval_trace or {}), "generation": generation}
+    _release_database_connection()
     try:
         stream = generate.stream_completion(
             model=model,
@@ -157,6 +158,14 @@ def chat_answer_events(
         citations_save(answer=answer, retrieval=retrieval, claims=claims)
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=answer.created_at)
     yield {"type": "final", "message": serialize_message(answer)}
+
+
+def _release_database_connection() -> None:
+    """Give the connection back to the pool while the model writes (seconds with a hosted LLM, or
+    waiting for a local answer slot): the answer's save takes one again, so concurrent answers are
+    not capped by the pool. Inside a transaction (a test's) it stays."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def finish_answer(answer: Message, raw: str, retrieval: Retrieval, chatbot: Chatbot) -> dict[int, list[str]]:
