@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -270,7 +271,7 @@ def dump_corpus(name: str, cache: Path) -> Path:
     shingles = [_shingles(c.text) for c in chunks]
     qpath = Path(f"/tmp/fusion-{name}.jsonl")
     qpath.write_text("".join(json.dumps(q) + "\n" for q in raw))
-    questions = []
+    questions: list[dict[str, Any]] = []
     for q in load_questions(qpath):
         if q.is_impossible:
             continue
@@ -286,14 +287,10 @@ def dump_corpus(name: str, cache: Path) -> Path:
         if gold or q.answers or q.gold_documents:  # no gold chunk at all counts as a miss, as in `collect`
             questions.append({"question": q.question, "gold": gold, "lex": lexemes(q.question)})
     model = embedding_api.LOCAL_EMBEDDING_MODEL
-    vectors = {
-        "minilm_stored": np.array([c.embedding for c in chunks], dtype=np.float32),
-        "minilm_query": np.array(
-            [embedding_api.embed_query(q["question"], model=model) for q in questions], dtype=np.float32
-        ),
-    }
+    stored = np.array([c.embedding for c in chunks], dtype=np.float32)
+    queries = np.array([embedding_api.embed_query(q["question"], model=model) for q in questions], dtype=np.float32)
     path.write_text(json.dumps({"chunks": rows, "documents": documents, "questions": questions}))
-    np.savez(cache / f"{name}-vectors.npz", **vectors)
+    np.savez(cache / f"{name}-vectors.npz", minilm_stored=stored, minilm_query=queries)
     return path
 
 
@@ -477,11 +474,15 @@ def score_variant(corpus: Corpus, v: Variant, questions: list[int] | None = None
     return out
 
 
-def shape_rule(question: str) -> float:
-    """The product's rule: kb.selectors.fusion_rule (exact terms lean keyword)."""
-    from kb.selectors import fusion_rule
+# The query-shape rule tried (not shipped): a question holding a number, an acronym or an
+# identifier (IFITM3, HIV-1, 10-Q, mRNA) leans on keyword search; chosen on the even-numbered
+# COVID-QA questions.
+_EXACT_TERMS = re.compile(r"\d|\b[A-Z]{2,}|\b[a-z]+[A-Z]\w*")
 
-    return fusion_rule(question).vector_weight
+
+def shape_rule(question: str) -> float:
+    """Vector weight: 0.3 for "exact terms" questions, else the product's 0.5."""
+    return 0.3 if _EXACT_TERMS.search(question) else 0.5
 
 
 def variants(corpus: Corpus, ideas: set[str]) -> dict[str, Variant]:
