@@ -9,6 +9,10 @@ from typing import Any
 from celery import Celery, bootsteps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Celery's Django fixup runs Django's system checks when a worker or beat starts, and the URL checks
+# import every view (DRF, drf-spectacular, the chat stack): ~1 s of CPU before the first ping, for
+# nothing a worker uses. The web process, `manage.py check` and the tests still run them.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 logger = logging.getLogger(__name__)
 

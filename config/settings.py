@@ -298,6 +298,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # With embedding batches of 8 a pool process peaks at ~1.4-1.5 GB RSS on the 10-Q PDFs (it was
 # ~2.1 GB with batches of 32; bench/ingest.py); recycle one that grows past 1.8 GB.
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("GROUNDWORK_WORKER_MAX_MEMORY_MB", 1800, minimum=200) * 1024
+# glibc malloc arenas per worker process (kb.pipeline.memory): fewer arenas fragment less; 0 leaves
+# glibc's default (8 per core).
+GROUNDWORK_WORKER_MALLOC_ARENAS = env_int("GROUNDWORK_WORKER_MALLOC_ARENAS", 2, minimum=0, maximum=64)
 # Pool processes warm up in a background thread (kb.tasks), so they report for work at once; the
 # generous timeout stays for a machine so loaded that even forking and importing Django is slow.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("GROUNDWORK_WORKER_PROC_ALIVE_TIMEOUT", 120.0, minimum=4.0)

@@ -13,12 +13,12 @@ from typing import Any
 
 import redis
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from kb.exceptions import DatabaseUnavailable, TransientEmbeddingError
-from kb.pipeline import recover, reembed, run
+from kb.pipeline import memory, recover, reembed, run
 from kb.websites import sync as website_sync
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,12 @@ _warm = threading.Event()
 _warming_started = False
 
 
+@worker_init.connect
+def _tune_allocator(**_: Any) -> None:
+    """In the worker's main process, before the pool forks: see `kb.pipeline.memory`."""
+    memory.configure_allocator(arena_max=settings.GROUNDWORK_WORKER_MALLOC_ARENAS)
+
+
 @worker_process_init.connect
 def _warm_up_child(**_: Any) -> None:
     """Load the parsers, spaCy and the ONNX embedding model in a background thread of each pool
@@ -132,6 +138,7 @@ def _warm_up_child(**_: Any) -> None:
 def _warm_up() -> None:
     from kb.pipeline import embed, parse
 
+    memory.lower_thread_priority()  # yield the cores to the worker's own start-up (the first ping)
     try:
         parse.warm_up()
         embed.warm_up()

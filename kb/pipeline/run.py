@@ -35,6 +35,7 @@ from kb.pipeline.embed import embed
 from kb.pipeline.fetch import fetch
 from kb.pipeline.index import index
 from kb.pipeline.job import Job, fail
+from kb.pipeline.memory import release_freed_memory
 from kb.pipeline.parse.stage import parse
 from kb.pipeline.publish import publish
 
@@ -84,6 +85,9 @@ def _ingest(*, version_id: int, worker: str) -> None:
     try:
         for stage in STAGES:
             stage(job)
+            # What the stage freed (the parser's page layouts and elements above all) goes back to
+            # the system before the next one allocates: a pool process peaks lower (kb.pipeline.memory).
+            release_freed_memory()
     except TransientEmbeddingError:
         # Hand it back to the queue; the task retries with backoff.
         DocumentVersion.objects.filter(pk=version_id).update(status=DocumentStatus.QUEUED)
