@@ -52,12 +52,11 @@ def _database_url() -> str:
 def start_worker() -> Iterator[object]:
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(**extra_env: str) -> subprocess.Popen[bytes]:
+    def start() -> subprocess.Popen[bytes]:
         # Its own default queue: what it re-sends on start-up stays with it, away from the suite's
         # in-process worker.
         env = {
             **os.environ,
-            **extra_env,
             "DATABASE_URL": _database_url(),
             "REDIS_URL": settings.REDIS_URL,
             "GROUNDWORK_CELERY_QUEUE": QUEUE,
@@ -112,38 +111,6 @@ def test_worker_killed_mid_document_is_recovered_on_restart(transactional_db, ma
     assert version.attempts == 2
     assert version.chunks_embedded == version.chunks_total > 30
     assert version.chunks.filter(is_live=True, embedding__isnull=False).count() == version.chunks_total
-
-
-@pytest.mark.worker
-def test_pool_process_recycled_for_its_memory_still_finishes_every_document(  # type: ignore[no-untyped-def]
-    transactional_db, make_org, start_worker
-) -> None:
-    """A 200 MB cap is below what any warm pool process holds, so the process is replaced after
-    every document (CELERY_WORKER_MAX_MEMORY_PER_CHILD): each replacement warms up and goes on."""
-    org = make_org()
-    kb = knowledge_base_create(organization=org, name="Handbook", created_by=None)
-    version_ids = [
-        document_upload(
-            knowledge_base=kb,
-            upload=BytesIO(_long_text(8 + n)),
-            filename=f"part{n}.md",
-            uploaded_by=None,
-            enqueue=False,
-        ).version.pk
-        for n in range(3)
-    ]
-    sender = Celery(broker=settings.CELERY_BROKER_URL, set_as_current=False)
-    for version_id in version_ids:
-        sender.send_task(document_ingest.name, args=[version_id], queue=QUEUE)
-
-    start_worker(GROUNDWORK_WORKER_MAX_MEMORY_MB="200")  # type: ignore[operator]
-    wait_for(
-        lambda: DocumentVersion.objects.filter(pk__in=version_ids, status__in=("ready", "failed")).count() == 3,
-        timeout=300,
-    )
-    for version in DocumentVersion.objects.filter(pk__in=version_ids):
-        assert version.status == DocumentStatus.READY, version.error_message
-        assert version.attempts == 1  # replaced between documents, never in the middle of one
 
 
 @pytest.mark.worker
