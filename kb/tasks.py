@@ -138,7 +138,6 @@ def _warm_up_child(**_: Any) -> None:
 def _warm_up() -> None:
     from kb.pipeline import embed, parse
 
-    memory.lower_thread_priority()  # yield the cores to the worker's own start-up (the first ping)
     try:
         parse.warm_up()
         embed.warm_up()

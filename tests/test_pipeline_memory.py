@@ -44,23 +44,6 @@ def test_arena_cap_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         importlib.reload(config.settings)
 
 
-def test_lowering_the_warm_up_thread_priority_never_fails() -> None:
-    import threading
-
-    errors: list[BaseException] = []
-
-    def lower() -> None:
-        try:
-            memory.lower_thread_priority()
-        except BaseException as exc:  # pragma: no cover - the assertion below reports it
-            errors.append(exc)
-
-    thread = threading.Thread(target=lower)
-    thread.start()
-    thread.join()
-    assert errors == []
-
-
 @pytest.mark.django_db
 def test_memory_is_released_after_every_stage(make_org, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     released: list[int] = []

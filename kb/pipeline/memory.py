@@ -8,9 +8,7 @@ by 350 MB, freeing the result returned nothing, `malloc_trim(0)` returned 215 MB
 
 `configure_allocator` caps glibc's per-thread arenas in the worker (each thread that allocates,
 such as the warm-up thread or onnxruntime's, can otherwise get an arena of its own that fragments
-apart from the others); `release_freed_memory` runs between the stages of an ingestion;
-`lower_thread_priority` keeps the background warm-up of a pool process from starving the worker's
-start-up.
+apart from the others); `release_freed_memory` runs between the stages of an ingestion.
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import os
 import sys
-import threading
 from typing import Final
 
 logger = logging.getLogger(__name__)
@@ -60,17 +56,3 @@ def release_freed_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.malloc_trim(0))
-
-
-def lower_thread_priority(increment: int = 10) -> None:
-    """Lower the calling thread's CPU priority (Linux schedules threads apart; elsewhere a no-op).
-
-    For background work that must not delay what a user waits on: the pool processes' warm-up
-    (tens of CPU seconds of imports on two cores) would otherwise slow the worker's start-up."""
-    if not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-    except OSError as exc:  # not permitted in some sandboxes: the thread keeps its priority
-        logger.debug("Could not lower the priority of thread %s: %s", tid, exc)
