@@ -16,11 +16,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
 import sys
 from typing import Final
-
-logger = logging.getLogger(__name__)
 
 # mallopt parameter number of M_ARENA_MAX in glibc's malloc.h.
 _M_ARENA_MAX: Final = -8
