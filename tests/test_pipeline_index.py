@@ -207,3 +207,65 @@ def test_postings_equal_a_rebuild_after_every_lifecycle_change(make_org, api_cli
     wait_for(lambda: client.get(f"/api/v1/knowledge-bases/{kb_id}/").json()["reembedding"] is None, timeout=60)
     assert KnowledgeBase.objects.get(pk=kb_id).embedding_model == "openai/hash-64"
     _assert_equal_to_a_rebuild(kb_id)  # re-embed
+
+
+def _exact_okapi(kb_id: int, query: str) -> dict[int, float]:
+    """Okapi BM25 of every live chunk matching `query`, counted from the chunks' own tsvectors."""
+    import math
+
+    from django.db import connection
+
+    from kb.selectors import BM25_B, BM25_K1
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %s))) lexeme", [query]
+        )
+        lexemes = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            "SELECT c.id, length(c.search_vector), u.lexeme, coalesce(array_length(u.positions, 1), 1) "
+            "FROM kb_chunk c CROSS JOIN LATERAL unnest(c.search_vector) AS u(lexeme, positions, weights) "
+            "WHERE c.knowledge_base_id = %s AND c.is_live",
+            [kb_id],
+        )
+        rows = cursor.fetchall()
+    lengths = {chunk: dl for chunk, dl, _, _ in rows}
+    n, avgdl = len(lengths), sum(lengths.values()) / len(lengths)
+    df = {lexeme: sum(1 for _, _, lx, _ in rows if lx == lexeme) for lexeme in lexemes}
+    scores: dict[int, float] = {}
+    for chunk, dl, lexeme, tf in rows:
+        if lexeme in lexemes:
+            idf = math.log(1 + (n - df[lexeme] + 0.5) / (df[lexeme] + 0.5))
+            norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * dl / avgdl)
+            scores[chunk] = scores.get(chunk, 0.0) + idf * tf * (BM25_K1 + 1) / norm
+    return scores
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize("budget", [1, 5000])
+def test_keyword_scores_are_exact_okapi_bm25(make_org, api_client_for, celery_worker, monkeypatch, budget) -> None:  # type: ignore[no-untyped-def]
+    # With a match budget of 1 only the rarest term finds candidates and every other term is
+    # added afterwards for them (the path common words take in a large knowledge base); either
+    # way the scores are Okapi BM25 exactly, and the best chunk leads.
+    from kb import selectors
+
+    client = api_client_for(make_org())
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Returns"}, format="json").json()["id"]
+    texts = {
+        "refunds.md": b"# Refunds\n\nRefunds are paid to the original card within 14 days. Refunds need a receipt.\n",
+        "credit.md": b"# Credit\n\nStore credit refunds arrive at once, no receipt needed for store credit.\n",
+        "parcels.md": b"# Parcels\n\nParcels ship within 2 days. Lost parcels are refunded after a trace.\n",
+        "boots.md": b"# Boots\n\nBoots can be resoled twice. Resoling takes three weeks.\n",
+    }
+    for doc in [_upload(client, kb_id, name, body) for name, body in texts.items()]:
+        _ready(client, doc["id"], 1)
+    monkeypatch.setattr(selectors, "KEYWORD_MATCH_BUDGET", budget)
+    kb = KnowledgeBase.objects.get(pk=kb_id)
+    for query in ("refunds receipt", "store credit refunds receipt", "lost parcels refunded", "resoled boots days"):
+        exact = _exact_okapi(kb_id, query)
+        found = selectors.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
+        assert found, query
+        assert found[0][0] == max(exact, key=lambda chunk: exact[chunk]), query
+        for chunk, score in found:
+            assert score == pytest.approx(exact[chunk], rel=1e-9), query
+    assert kb.live_chunks == 4
