@@ -85,6 +85,10 @@ DB_POOL_MAX = env_int("GROUNDWORK_DB_POOL_MAX", GROUNDWORK_STREAM_THREADS + 8, m
 # A request that waits longer than this for a connection is answered "busy, retry" (HTTP 503 with
 # Retry-After, or a `busy` event in a stream), never a 500 or a hang.
 DB_POOL_TIMEOUT = env_float("GROUNDWORK_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+# Hybrid searches whose vector query may run on a second pooled connection beside the keyword
+# query at once, per process (kb.search_beside); only when the pool has a connection to spare.
+# 0: the two queries always run in turn.
+GROUNDWORK_SEARCH_BESIDE_THREADS = env_int("GROUNDWORK_SEARCH_BESIDE_THREADS", 4, minimum=0)
 GROUNDWORK_BUSY_RETRY_AFTER = env_int("GROUNDWORK_BUSY_RETRY_AFTER", 5, minimum=1)  # seconds, told to clients
 
 

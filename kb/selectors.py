@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection, transaction
-from django.db.backends.utils import CursorWrapper
 from django.db.models import QuerySet
 
 from accounts.models import Organization
 from kb import embedding as embedding_api
+from kb import search_beside
 from kb.languages import text_search_config
 from kb.models import Chunk, Document, KnowledgeBase
 from kb.pipeline.index.vector_indexes import vector_cast
@@ -65,7 +66,7 @@ EXACT_VECTOR_SEARCH_MAX_CHUNKS = 10_000
 EXACT_VECTOR_SEARCH_MAX_SHARE = 0.02
 
 
-def _prepare_vector_scan(cursor: CursorWrapper, chunks: int, limit: int, exact: bool) -> None:
+def _prepare_vector_scan(cursor: Any, chunks: int, limit: int, exact: bool) -> None:
     """Settings of the vector query's transaction, in one round trip.
 
     Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
@@ -101,36 +102,54 @@ def _vector_candidates(
     limit: int,
     versions: list[int] | None = None,
     query_vectors: embedding_api.QueryVectors | None = None,
+    cursor: Any = None,
 ) -> list[tuple[int, float]]:
     """Nearest chunks by cosine similarity, per embedding model, using the HNSW index
-    (`_prepare_vector_scan` says when not)."""
+    (`_prepare_vector_scan` says when not).
+
+    `cursor`: run on this cursor (a connection beside the request's, kb.search_beside) instead of
+    the request's connection.
+    """
     groups: dict[tuple[str, int], list[KnowledgeBase]] = defaultdict(list)
     for kb in knowledge_bases:
         groups[(kb.embedding_model, kb.embedding_dims)].append(kb)
     results: list[tuple[int, float]] = []
     for (model, dims), kbs in groups.items():
-        kb_ids = [kb.pk for kb in kbs]
         query_vector = query_vectors.vector(model) if query_vectors else embedding_api.embed_query(query, model=model)
-        cast = vector_cast(dims)
-        literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
+        if cursor is not None:
+            results.extend(_vector_query(cursor, kbs, dims, query_vector, limit, versions))
+            continue
         # Inside chunk_search's transaction already (no savepoint needed): SET LOCAL lasts until it ends.
-        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-            _prepare_vector_scan(cursor, sum(kb.live_chunks for kb in kbs), limit, exact=versions is not None)
-            # Only `cast` is interpolated: built from an integer dimension by vector_cast().
-            cursor.execute(
-                f"""
-                SELECT id, 1 - ((embedding::{cast}) <=> %s::{cast}) AS similarity
-                FROM kb_chunk
-                WHERE embedding_dims = %s AND knowledge_base_id = ANY(%s) AND {_scope(versions)}
-                ORDER BY (embedding::{cast}) <=> %s::{cast}
-                LIMIT %s
-                """,  # noqa: S608
-                [literal, dims, kb_ids, *([] if versions is None else [versions]), literal, limit],
-            )
-            results.extend((row[0], float(row[1])) for row in cursor.fetchall())
+        with transaction.atomic(savepoint=False), connection.cursor() as own_cursor:
+            results.extend(_vector_query(own_cursor, kbs, dims, query_vector, limit, versions))
     # relaxed_order may return rows slightly out of order: sort them exactly.
     results.sort(key=lambda r: r[1], reverse=True)
     return results[:limit]
+
+
+def _vector_query(
+    cursor: Any,
+    kbs: list[KnowledgeBase],
+    dims: int,
+    query_vector: list[float],
+    limit: int,
+    versions: list[int] | None,
+) -> list[tuple[int, float]]:
+    cast = vector_cast(dims)
+    literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
+    _prepare_vector_scan(cursor, sum(kb.live_chunks for kb in kbs), limit, exact=versions is not None)
+    # Only `cast` is interpolated: built from an integer dimension by vector_cast().
+    cursor.execute(
+        f"""
+        SELECT id, 1 - ((embedding::{cast}) <=> %s::{cast}) AS similarity
+        FROM kb_chunk
+        WHERE embedding_dims = %s AND knowledge_base_id = ANY(%s) AND {_scope(versions)}
+        ORDER BY (embedding::{cast}) <=> %s::{cast}
+        LIMIT %s
+        """,  # noqa: S608
+        [literal, dims, [kb.pk for kb in kbs], *([] if versions is None else [versions]), literal, limit],
+    )
+    return [(row[0], float(row[1])) for row in cursor.fetchall()]
 
 
 BM25_K1 = 1.2
@@ -348,11 +367,13 @@ def chunk_search(
         # Embedding the query overlaps the keyword search below.
         query_vectors = embedding_api.QueryVectors(query, {kb.embedding_model for kb in kbs})
     if connection.in_atomic_block:
+        # The caller's transaction may hold writes a second connection cannot see: in turn.
         return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors)
+        beside = mode == "hybrid" and search_beside.available()
+        return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors, beside=beside)
 
 
 def _chunk_search(
@@ -363,16 +384,30 @@ def _chunk_search(
     candidates: int,
     versions: list[int] | None,
     query_vectors: embedding_api.QueryVectors | None,
+    beside: bool = False,
 ) -> list[SearchHit]:
     pool = max(limit, candidates)
     hits: dict[int, SearchHit] = {}
-    # Keyword first: it needs no query vector, which is being computed meanwhile.
+    # The vector query on a second connection in this snapshot while the keyword query runs here
+    # (`beside`), else after it: keyword first, as it needs no query vector, still being computed.
+    vector_future = (
+        search_beside.start(
+            search_beside.export_snapshot(),
+            lambda cursor: _vector_candidates(kbs, query, pool, versions, query_vectors, cursor=cursor),
+        )
+        if beside
+        else None
+    )
     if mode in ("hybrid", "keyword"):
         for rank, (chunk_id, rank_score) in enumerate(_keyword_candidates(kbs, query, pool, versions), start=1):
             hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
             hit.keyword_score, hit.keyword_rank = rank_score, rank
     if mode in ("hybrid", "vector"):
-        vector_hits = _vector_candidates(kbs, query, pool, versions, query_vectors)
+        vector_hits = (
+            vector_future.result()
+            if vector_future is not None
+            else _vector_candidates(kbs, query, pool, versions, query_vectors)
+        )
         for rank, (chunk_id, similarity) in enumerate(vector_hits, start=1):
             hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
             hit.vector_score, hit.vector_rank = similarity, rank

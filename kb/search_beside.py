@@ -1,0 +1,77 @@
+"""A query run on a second pooled connection, beside the current one, in the same snapshot.
+
+Hybrid search runs its vector query here while the keyword query runs on the request's own
+connection, so a hybrid search takes about as long as the slower of the two rather than their
+sum (bench/retrieval.py: hybrid / vector p95). The second connection imports the first one's
+exported snapshot (`pg_export_snapshot`), so both retrievers see the same release.
+
+It never waits for a connection: with no pool, no idle slot or a full pool, `start` returns
+None and the caller runs the query itself. Waiting could deadlock a full pool whose every holder
+waits for a second connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import connection
+from psycopg import sql
+
+T = TypeVar("T")
+
+# At most this many queries run beside their requests at once per process; more run in turn.
+_slots = threading.BoundedSemaphore(settings.GROUNDWORK_SEARCH_BESIDE_THREADS or 1)
+_executor = ThreadPoolExecutor(
+    max_workers=settings.GROUNDWORK_SEARCH_BESIDE_THREADS or 1, thread_name_prefix="search-beside"
+)
+# How long to wait for the pool to open a new connection before running in turn instead.
+CONNECT_TIMEOUT_S = 0.05
+
+
+def export_snapshot() -> str:
+    """The current transaction's snapshot id (it must be REPEATABLE READ and stay open)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_export_snapshot()")
+        return str(cursor.fetchone()[0])
+
+
+def available() -> bool:
+    """Whether a query could run beside this connection now (a pool, a slot and a connection free)."""
+    pool = _pool()
+    if pool is None or not settings.GROUNDWORK_SEARCH_BESIDE_THREADS:
+        return False
+    stats = pool.get_stats()
+    return bool(stats.get("pool_available", 0) or stats.get("pool_size", 0) < pool.max_size)
+
+
+def start(snapshot: str, run: Callable[[Any], T]) -> Future[T] | None:
+    """Run `run(cursor)` on a second connection in `snapshot`; None: run it yourself."""
+    pool = _pool()
+    if pool is None or not available() or not _slots.acquire(blocking=False):
+        return None
+    try:
+        conn = pool.getconn(timeout=CONNECT_TIMEOUT_S)
+    except Exception:  # PoolTimeout, or the server refused a new connection: run in turn.
+        _slots.release()
+        return None
+
+    def beside() -> T:
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                return run(cursor)
+        finally:
+            pool.putconn(conn)
+            _slots.release()
+
+    return _executor.submit(beside)
+
+
+def _pool() -> Any:
+    # Django's psycopg_pool.ConnectionPool for the default database (None without OPTIONS["pool"]).
+    return getattr(connection, "pool", None)
