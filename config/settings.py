@@ -85,6 +85,10 @@ DB_POOL_MAX = env_int("GROUNDWORK_DB_POOL_MAX", GROUNDWORK_STREAM_THREADS + 8, m
 # A request that waits longer than this for a connection is answered "busy, retry" (HTTP 503 with
 # Retry-After, or a `busy` event in a stream), never a 500 or a hang.
 DB_POOL_TIMEOUT = env_float("GROUNDWORK_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+# Read by the model package (inference) at first use; checked here too, so that a typo stops
+# start-up instead of failing the first answer or the first document.
+env_int("GROUNDWORK_LOCAL_ANSWER_SLOTS", 1, minimum=1)
+env_int("GROUNDWORK_EMBED_THREADS", 1, minimum=1)
 # Hybrid searches whose vector query may run on a second pooled connection beside the keyword
 # query at once, per process (kb.search_beside); only when the pool has a connection to spare.
 # 0: the two queries always run in turn.

@@ -104,17 +104,26 @@ def test_viewer_key_cannot_create_knowledge_bases(make_org, api_client_for) -> N
     assert client.get("/api/v1/knowledge-bases/").status_code == 200
 
 
-def test_bad_setting_stops_start_up_with_a_clear_message() -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GROUNDWORK_MAX_UPLOAD_MB", "lots", "GROUNDWORK_MAX_UPLOAD_MB='lots' is not a whole number"),
+        # Read by the local models at first use, yet a typo must stop start-up, not the first answer.
+        ("GROUNDWORK_LOCAL_ANSWER_SLOTS", "two", "GROUNDWORK_LOCAL_ANSWER_SLOTS='two' is not a whole number"),
+        ("GROUNDWORK_EMBED_THREADS", "0", "GROUNDWORK_EMBED_THREADS=0 is below the minimum 1"),
+    ],
+)
+def test_bad_setting_stops_start_up_with_a_clear_message(name: str, value: str, message: str) -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=REPO,
-        env={**__import__("os").environ, "GROUNDWORK_MAX_UPLOAD_MB": "lots"},
+        env={**__import__("os").environ, name: value},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode != 0
-    assert "GROUNDWORK_MAX_UPLOAD_MB='lots' is not a whole number" in result.stderr
+    assert message in result.stderr
 
 
 @pytest.mark.django_db
