@@ -45,6 +45,8 @@ def available() -> bool:
     if pool is None or not settings.GROUNDWORK_SEARCH_BESIDE_THREADS:
         return False
     stats = pool.get_stats()
+    if stats.get("requests_waiting", 0):  # requests queue for a connection: leave it to them
+        return False
     return bool(stats.get("pool_available", 0) or stats.get("pool_size", 0) < pool.max_size)
 
 
