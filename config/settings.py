@@ -342,6 +342,9 @@ GROUNDWORK_WIDGET_BOT_RATE_PER_MINUTE = env_int("GROUNDWORK_WIDGET_BOT_RATE_PER_
 GROUNDWORK_MAX_UPLOAD_BYTES = env_int("GROUNDWORK_MAX_UPLOAD_MB", 50, minimum=1) * 1024 * 1024
 GROUNDWORK_MAX_PAGES = env_int("GROUNDWORK_MAX_PAGES", 2000, minimum=1)
 GROUNDWORK_INGEST_TIME_LIMIT = env_int("GROUNDWORK_INGEST_TIME_LIMIT", 900, minimum=10)
+# Parse each document in a child process forked for it (kb.pipeline.parse.isolated): the parser's
+# memory leaves with the child and a parser crash fails only that document. Off: in the worker.
+GROUNDWORK_PARSE_IN_CHILD = env_bool("GROUNDWORK_PARSE_IN_CHILD", True)
 GROUNDWORK_STUCK_AFTER_SECONDS = env_int("GROUNDWORK_STUCK_AFTER_SECONDS", 1800, minimum=60)
 GROUNDWORK_MAX_ATTEMPTS = env_int("GROUNDWORK_MAX_ATTEMPTS", 3, minimum=1)
 # An ingest that hits a transient error (model rate limit or timeout, the database restarted

@@ -172,10 +172,16 @@ def get_e5_embedder() -> E5Embedder:
         return _instance
 
 
+_inherited_in_child: list[object] = []
+
+
 def _forget_in_child() -> None:
     """After `fork()`, load a fresh engine in the child: an OpenMP runtime does not survive a fork
-    with its thread pool intact, and a lock held at fork time would stay held."""
+    with its thread pool intact, and a lock held at fork time would stay held. The parent's engine
+    is kept, never freed: a native destructor may wait for threads the child does not have."""
     global _instance, _instance_lock
+    if _instance is not None:
+        _inherited_in_child.append(_instance)
     _instance = None
     _instance_lock = threading.Lock()
 

@@ -329,8 +329,15 @@ def get_cached_local_embedder() -> CachedEmbedder:
     return cached
 
 
+# What a forked child inherited and must never free: destroying an onnxruntime session joins its
+# worker threads, which do not exist in the child, and waits forever (seen: a parse child forked from
+# a worker pool process that had embedded hung in pthread_cond_destroy as it dropped the session).
+_inherited_in_child: list[object] = []
+
+
 def _forget_in_child() -> None:
-    """After `fork()`, drop the parent's embedder and lock; the child loads its own on first use.
+    """After `fork()`, set the parent's embedder aside and drop its lock; the child loads its own on
+    first use. The inherited objects are kept (never freed) in `_inherited_in_child`.
 
     A precaution, at the price of one ~0.2 s load per child: onnxruntime does not promise that a
     session survives a fork (its intra-op worker threads are not copied into the child; an inherited
@@ -339,6 +346,7 @@ def _forget_in_child() -> None:
     still pays off for the LiteLLM import, which is plain Python and is inherited.
     """
     global _instance, _instance_lock, _cached_instance
+    _inherited_in_child.extend(obj for obj in (_instance, _cached_instance) if obj is not None)
     _instance = None
     _cached_instance = None
     _instance_lock = threading.Lock()

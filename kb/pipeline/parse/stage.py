@@ -14,6 +14,7 @@ from kb.exceptions import ParseFailure
 from kb.models import SourceType
 from kb.pipeline import parse as parsers
 from kb.pipeline.job import Job, Parsed, progress
+from kb.pipeline.parse.isolated import child_parsing_available, parse_document_in_child
 from kb.storage import local_copy
 
 
@@ -40,9 +41,14 @@ def parse(job: Job) -> None:
 
 
 def _parse_file(path: Path, *, filename: str) -> Parsed:
-    """A ParseError becomes a ParseFailure (the version FAILS, with the parser's reason)."""
+    """A ParseError becomes a ParseFailure (the version FAILS, with the parser's reason).
+
+    In a forked child by default (`kb.pipeline.parse.isolated`): the pool process keeps none of
+    the parser's memory, and a parser crash fails this document only."""
+    in_child = settings.GROUNDWORK_PARSE_IN_CHILD and child_parsing_available()
+    parse_document = parse_document_in_child if in_child else parsers.parse_document
     try:
-        document = parsers.parse_document(
+        document = parse_document(
             path,
             filename=filename,
             max_pages=settings.GROUNDWORK_MAX_PAGES,
