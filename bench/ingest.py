@@ -298,7 +298,9 @@ def tree_cpu_s(pid: int) -> float:
         for child in parent.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 child_times = child.cpu_times()
+                # children_*: what a pool process's own children used (the parse child per document).
                 total += child_times.user + child_times.system
+                total += child_times.children_user + child_times.children_system
     except psutil.Error:
         return 0.0
     return total
