@@ -12,7 +12,7 @@ from kb.models import DocumentStatus, DocumentVersion
 from kb.pipeline import memory, run
 from kb.services import document_upload, knowledge_base_create
 
-glibc_only = pytest.mark.skipif(memory._libc() is None, reason="needs glibc's malloc_trim and mallopt")
+glibc_only = pytest.mark.skipif(memory.glibc() is None, reason="needs glibc's malloc_trim and mallopt")
 
 
 @glibc_only

@@ -24,7 +24,7 @@ _M_ARENA_MAX: Final = -8
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
+def glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -38,7 +38,7 @@ def _libc() -> ctypes.CDLL | None:
 def configure_allocator(*, arena_max: int) -> bool:
     """Cap glibc's malloc arenas at `arena_max` for this process and the processes it forks
     (call before threads start allocating). False where the allocator is not glibc's."""
-    libc = _libc()
+    libc = glibc()
     if libc is None or arena_max < 1:
         return False
     return bool(libc.mallopt(_M_ARENA_MAX, arena_max))
@@ -49,7 +49,7 @@ def release_freed_memory() -> bool:
 
     Costs a few milliseconds on a large heap: called between stages, not in loops.
     """
-    libc = _libc()
+    libc = glibc()
     if libc is None:
         return False
     return bool(libc.malloc_trim(0))
