@@ -166,3 +166,39 @@ def test_a_crashing_document_fails_alone_and_the_next_one_is_ingested(  # type: 
     assert versions["bad.pdf"].error_code == "parser_crashed"
     assert "stopped unexpectedly" in versions["bad.pdf"].error_message
     assert versions["good.pdf"].status == DocumentStatus.READY
+
+
+def test_documents_parsed_in_children_from_several_threads_at_once_all_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker with a thread pool (the test worker, `--pool threads`) forks from several threads at
+    once. filelock's fork audit hook refuses an `os.fork` while another thread is inside its own fork
+    (CI failed on "os.fork is unsafe while filelock is changing descriptor ownership")."""
+    import filelock  # noqa: F401 - installs the audit hook, as unstructured's imports do in the worker
+
+    def quick(path: Path, *, filename: str, **_: Any) -> ParsedDocument:
+        return ParsedDocument(file_type="txt", page_count=None, elements=[], warnings=[filename])
+
+    monkeypatch.setattr(parsing, "parse_document", quick)
+    path = _write_pdf(tmp_path)
+    threads, rounds = 6, 8
+    start = threading.Barrier(threads)
+    results: list[str] = []
+    failures: list[BaseException] = []
+
+    def parse_many(thread: int) -> None:
+        start.wait()
+        for round_ in range(rounds):
+            name = f"{thread}-{round_}.pdf"
+            try:
+                results.extend(parse_document_in_child(path, filename=name, **LIMITS).warnings)
+            except BaseException as exc:  # collected: an exception in a thread would otherwise vanish
+                failures.append(exc)
+
+    workers = [threading.Thread(target=parse_many, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert sorted(results) == sorted(f"{t}-{r}.pdf" for t in range(threads) for r in range(rounds))

@@ -30,6 +30,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 # prctl(2) option: the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
+
+# One fork at a time per process: filelock (imported by unstructured's dependencies) refuses an
+# `os.fork` while another thread of the process is inside its own fork, and a worker with a thread
+# pool forks from several threads.
+_FORK_LOCK = threading.Lock()
 
 CRASH_MESSAGE = (
     "The file reader stopped unexpectedly on this file (it crashed or ran out of memory). "
@@ -62,12 +68,16 @@ def parse_document_in_child(path: Path, *, filename: str, max_pages: int, timeou
     child is killed first.
     """
     _warm_parent()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    # The parent closes its write end before another thread forks: a sibling child holding a copy
+    # would keep this pipe open, and the read below would wait for that child too.
+    with _FORK_LOCK:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid != 0:
+            os.close(write_end)
     if pid == 0:  # the child: never returns
         os.close(read_end)
         _child_main(write_end, path, filename=filename, max_pages=max_pages, timeout_s=timeout_s)
-    os.close(write_end)
     try:
         with os.fdopen(read_end, "rb") as pipe:
             payload = pipe.read()
