@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from accounts.api import OrgScopedApiView
 from accounts.permissions import Action
 from chat import selectors, services
+from chat.answer_turns import answers_on_this_cpu
 from chat.exceptions import ChatError
 from chat.models import Channel, Chatbot, Conversation
 from chat.rag.answer import chat_answer, chat_answer_events
@@ -147,7 +148,9 @@ class ChatbotChatApi(ChatbotScopedView):
         }
         if not serializer.validated_data["stream"]:
             return Response(answer_payload(chat_answer(**kwargs)))
-        return sse_response(answer_sse(lambda: chat_answer_events(**kwargs), ApiFormat()))
+        return sse_response(
+            answer_sse(lambda: chat_answer_events(**kwargs), ApiFormat(), on_this_cpu=answers_on_this_cpu(bot))
+        )
 
 
 # --- OpenAI-compatible -----------------------------------------------------------------------
@@ -249,7 +252,7 @@ class ChatCompletionsApi(OrgScopedApiView):
             )
 
         fmt = OpenAIFormat(completion_id=completion_id, created=created, model=bot.slug)
-        return sse_response(answer_sse(lambda: chat_answer_events(**kwargs), fmt))
+        return sse_response(answer_sse(lambda: chat_answer_events(**kwargs), fmt, on_this_cpu=answers_on_this_cpu(bot)))
 
 
 def _content_text(content: Any) -> str:

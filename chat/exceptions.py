@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+BUSY_DETAIL = "The service is busy answering other questions. Please try again in a few seconds."
+
 
 class ChatError(Exception):
     status_code = 400
@@ -28,3 +30,16 @@ class ChatModelError(ChatError):
 
 class ChatbotDisabled(ChatError):
     status_code = 403
+
+
+class AnswersBusy(ChatError):
+    """Too many answers are waiting for the CPU: ask again in a few seconds (nothing was stored)."""
+
+    status_code = 503
+
+    def __init__(self, *, waited: float) -> None:
+        from django.conf import settings
+
+        super().__init__("busy", BUSY_DETAIL)
+        self.waited = waited
+        self.retry_after = settings.GROUNDWORK_BUSY_RETRY_AFTER

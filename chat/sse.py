@@ -14,9 +14,10 @@ otherwise buffer a synchronous iterator completely under ASGI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +28,14 @@ from django.http import StreamingHttpResponse
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout, TooManyRequests
 
-from chat.exceptions import ChatError
+from chat.answer_turns import local_answer_turns
+from chat.exceptions import BUSY_DETAIL, AnswersBusy, ChatError
 
 logger = logging.getLogger(__name__)
 
 _executor = ThreadPoolExecutor(max_workers=settings.GROUNDWORK_STREAM_THREADS, thread_name_prefix="answer-stream")
 _DONE = object()
-BUSY_DETAIL = "The service is busy answering other questions. Please try again in a few seconds."
+__all__ = ["BUSY_DETAIL", "answer_sse", "database_busy", "sse_response"]
 
 
 def database_busy(exc: BaseException) -> bool:
@@ -54,7 +56,7 @@ def database_busy(exc: BaseException) -> bool:
     return False
 
 
-async def events_in_thread(factory: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+async def events_in_thread(factory: Callable[[], Iterator[Any]]) -> AsyncGenerator[Any, None]:
     """Yield what `factory()` yields, computed in a worker thread. Exceptions are re-raised here."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -70,14 +72,21 @@ async def events_in_thread(factory: Callable[[], Iterator[Any]]) -> AsyncIterato
             connections.close_all()
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    loop.run_in_executor(_executor, run)
-    while True:
-        item = await queue.get()
-        if item is _DONE:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    producer = loop.run_in_executor(_executor, run)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not producer.done():
+            # The reader left early (a visitor closed the page): the answer still finishes and is
+            # stored. Wait for it, so an answer turn (chat.answer_turns) lasts as long as its CPU work.
+            with contextlib.suppress(BaseException):
+                await producer
 
 
 def sse(data: Any, event: str | None = None) -> str:
@@ -134,16 +143,32 @@ class SseFormat:
         return []
 
 
-async def answer_sse(factory: Callable[[], Iterator[dict[str, Any]]], fmt: SseFormat) -> AsyncIterator[str]:
-    """Run an answer-event generator in a worker thread and write its events in `fmt`'s shape."""
+async def answer_sse(
+    factory: Callable[[], Iterator[dict[str, Any]]], fmt: SseFormat, *, on_this_cpu: bool = False
+) -> AsyncGenerator[str, None]:
+    """Run an answer-event generator in a worker thread and write its events in `fmt`'s shape.
+
+    `on_this_cpu`: the answer is computed here (the local models), so it waits for one of the
+    few turns of `chat.answer_turns` first; its opening events are already sent.
+    """
     for line in fmt.opening():
         yield line
     try:
         handlers = {"start": fmt.start, "delta": fmt.delta, "final": fmt.final}
-        async for event in events_in_thread(factory):
-            handler = handlers.get(event["type"])
-            for line in handler(event) if handler is not None else []:
-                yield line
+        async with (
+            local_answer_turns().turn() if on_this_cpu else contextlib.nullcontext(),
+            # Closed here, not whenever it is collected: a reader who leaves early must release the
+            # turn only after the answer's thread is done.
+            contextlib.aclosing(events_in_thread(factory)) as events,
+        ):
+            async for event in events:
+                handler = handlers.get(event["type"])
+                for line in handler(event) if handler is not None else []:
+                    yield line
+    except AnswersBusy as exc:
+        logger.warning("Answer refused: no turn for it within %.1f s (%s)", exc.waited, exc.message)
+        for line in fmt.busy():
+            yield line
     except ChatError as exc:
         for line in fmt.error(exc):
             yield line

@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 from accounts.client_ip import client_ip
 from accounts.parsers import SafeJSONParser
 from chat import widget_services as ws
+from chat.answer_turns import answers_on_this_cpu
 from chat.exceptions import ChatError
 from chat.models import Chatbot
 from chat.sse import WidgetFormat, answer_sse, database_busy, sse_response
@@ -246,7 +247,11 @@ class WidgetChatApi(WidgetApiView):
 
         fmt = WidgetFormat(bot_id=bot.pk, conversation_id=conversation.pk)
         return sse_response(
-            answer_sse(lambda: ws.widget_answer_events(chatbot=bot, conversation=conversation, question=question), fmt)
+            answer_sse(
+                lambda: ws.widget_answer_events(chatbot=bot, conversation=conversation, question=question),
+                fmt,
+                on_this_cpu=answers_on_this_cpu(bot),
+            )
         )
 
 

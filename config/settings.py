@@ -88,6 +88,16 @@ DB_POOL_TIMEOUT = env_float("GROUNDWORK_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 # Read by the model package (inference) at first use; checked here too, so that a typo stops
 # start-up instead of failing the first answer or the first document.
 env_int("GROUNDWORK_LOCAL_ANSWER_SLOTS", 1, minimum=1)
+# The same count bounds whole offline answers per web process (chat.answer_turns): more CPU-bound
+# answers at once than CPUs only slow each other down and starve the short requests around them.
+GROUNDWORK_LOCAL_ANSWERS_AT_ONCE = env_int(
+    "GROUNDWORK_LOCAL_ANSWER_SLOTS",
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+    minimum=1,
+)
+# Offline answers waiting for a turn per web process, and for how long, before "busy, retry".
+GROUNDWORK_ANSWER_QUEUE = env_int("GROUNDWORK_ANSWER_QUEUE", 1000, minimum=0)
+GROUNDWORK_ANSWER_WAIT_SECONDS = env_float("GROUNDWORK_ANSWER_WAIT_SECONDS", 60.0, minimum=0.1)
 env_int("GROUNDWORK_EMBED_THREADS", 1, minimum=1)
 # Hybrid searches whose vector query may run on a second pooled connection beside the keyword
 # query at once, per process (kb.search_beside); only when the pool has a connection to spare.
