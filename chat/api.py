@@ -125,6 +125,8 @@ class ChatbotDetailApi(ChatbotScopedView):
 class ChatbotChatApi(ChatbotScopedView):
     # Asking a question only reads the organisation's knowledge.
     write_action = Action.VIEW
+    # Unstreamed, the view waits for the whole answer: it takes no request lane (config.lanes).
+    long_request = True
     channel: str = Channel.API
 
     @extend_schema(
@@ -164,6 +166,7 @@ class ChatCompletionsApi(OrgScopedApiView):
     """
 
     write_action = Action.VIEW
+    long_request = True  # as ChatbotChatApi
 
     def handle_exception(self, exc: Exception) -> Response:
         """Errors in OpenAI's shape here too (unreadable JSON, a bad key, busy), so OpenAI clients report them."""

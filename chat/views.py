@@ -166,3 +166,7 @@ def chatbot_model_check(request: HttpRequest, context: OrgContext) -> HttpRespon
         model=request.POST.get("chat_model", "")[:200], organization=context.organization
     )
     return render(request, "chat/_model_check.html", {"result": result})
+
+
+# A round trip to the model, up to its timeout: it takes no request lane (config.lanes).
+chatbot_model_check.long_request = True  # type: ignore[attr-defined]

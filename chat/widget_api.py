@@ -235,6 +235,9 @@ class WidgetConversationDetailApi(WidgetApiView):
 class WidgetChatApi(WidgetApiView):
     """One question, answered as server-sent events: `start`, `delta`…, `final` (or `error`)."""
 
+    # A visitor waits for the first sign of an answer: served before other requests (config.lanes).
+    urgent_request = True
+
     @extend_schema(request=WIDGET_CHAT_IN, responses={(200, "text/event-stream"): OpenApiTypes.OBJECT})
     def post(self, request: Request, widget_key: str) -> StreamingHttpResponse:
         data = self.body(request)

@@ -6,11 +6,15 @@ import logging
 import os
 import threading
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does first
 
-application = get_asgi_application()
+from config.lanes import LanedASGIHandler  # noqa: E402 - needs the apps loaded
+
+# Django's ASGI handler with each request's middleware and view run in a lane (config.lanes).
+application = LanedASGIHandler()
 
 
 def _warm_query_embedder() -> None:

@@ -95,6 +95,9 @@ GROUNDWORK_LOCAL_ANSWERS_AT_ONCE = env_int(
     len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
     minimum=1,
 )
+# Requests running their middleware and view at once per web process (config.lanes); the others
+# wait on the event loop, a visitor's chat first. 0: a thread per request, all at once (Django's way).
+GROUNDWORK_WEB_LANES = env_int("GROUNDWORK_WEB_LANES", 8, minimum=0)
 # Offline answers waiting for a turn per web process, and for how long, before "busy, retry".
 GROUNDWORK_ANSWER_QUEUE = env_int("GROUNDWORK_ANSWER_QUEUE", 1000, minimum=0)
 GROUNDWORK_ANSWER_WAIT_SECONDS = env_float("GROUNDWORK_ANSWER_WAIT_SECONDS", 60.0, minimum=0.1)
