@@ -2,9 +2,10 @@
 
 Why: Django's ASGI handler runs each request's synchronous middleware and view in a thread of its
 own, so a burst of 200 widget visitors made 200 threads share one interpreter lock: every request
-progressed slowly and all of them finished late (bench/widget_load.py, N=200: opening a
-conversation p95 3.2 s, the first event of a chat p95 3.1 s). In lanes, requests wait their turn on
-the event loop (no thread, no connection) and each runs at full speed when it gets one.
+progressed slowly and all of them finished late (bench/widget_load.py, N=200, offline answers
+already in turns: the first event of a chat p95 3.1 s). In lanes, requests wait their turn on the
+event loop (no thread, no connection) and each runs at full speed when it gets one: 4 lanes, first
+event p95 0.21 s (bench/results/widget_load_layouts.json).
 
 Order: a visitor who has asked a question and waits for the first sign of an answer (views marked
 `urgent_request = True`: the widget's chat) goes before requests that are not yet awaited the same
