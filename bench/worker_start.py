@@ -1,0 +1,140 @@
+"""Worker start-up as a newcomer meets it: the worker `make run` starts, and a first small upload.
+
+    .venv/bin/python bench/worker_start.py [--runs 3] [--label default]
+
+Each run starts the Celery worker with the exact command of `devtools.runner` (plus its own queue,
+via `GROUNDWORK_CELERY_QUEUE`) against the bench's own embedded PostgreSQL and Redis
+(`.data/bench-ingest`, shared with bench/ingest.py), and measures:
+
+- `ping_s`: start → the worker answers a ping (to ~0.2 s);
+- `first_text_ready_s`: a small text document uploaded the moment the worker answers → READY
+  (the newcomer who uploads at once: it waits for whatever the pool still loads);
+- `warm_s`: start → the whole process tree idle (the pool has loaded everything).
+
+Figures are wall-clock on a shared machine; the load average before and after is saved. Results go
+to bench/results/worker_start.json under the label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.ingest import (  # noqa: E402 - after the path set-up above
+    DATA_DIR,
+    ORG_NAME,
+    clear_previous_runs,
+    setup_django,
+    stop_worker,
+    tree_cpu_s,
+)
+
+RESULTS = REPO / "bench" / "results" / "worker_start.json"
+TEXT = """Opening hours
+
+The shop in Utrecht is open Monday to Saturday from 9:00 to 18:00. On Sundays it is closed.
+Returns are accepted at the counter within 30 days with the receipt.
+"""
+
+
+def worker_command(extra: list[str]) -> list[str]:
+    """The worker command of `make run` (devtools.runner), verbatim, plus `extra`."""
+    from devtools.runner import default_commands
+
+    (worker,) = [c for c in default_commands(data_dir=DATA_DIR, host="127.0.0.1", port="0") if c.name == "worker"]
+    return [*worker.argv, *extra]
+
+
+def one_run(command: list[str], number: int) -> dict[str, float | None]:
+    from accounts.services import organization_create
+    from config.celery import app
+    from kb.models import DocumentStatus, DocumentVersion
+    from kb.services import document_create_text, knowledge_base_create
+
+    kb = knowledge_base_create(organization=organization_create(name=ORG_NAME), name=f"start {number}", created_by=None)
+    started = time.monotonic()
+    worker = subprocess.Popen(
+        command, cwd=REPO, env=dict(os.environ), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while not app.control.ping(timeout=0.2):
+            if worker.poll() is not None:
+                raise SystemExit(f"The worker exited with code {worker.returncode}")
+            if time.monotonic() - started > 180:
+                raise SystemExit("The worker did not answer a ping within 180 s")
+        ping_s = time.monotonic() - started
+        uploaded = time.monotonic()
+        created = document_create_text(knowledge_base=kb, title=f"Opening hours {number}", text=TEXT, created_by=None)
+        ready_s: float | None = None
+        while time.monotonic() - uploaded < 180:
+            status = DocumentVersion.objects.filter(pk=created.version.pk).values_list("status", flat=True).first()
+            if status in (DocumentStatus.READY, DocumentStatus.FAILED):
+                ready_s = time.monotonic() - uploaded if status == DocumentStatus.READY else None
+                break
+            time.sleep(0.05)
+        idle_rounds, cpu = 0, tree_cpu_s(worker.pid)
+        while idle_rounds < 2 and time.monotonic() - started < 180:
+            time.sleep(0.5)
+            now = tree_cpu_s(worker.pid)
+            idle_rounds = idle_rounds + 1 if now - cpu < 0.05 else 0
+            cpu = now
+        warm_s = time.monotonic() - started - 1.0  # minus the idle second that proved it
+    finally:
+        stop_worker(worker)
+    return {"ping_s": round(ping_s, 2), "first_text_ready_s": _round(ready_s), "warm_s": round(warm_s, 2)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--label", default="default")
+    parser.add_argument("--extra", default="", help="extra worker arguments, e.g. '--without-mingle'")
+    args = parser.parse_args()
+
+    setup_django(DATA_DIR)
+    clear_previous_runs()
+    command = worker_command(args.extra.split())
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    runs = []
+    for number in range(args.runs):
+        runs.append(one_run(command, number))
+        print(f"run {number + 1}: {runs[-1]}", file=sys.stderr)
+        time.sleep(2)
+    clear_previous_runs()
+
+    def median(key: str) -> float | None:
+        values = [value for r in runs if (value := r[key]) is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    report: dict[str, Any] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(Path(part).name if part == sys.executable else part for part in command),
+        "cpus": os.cpu_count(),
+        "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
+        "runs": runs,
+        "median": {key: median(key) for key in ("ping_s", "first_text_ready_s", "warm_s")},
+    }
+    print(json.dumps(report, indent=2))
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    saved[args.label] = report
+    RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
