@@ -269,3 +269,37 @@ def test_keyword_scores_are_exact_okapi_bm25(make_org, api_client_for, celery_wo
         for chunk, score in found:
             assert score == pytest.approx(exact[chunk], rel=1e-9), query
     assert kb.live_chunks == 4
+
+
+@pytest.mark.worker
+def test_keyword_candidates_grow_with_the_knowledge_base(make_org, api_client_for, celery_worker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # At scale the query's rarest word alone can fill a fixed match budget, and chunks matching
+    # several of its other words were never scored (keyword recall@10 0.63 in a 350k-chunk
+    # knowledge base). Here a budget of 1 posting stands for that; the share of the collection
+    # restores the exact ranking.
+    from kb import selectors
+
+    client = api_client_for(make_org())
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Returns"}, format="json").json()["id"]
+    texts = {
+        "refunds.md": b"# Refunds\n\nRefunds are paid to the original card within 14 days. Refunds need a receipt.\n",
+        "credit.md": b"# Credit\n\nStore credit refunds arrive at once, no receipt needed for store credit.\n",
+        "parcels.md": b"# Parcels\n\nParcels ship within 2 days. Lost parcels are refunded after a trace.\n",
+        "boots.md": b"# Boots\n\nBoots can be resoled twice. Resoling takes three weeks.\n",
+    }
+    for doc in [_upload(client, kb_id, name, body) for name, body in texts.items()]:
+        _ready(client, doc["id"], 1)
+    query = "lost parcels refunded receipt"
+    exact = _exact_okapi(kb_id, query)
+    assert len(exact) == 3  # refunds, credit and parcels match; only parcels has the rare words
+
+    monkeypatch.setattr(selectors, "KEYWORD_MATCH_BUDGET", 1)
+    monkeypatch.setattr(selectors, "KEYWORD_MATCH_SHARE", 0.0)  # a fixed budget: what it was
+    fixed = selectors.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
+    assert len(fixed) == 1  # two of the three matching chunks were never scored
+
+    monkeypatch.setattr(selectors, "KEYWORD_MATCH_SHARE", 1.0)  # the budget grows with the collection
+    found = selectors.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
+    assert [chunk for chunk, _ in found] == sorted(exact, key=lambda chunk: -exact[chunk])
+    for chunk, score in found:
+        assert score == pytest.approx(exact[chunk], rel=1e-9)
