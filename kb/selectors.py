@@ -155,11 +155,9 @@ def _vector_query(
 BM25_K1 = 1.2
 BM25_B = 0.75
 # Candidates come from the query's rarest terms, taken in order while the chunks they match stay
-# under a budget (the rarest term always counts): this many postings, or this share of the
-# knowledge base's chunks when that is more. A chunk matching only words that half the collection
-# contains scores little in BM25 anyway. The share keeps recall as knowledge bases grow: a fixed
-# 5,000 found 99 % of the exact top 10 in a 35k-chunk knowledge base but 63 % in a 350k-chunk one;
-# 15 % of the chunks found 99 % in both (bench/retrieval.py, 1M rows: keyword p95 20 -> 60 ms there).
+# under a budget (the rarest term always counts): these postings, or this share of the chunks
+# when more. A fixed 5,000 found 63 % of the exact top 10 in a 350k-chunk knowledge base; 15 %
+# of the chunks finds 99 % (bench/retrieval.py at 1M rows; keyword p95 20 -> 52 ms there).
 KEYWORD_MATCH_BUDGET = 5000
 KEYWORD_MATCH_SHARE = 0.15
 # Of those, the best by their score over the rare terms get the common terms' share added (one

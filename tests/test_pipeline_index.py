@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kb import services
@@ -241,6 +243,22 @@ def _exact_okapi(kb_id: int, query: str) -> dict[int, float]:
     return scores
 
 
+RETURNS_TEXTS = {
+    "refunds.md": b"# Refunds\n\nRefunds are paid to the original card within 14 days. Refunds need a receipt.\n",
+    "credit.md": b"# Credit\n\nStore credit refunds arrive at once, no receipt needed for store credit.\n",
+    "parcels.md": b"# Parcels\n\nParcels ship within 2 days. Lost parcels are refunded after a trace.\n",
+    "boots.md": b"# Boots\n\nBoots can be resoled twice. Resoling takes three weeks.\n",
+}
+
+
+def _returns_knowledge_base(client: Any) -> int:
+    """A knowledge base of four one-chunk documents, ready; its id."""
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Returns"}, format="json").json()["id"]
+    for doc in [_upload(client, kb_id, name, body) for name, body in RETURNS_TEXTS.items()]:
+        _ready(client, doc["id"], 1)
+    return int(kb_id)
+
+
 @pytest.mark.worker
 @pytest.mark.parametrize("budget", [1, 5000])
 def test_keyword_scores_are_exact_okapi_bm25(make_org, api_client_for, celery_worker, monkeypatch, budget) -> None:  # type: ignore[no-untyped-def]
@@ -249,16 +267,7 @@ def test_keyword_scores_are_exact_okapi_bm25(make_org, api_client_for, celery_wo
     # way the scores are Okapi BM25 exactly, and the best chunk leads.
     from kb import selectors
 
-    client = api_client_for(make_org())
-    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Returns"}, format="json").json()["id"]
-    texts = {
-        "refunds.md": b"# Refunds\n\nRefunds are paid to the original card within 14 days. Refunds need a receipt.\n",
-        "credit.md": b"# Credit\n\nStore credit refunds arrive at once, no receipt needed for store credit.\n",
-        "parcels.md": b"# Parcels\n\nParcels ship within 2 days. Lost parcels are refunded after a trace.\n",
-        "boots.md": b"# Boots\n\nBoots can be resoled twice. Resoling takes three weeks.\n",
-    }
-    for doc in [_upload(client, kb_id, name, body) for name, body in texts.items()]:
-        _ready(client, doc["id"], 1)
+    kb_id = _returns_knowledge_base(api_client_for(make_org()))
     monkeypatch.setattr(selectors, "KEYWORD_MATCH_BUDGET", budget)
     kb = KnowledgeBase.objects.get(pk=kb_id)
     for query in ("refunds receipt", "store credit refunds receipt", "lost parcels refunded", "resoled boots days"):
@@ -279,16 +288,7 @@ def test_keyword_candidates_grow_with_the_knowledge_base(make_org, api_client_fo
     # restores the exact ranking.
     from kb import selectors
 
-    client = api_client_for(make_org())
-    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Returns"}, format="json").json()["id"]
-    texts = {
-        "refunds.md": b"# Refunds\n\nRefunds are paid to the original card within 14 days. Refunds need a receipt.\n",
-        "credit.md": b"# Credit\n\nStore credit refunds arrive at once, no receipt needed for store credit.\n",
-        "parcels.md": b"# Parcels\n\nParcels ship within 2 days. Lost parcels are refunded after a trace.\n",
-        "boots.md": b"# Boots\n\nBoots can be resoled twice. Resoling takes three weeks.\n",
-    }
-    for doc in [_upload(client, kb_id, name, body) for name, body in texts.items()]:
-        _ready(client, doc["id"], 1)
+    kb_id = _returns_knowledge_base(api_client_for(make_org()))
     query = "lost parcels refunded receipt"
     exact = _exact_okapi(kb_id, query)
     assert len(exact) == 3  # refunds, credit and parcels match; only parcels has the rare words
