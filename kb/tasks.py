@@ -8,7 +8,6 @@ conditional update, so a version sent twice is processed once.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import redis
@@ -18,7 +17,7 @@ from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from kb.exceptions import DatabaseUnavailable, TransientEmbeddingError
-from kb.pipeline import memory, recover, reembed, run
+from kb.pipeline import memory, recover, reembed, run, warm
 from kb.websites import sync as website_sync
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ BROKER_ERRORS = (KombuOperationalError, redis.RedisError, ConnectionError, OSErr
     time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
 )
 def document_ingest(self: Any, version_id: int) -> None:
-    _wait_until_warm()
+    warm.wait_for_core()
     worker = self.request.hostname or ""
     if self.request.retries:
         # A run that lost the database could not always hand its version back: do it now.
@@ -56,7 +55,7 @@ def document_ingest(self: Any, version_id: int) -> None:
     max_retries=10,
 )
 def knowledge_base_reembed(knowledge_base_id: int) -> None:
-    _wait_until_warm()
+    warm.wait_for_core()
     reembed.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
@@ -111,11 +110,6 @@ def enqueue_reembed(knowledge_base_id: int) -> None:
     knowledge_base_reembed.delay(knowledge_base_id)
 
 
-# Set once the pool process has loaded the parsers and the embedding model (or failed to).
-_warm = threading.Event()
-_warming_started = False
-
-
 @worker_init.connect
 def _tune_allocator(**_: Any) -> None:
     """In the worker's main process, before the pool forks: see `kb.pipeline.memory`."""
@@ -124,34 +118,12 @@ def _tune_allocator(**_: Any) -> None:
 
 @worker_process_init.connect
 def _warm_up_child(**_: Any) -> None:
-    """Load the parsers, spaCy and the ONNX embedding model in a background thread of each pool
-    process, so the worker answers pings and takes tasks at once instead of after ~20-30 s of
-    imports; the first task waits for the warm-up (`_wait_until_warm`). Not in the parent: a model
+    """Load the embedding model and the parsers in a background thread of each pool process, so the
+    worker answers pings and takes tasks at once instead of after ~10-20 s of imports; each
+    document waits for what its format needs (`kb.pipeline.warm`). Not in the parent: a model
     loaded before forking saves memory only while nothing touches its pages, and onnxruntime's
     thread pool does not survive fork."""
-    global _warming_started
-    _warming_started = True
-    _warm.clear()
-    threading.Thread(target=_warm_up, name="groundwork-warm-up", daemon=True).start()
-
-
-def _warm_up() -> None:
-    from kb.pipeline import embed, parse
-
-    try:
-        parse.warm_up()
-        embed.warm_up()
-    except Exception:  # a broken install: the first document fails with the real error
-        logger.exception("Warming up the parsers and the embedding model failed")
-    finally:
-        _warm.set()
-
-
-def _wait_until_warm() -> None:
-    """Called by tasks that parse or embed. Outside a pool process (tests, eager calls) nothing warms
-    up in the background, so there is nothing to wait for."""
-    if _warming_started:
-        _warm.wait()
+    warm.start_in_background()
 
 
 @worker_ready.connect

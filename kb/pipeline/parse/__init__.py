@@ -47,7 +47,14 @@ from kb.pipeline.parse.office import _check_zip_container
 from kb.pipeline.parse.partition import _partition
 from kb.pipeline.parse.pdf import _parse_pdf
 from kb.pipeline.parse.sections import _finish
-from kb.pipeline.parse.setup import SPACY_MODEL_NAME, _configure_unstructured, warm_up
+from kb.pipeline.parse.setup import (
+    SPACY_MODEL_NAME,
+    _configure_pdf,
+    _configure_unstructured,
+    warm_up,
+    warm_up_formats,
+    warm_up_text,
+)
 from kb.pipeline.parse.tables import table_html_to_text
 
 __all__ = [
@@ -65,6 +72,8 @@ __all__ = [
     "parse_document",
     "table_html_to_text",
     "warm_up",
+    "warm_up_formats",
+    "warm_up_text",
 ]
 
 
@@ -100,6 +109,7 @@ def parse_document(
             _check_zip_container(path, kind, max_pages=max_pages)
         _configure_unstructured()
         if kind == "pdf":
+            _configure_pdf()
             return _parse_pdf(path, max_pages=max_pages)
         if kind in IMAGE_TYPES:
             return _parse_image(path, kind)

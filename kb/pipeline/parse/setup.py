@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import sys
+import tempfile
 import threading
 from typing import Any, Final
 
@@ -57,6 +58,17 @@ def _configure_unstructured() -> None:
     # error); ours only loads the installed package and fails at once if it is missing.
     tokenize._load_spacy_model = _load_spacy_model_offline
 
+    # unstructured logs a warning per element for short texts ("No features in text."), pdfminer
+    # one per odd colour operator, pypdf one per repaired xref: thousands of lines per document
+    # that drown worker logs and say nothing the ParseError does not.
+    for noisy in ("unstructured", "pdfminer", "pypdf"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@functools.cache
+def _configure_pdf() -> None:
+    """Disarm unstructured's PDF traps (before the first PDF parse; apart from the rest because the
+    PDF stack takes ~4 s to import, which a plain-text document should not wait for)."""
     from unstructured.partition import pdf as pdf_module
 
     if not hasattr(pdf_module, "is_pdf_too_complex") or not hasattr(pdf_module, "extractable_elements"):
@@ -87,12 +99,6 @@ def _configure_unstructured() -> None:
     pdf_module.is_pdf_too_complex = too_complex_caps_only
     pdf_module.extractable_elements = extractable_elements_recorded
 
-    # unstructured logs a warning per element for short texts ("No features in text."), pdfminer
-    # one per odd colour operator, pypdf one per repaired xref: thousands of lines per document
-    # that drown worker logs and say nothing the ParseError does not.
-    for noisy in ("unstructured", "pdfminer", "pypdf"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
 
 def _load_spacy_model_offline() -> Any:
     """Load the packaged spaCy model; raise (never download) when it is not installed."""
@@ -108,20 +114,35 @@ def _load_spacy_model_offline() -> Any:
 
 
 def warm_up() -> None:
-    """Load the parsers and the spaCy model now (call at worker start, before forking).
+    """Load the parsers and the spaCy model now (at worker start, or before forking parse children).
 
-    Raises if the model is missing, so a broken install stops the worker at start-up instead of
-    failing every upload. Takes a few seconds (the PDF stack alone imports in ~3-5 s).
+    Raises if the model is missing, so a broken install fails loudly instead of on every upload.
+    Takes a few seconds (the PDF stack alone imports in ~3-5 s).
     """
+    warm_up_text()
+    warm_up_formats()
+
+
+def warm_up_text() -> None:
+    """What a plain-text file needs: the tokenizer, spaCy and `partition_text`, exercised once on a
+    file (reading one imports the encoding and file-type detection a string does not)."""
     _configure_unstructured()
     from unstructured.nlp import tokenize
     from unstructured.partition.text import partition_text
 
     tokenize._get_nlp()
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as sample:
+        sample.write("Warm-up heading\n\nThis sentence warms up the parser.\n")
+        sample.flush()
+        partition_text(filename=sample.name)
+
+
+def warm_up_formats() -> None:
+    """Every other format's partitioner, and the PDF patches."""
+    _configure_unstructured()
+    _configure_pdf()
     for module in _PARTITION_MODULES.values():
         __import__(module[0], fromlist=[module[1]])
-    # Exercise the classifier once so the first document does not pay for lazy initialisation.
-    partition_text(text="Warm-up heading\n\nThis sentence warms up the parser.")
 
 
 class _PdfState(threading.local):

@@ -13,6 +13,7 @@ from django.conf import settings
 from kb.exceptions import ParseFailure
 from kb.models import SourceType
 from kb.pipeline import parse as parsers
+from kb.pipeline import warm
 from kb.pipeline.job import Job, Parsed, progress
 from kb.pipeline.parse.isolated import child_parsing_available, parse_document_in_child
 from kb.storage import local_copy
@@ -44,8 +45,13 @@ def _parse_file(path: Path, *, filename: str) -> Parsed:
     """A ParseError becomes a ParseFailure (the version FAILS, with the parser's reason).
 
     In a forked child by default (`kb.pipeline.parse.isolated`): the pool process keeps none of
-    the parser's memory, and a parser crash fails this document only."""
-    in_child = settings.GROUNDWORK_PARSE_IN_CHILD and child_parsing_available()
+    the parser's memory, and a parser crash fails this document only. Small plain text is read
+    in this process: it needs neither, and it need not wait for the PDF stack to load
+    (`kb.pipeline.warm`)."""
+    plain = _small_plain_text(path, filename=filename)
+    if not plain:
+        warm.wait_for_everything()
+    in_child = settings.GROUNDWORK_PARSE_IN_CHILD and child_parsing_available() and not plain
     parse_document = parse_document_in_child if in_child else parsers.parse_document
     try:
         document = parse_document(
@@ -73,3 +79,19 @@ def _parse_file(path: Path, *, filename: str) -> Parsed:
         warnings=list(document.warnings),
         ocr_pages=list(document.ocr_pages),
     )
+
+
+# Plain text up to this size is parsed in the worker's own process (no fork, no waiting for the
+# other formats' parsers): what it allocates is small and `partition_text` has no native code.
+SMALL_PLAIN_TEXT_BYTES = 1_000_000
+
+
+def _small_plain_text(path: Path, *, filename: str) -> bool:
+    try:
+        if path.stat().st_size > SMALL_PLAIN_TEXT_BYTES:
+            return False
+        with path.open("rb") as handle:
+            head = handle.read(parsers.HEAD_BYTES)
+        return parsers.detect_file_type(head, filename, path=path) == "txt"
+    except (OSError, parsers.ParseError):
+        return False  # the parser reports it, with its reason

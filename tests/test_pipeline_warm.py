@@ -1,0 +1,127 @@
+"""A worker that has just started: a plain-text document does not wait for the PDF reader to load
+(kb.pipeline.warm), and everything else still waits for all parsers before a child is forked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kb.pipeline import warm
+from kb.pipeline.parse import ParsedDocument, stage
+from tests.pdf_factory import simple_pdf
+
+HANG_GUARD_S = 120  # only ever reached when a parse waits for a stage that never ends
+
+
+def test_plain_text_is_read_without_importing_the_pdf_stack_and_pdfs_are_still_patched(tmp_path: Path) -> None:
+    text = tmp_path / "hours.txt"
+    text.write_text("Opening hours\n\nThe shop opens at nine on weekdays.\n", encoding="utf-8")
+    pdf = tmp_path / "handbook.pdf"
+    pdf.write_bytes(simple_pdf([["Returns", "Unused items can be returned within 30 days."]]))
+    # A fresh interpreter: this test process may have imported the PDF stack already.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from kb.pipeline import parse
+
+        parse.warm_up_text()
+        document = parse.parse_document(Path({str(text)!r}), filename="hours.txt")
+        assert any("nine on weekdays" in e.text for e in document.elements), document
+        print("pdf stack loaded:", "unstructured.partition.pdf" in sys.modules)
+
+        document = parse.parse_document(Path({str(pdf)!r}), filename="handbook.pdf")
+        assert any("30 days" in e.text for e in document.elements), document
+        from unstructured.partition import pdf as pdf_module
+        print("pdf patched:", pdf_module.is_pdf_too_complex.__name__ == "too_complex_caps_only")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=Path.cwd()
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pdf stack loaded: False" in result.stdout
+    assert "pdf patched: True" in result.stdout
+
+
+@pytest.fixture
+def half_warm(monkeypatch: pytest.MonkeyPatch) -> warm.WarmUp:
+    """A pool process whose core stage is loaded while the other parsers are still loading."""
+    state = warm.WarmUp()
+    state.started = True
+    state.core.set()
+    monkeypatch.setattr(warm, "_warm_up", state)
+    return state
+
+
+def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = target()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_small_text_file_is_parsed_while_the_other_parsers_still_load(
+    half_warm: warm.WarmUp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fork(*_: Any, **__: Any) -> ParsedDocument:
+        raise AssertionError("forked a parse child while the warm-up thread was importing")
+
+    monkeypatch.setattr(stage, "parse_document_in_child", no_fork)
+    path = tmp_path / "hours.txt"
+    path.write_text("Opening hours\n\nThe shop opens at nine on weekdays.\n", encoding="utf-8")
+
+    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="hours.txt"))
+    thread.join(HANG_GUARD_S)
+
+    assert not half_warm.complete.is_set()
+    assert "error" not in outcome, outcome
+    parsed = outcome["value"]
+    assert parsed.file_type == "txt"
+    assert any("nine on weekdays" in element.text for element in parsed.document.elements)
+
+
+def test_a_pdf_waits_for_every_parser_before_its_child_is_forked(
+    half_warm: warm.WarmUp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forked_when_complete: list[bool] = []
+
+    def record(*_: Any, **__: Any) -> ParsedDocument:
+        forked_when_complete.append(half_warm.complete.is_set())
+        return ParsedDocument(file_type="pdf", page_count=1, elements=[], warnings=[])
+
+    monkeypatch.setattr(stage, "parse_document_in_child", record)
+    monkeypatch.setattr(stage, "child_parsing_available", lambda: True)
+    path = tmp_path / "handbook.pdf"
+    path.write_bytes(simple_pdf([["Returns", "Unused items can be returned within 30 days."]]))
+
+    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="handbook.pdf"))
+    half_warm.complete.set()  # the PDF stack has loaded
+    thread.join(HANG_GUARD_S)
+
+    assert "error" not in outcome, outcome
+    assert forked_when_complete == [True]
+
+
+def test_a_failed_warm_up_releases_the_waiting_documents() -> None:
+    def broken() -> None:
+        raise RuntimeError("the spaCy model package is not installed")
+
+    state = warm.WarmUp()
+    state.start(broken, lambda: None)
+
+    assert state.core.wait(HANG_GUARD_S)
+    assert state.complete.wait(HANG_GUARD_S)
