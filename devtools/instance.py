@@ -249,11 +249,12 @@ class AppProcesses:
         """Start `names` (default: web and worker) from `devtools.runner.default_commands`."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        commands = {c.name: c for c in default_commands(data_dir=self.data_dir, host="127.0.0.1", port=str(self.port))}
+        commands = default_commands(
+            data_dir=self.data_dir, host="127.0.0.1", port=str(self.port), concurrency=self.worker_concurrency
+        )
+        by_name = {c.name: c for c in commands}
         for name in names or ("web", "worker"):
-            argv = list(commands[name].argv)
-            if name == "worker":
-                argv[argv.index("--concurrency") + 1] = str(self.worker_concurrency)
+            argv = list(by_name[name].argv)
             handle: IO[bytes]
             with self.log(name).open("ab") as handle:
                 self.processes[name] = subprocess.Popen(

@@ -49,17 +49,53 @@ class Command:
     argv: Sequence[str]
 
 
-def default_commands(*, data_dir: Path, host: str, port: str) -> list[Command]:
+# What the product holds in memory (PSS, bench/results/footprint.json: 13 PDFs ingested while 50
+# widget chats ran, PostgreSQL sized for 4 GB): web, beat, PostgreSQL, Redis, the runner and the
+# worker's main process ~1.0 GB at peak; each worker pool process, with the child parsing its
+# document, up to ~1.4 GB. The machine keeps the rest for the system and the page cache.
+BASE_MB = 1000
+POOL_PROCESS_MB = 1400
+SYSTEM_RESERVE_MB = 512
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class SizingError(ValueError):
+    """GROUNDWORK_WORKER_CONCURRENCY is not a positive whole number."""
+
+
+def worker_concurrency(*, memory: int, cpus: int, environ: Mapping[str, str]) -> int:
+    """Pool processes for the worker: one per CPU, as many as the machine's memory holds (at least
+    one), or GROUNDWORK_WORKER_CONCURRENCY. On a 4 GB machine that is one: two would peak near
+    its whole memory while a large PDF is parsed in each."""
+    raw = environ.get("GROUNDWORK_WORKER_CONCURRENCY", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise SizingError(f"GROUNDWORK_WORKER_CONCURRENCY must be a whole number of at least 1, not {raw!r}")
+        return int(raw)
+    fits = (memory // 2**20 - BASE_MB - SYSTEM_RESERVE_MB) // POOL_PROCESS_MB
+    return max(1, min(cpus, fits))
+
+
+def default_commands(*, data_dir: Path, host: str, port: str, concurrency: int | None = None) -> list[Command]:
     """The processes of a local Groundwork: web server, Celery worker and Celery beat.
 
     Tools run as `python -m ...` with this interpreter, so they come from the project's virtualenv
-    whether or not it is activated.
+    whether or not it is activated. `concurrency`: the worker's pool processes (default: sized to
+    this machine, `worker_concurrency`).
     """
+    if concurrency is None:
+        from devtools.pg_tuning import machine_memory
+
+        concurrency = worker_concurrency(memory=machine_memory(), cpus=_usable_cpus(), environ=os.environ)
     python = sys.executable
     schedule = str(data_dir / "celerybeat-schedule")
+    worker = [python, "-m", "celery", "-A", "config", "worker", "-l", "info", "--concurrency", str(concurrency)]
     return [
         Command("web", [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", port]),
-        Command("worker", [python, "-m", "celery", "-A", "config", "worker", "-l", "info", "--concurrency", "2"]),
+        Command("worker", worker),
         Command("beat", [python, "-m", "celery", "-A", "config", "beat", "-l", "info", "--schedule", schedule]),
     ]
 
@@ -364,7 +400,12 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | Non
     env["GROUNDWORK_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"  # children's lines arrive when written, not when a buffer fills
     if commands is None:
-        commands = default_commands(data_dir=data_dir, host=env.get("HOST", "127.0.0.1"), port=env.get("PORT", "8000"))
+        try:
+            host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
+            commands = default_commands(data_dir=data_dir, host=host, port=port)
+        except SizingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     output = Output(["migrate", "demo", *[c.name for c in commands]])
 
     to_stop: list[tuple[str, Callable[[Path], bool]]] = []

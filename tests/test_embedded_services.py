@@ -36,7 +36,7 @@ from devtools.embedded_services import (
     stop_redis,
 )
 from devtools.pg_tuning import GB, TuningError, machine_settings, tuned_settings
-from devtools.runner import Command, Output
+from devtools.runner import Command, Output, SizingError, default_commands, worker_concurrency
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -135,6 +135,21 @@ def test_tuning_follows_memory_and_cpus_and_honours_overrides() -> None:
     assert overridden["work_mem"] == "20MB"  # RAM / 4 shared by fewer connections
     with pytest.raises(TuningError, match="GROUNDWORK_PG_WORK_MEM='lots' is not a valid work_mem"):
         tuned_settings(memory=4 * GB, cpus=2, environ={"GROUNDWORK_PG_WORK_MEM": "lots"})
+
+
+def test_the_worker_runs_as_many_pool_processes_as_the_machine_holds() -> None:
+    # A 4 GB machine gets one: two, each parsing a large PDF, peaked near its whole memory.
+    assert worker_concurrency(memory=4 * GB, cpus=2, environ={}) == 1
+    assert worker_concurrency(memory=24 * GB, cpus=2, environ={}) == 2
+    assert worker_concurrency(memory=8 * GB, cpus=16, environ={}) == 4
+    assert worker_concurrency(memory=1 * GB, cpus=4, environ={}) == 1  # never none
+    assert worker_concurrency(memory=4 * GB, cpus=2, environ={"GROUNDWORK_WORKER_CONCURRENCY": "3"}) == 3
+    with pytest.raises(SizingError, match="GROUNDWORK_WORKER_CONCURRENCY"):
+        worker_concurrency(memory=4 * GB, cpus=2, environ={"GROUNDWORK_WORKER_CONCURRENCY": "0"})
+
+    commands = {c.name: c.argv for c in default_commands(data_dir=Path("/tmp"), host="h", port="1", concurrency=1)}
+    worker = list(commands["worker"])
+    assert worker[worker.index("--concurrency") + 1] == "1"
 
 
 def test_postgres_listens_on_a_socket_in_the_data_folder_only(data_dir: Path) -> None:
