@@ -135,8 +135,9 @@ def collect(
     from eval_sets import SETS, _ingested_bot
 
     from chat.evaluation import _GoldMatcher, load_questions
+    from kb.keyword_search import keyword_candidates
     from kb.models import Chunk
-    from kb.selectors import _keyword_candidates, _vector_candidates
+    from kb.selectors import _vector_candidates
 
     docs, raw = SETS[name]()
     bot = _ingested_bot(name, len(docs))
@@ -151,7 +152,7 @@ def collect(
         if q.is_impossible or not matcher.has_gold:
             continue
         vector = _vector_candidates(kbs, q.question, depth)
-        keyword = _keyword_candidates(kbs, q.question, depth)
+        keyword = keyword_candidates(kbs, q.question, depth)
         ids = {c for c, _ in vector} | {c for c, _ in keyword}
         chunks = Chunk.objects.select_related("document").in_bulk(list(ids))
         gold = {c for c, chunk in chunks.items() if matcher.matches(chunk)}

@@ -29,7 +29,7 @@ Measured (each query interleaves the modes, so drifting load on a shared machine
 
 - `chunk_search` latency per mode (vector, keyword BM25, hybrid), with `kb.embedding.embed_query`
   replaced by a lookup of the query's precomputed vector, so it is the database and our Python;
-- keyword search (the postings, kb.selectors) against exhaustive Okapi BM25 over every matching
+- keyword search (the postings, kb.keyword_search) against exhaustive Okapi BM25 over every matching
   tsvector of the tenant (EXACT_BM25_SQL, with the same kept statistics): recall@10/@50, scores,
   both latencies; and a draft replacing one of the tenant's ten documents by an identical version
   (its chunks hidden from the postings and read from their tsvectors): latency, same results;
@@ -601,7 +601,7 @@ LIMIT %(limit)s
 def exact_bm25(kb: KnowledgeBase, query: str, limit: int) -> list[tuple[int, float]]:
     from django.db import connection
 
-    from kb import selectors
+    from kb import keyword_search
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -610,8 +610,8 @@ def exact_bm25(kb: KnowledgeBase, query: str, limit: int) -> list[tuple[int, flo
                 "config": kb.text_search_config,
                 "query": query,
                 "kbs": [kb.pk],
-                "k1": selectors.BM25_K1,
-                "b": selectors.BM25_B,
+                "k1": keyword_search.BM25_K1,
+                "b": keyword_search.BM25_B,
                 "limit": limit,
             },
         )
@@ -634,8 +634,8 @@ def bench_keyword(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
     identical new version (its ~10 % of chunks hidden from the postings and read from their
     tsvectors instead) must return what the live search returns, at a latency measured here.
     """
+    from kb.keyword_search import keyword_candidates, keyword_scores
     from kb.models import Chunk, Document
-    from kb.selectors import _keyword_candidates, keyword_scores
 
     document = Document.objects.filter(knowledge_base=kb).order_by("pk").first()
     assert document is not None and document.live_version_id is not None
@@ -646,7 +646,7 @@ def bench_keyword(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
     times: dict[str, list[float]] = {"postings": [], "exhaustive": [], "draft": []}
     for q in queries:
         t0 = time.perf_counter()
-        found = _keyword_candidates([kb], q.text, POOL)
+        found = keyword_candidates([kb], q.text, POOL)
         t1 = time.perf_counter()
         exact = exact_bm25(kb, q.text, POOL)
         t2 = time.perf_counter()
@@ -836,12 +836,12 @@ def explain(kb: KnowledgeBase, q: Query, timeout_s: float) -> dict[str, Any]:
     from django.db import OperationalError, connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from kb.selectors import _keyword_candidates
+    from kb.keyword_search import keyword_candidates
 
     _, vector_sql = captured_vector_sql(kb, q)
     # A cancelled statement is captured all the same: Django logs a query whether or not it failed.
     with CaptureQueriesContext(connection) as ctx, statement_timeout(timeout_s), suppress(OperationalError):
-        _keyword_candidates([kb], q.text, POOL)
+        keyword_candidates([kb], q.text, POOL)
     with CaptureQueriesContext(connection) as exact_ctx:
         exact_bm25(kb, q.text, POOL)
     plans: dict[str, Any] = {"query": q.text}

@@ -217,7 +217,7 @@ def _exact_okapi(kb_id: int, query: str) -> dict[int, float]:
 
     from django.db import connection
 
-    from kb.selectors import BM25_B, BM25_K1
+    from kb.keyword_search import BM25_B, BM25_K1
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -265,14 +265,14 @@ def test_keyword_scores_are_exact_okapi_bm25(make_org, api_client_for, celery_wo
     # With a match budget of 1 only the rarest term finds candidates and every other term is
     # added afterwards for them (the path common words take in a large knowledge base); either
     # way the scores are Okapi BM25 exactly, and the best chunk leads.
-    from kb import selectors
+    from kb import keyword_search
 
     kb_id = _returns_knowledge_base(api_client_for(make_org()))
-    monkeypatch.setattr(selectors, "KEYWORD_MATCH_BUDGET", budget)
+    monkeypatch.setattr(keyword_search, "KEYWORD_MATCH_BUDGET", budget)
     kb = KnowledgeBase.objects.get(pk=kb_id)
     for query in ("refunds receipt", "store credit refunds receipt", "lost parcels refunded", "resoled boots days"):
         exact = _exact_okapi(kb_id, query)
-        found = selectors.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
+        found = keyword_search.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
         assert found, query
         assert found[0][0] == max(exact, key=lambda chunk: exact[chunk]), query
         for chunk, score in found:
@@ -286,20 +286,20 @@ def test_keyword_candidates_grow_with_the_knowledge_base(make_org, api_client_fo
     # several of its other words were never scored (keyword recall@10 0.63 in a 350k-chunk
     # knowledge base). Here a budget of 1 posting stands for that; the share of the collection
     # restores the exact ranking.
-    from kb import selectors
+    from kb import keyword_search
 
     kb_id = _returns_knowledge_base(api_client_for(make_org()))
     query = "lost parcels refunded receipt"
     exact = _exact_okapi(kb_id, query)
     assert len(exact) == 3  # refunds, credit and parcels match; only parcels has the rare words
 
-    monkeypatch.setattr(selectors, "KEYWORD_MATCH_BUDGET", 1)
-    monkeypatch.setattr(selectors, "KEYWORD_MATCH_SHARE", 0.0)  # a fixed budget: what it was
-    fixed = selectors.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
+    monkeypatch.setattr(keyword_search, "KEYWORD_MATCH_BUDGET", 1)
+    monkeypatch.setattr(keyword_search, "KEYWORD_MATCH_SHARE", 0.0)  # a fixed budget: what it was
+    fixed = keyword_search.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
     assert len(fixed) == 1  # two of the three matching chunks were never scored
 
-    monkeypatch.setattr(selectors, "KEYWORD_MATCH_SHARE", 1.0)  # the budget grows with the collection
-    found = selectors.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
+    monkeypatch.setattr(keyword_search, "KEYWORD_MATCH_SHARE", 1.0)  # the budget grows with the collection
+    found = keyword_search.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
     assert [chunk for chunk, _ in found] == sorted(exact, key=lambda chunk: -exact[chunk])
     for chunk, score in found:
         assert score == pytest.approx(exact[chunk], rel=1e-9)

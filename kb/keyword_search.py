@@ -1,0 +1,197 @@
+"""Keyword search: Okapi BM25 over the inverted postings (kb.models.Posting), in one statement.
+
+`kb.selectors.chunk_search` fuses these candidates with the vector ones; the statistics and
+postings it reads are kept exact by kb.pipeline.index.term_stats.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from django.db import connection
+
+from kb.languages import text_search_config
+from kb.models import Chunk, Document, KnowledgeBase
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+# Candidates come from the query's rarest terms, taken in order while the chunks they match stay
+# under a budget (the rarest term always counts): these postings, or this share of the chunks
+# when more. A fixed 5,000 found 63 % of the exact top 10 in a 350k-chunk knowledge base; 15 %
+# of the chunks finds 99 % (bench/retrieval.py at 1M rows; keyword p95 20 -> 52 ms there).
+KEYWORD_MATCH_BUDGET = 5000
+KEYWORD_MATCH_SHARE = 0.15
+# Of those, the best by their score over the rare terms get the common terms' share added (one
+# index probe per candidate and common term), which makes their scores exact Okapi BM25.
+KEYWORD_POOL = 200
+
+
+# Okapi BM25 of the query's terms over the postings (kb.models.Posting), in one statement:
+#   terms      the query's lexemes with their term rows in each knowledge base and their idf
+#              (document frequencies summed over the knowledge bases searched);
+#   picked     the rarest terms while the chunks they match stay under the budget (postings, or
+#              a share of the collection when more);
+#   partial    every chunk a picked term matches, scored over the picked terms (index-only
+#              scans), the best `pool` of them kept;
+#   rest       the common terms' share of those chunks' scores: one index scan per common term
+#              over the candidates' ids (an array parameter, so the scan seeks them; joined to
+#              the CTE instead, the planner read every posting of the term: 23 -> 4 ms);
+#   staged     (a draft) the chunks of its versions that are not live, which have no postings:
+#              scored from their tsvectors.
+# A draft's chunks that are live but not in the draft are left out (`hidden`). Every CTE is
+# MATERIALIZED: inlined, the planner re-ran them per candidate. Arithmetic is float8 throughout,
+# with the length normalisation folded into two per-query constants: Django binds parameters
+# client-side, so a bare 0.75 is a numeric literal and numeric arithmetic per posting cost
+# more than reading the postings did.
+_KEYWORD_SQL = """
+WITH collection AS MATERIALIZED (
+    SELECT greatest(sum(live_chunks), 1)::float8 AS n,
+           %(k1)s::float8 * (1 - %(b)s::float8) AS len_base,
+           %(k1)s::float8 * %(b)s::float8
+               / greatest(sum(live_lexemes)::float8 / greatest(sum(live_chunks), 1), 1) AS len_slope
+    FROM kb_knowledgebase WHERE id = ANY(%(kbs)s)
+),
+lexemes AS MATERIALIZED (
+    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) AS lexeme
+),
+rows AS MATERIALIZED (
+    SELECT s.id, s.lexeme, s.chunks FROM lexemes l
+    JOIN kb_termstat s ON s.lexeme = l.lexeme AND s.knowledge_base_id = ANY(%(kbs)s)
+),
+df AS MATERIALIZED (
+    SELECT lexeme, sum(chunks)::float8 AS n FROM rows GROUP BY lexeme HAVING sum(chunks) > 0
+),
+weights AS MATERIALIZED (
+    SELECT df.lexeme, ln(1 + (greatest(collection.n, df.n) - df.n + 0.5) / (df.n + 0.5)) AS idf,
+           sum(df.n) OVER (ORDER BY df.n, df.lexeme ROWS UNBOUNDED PRECEDING) - df.n
+               < greatest(%(budget)s::float8, %(share)s::float8 * collection.n) AS picked
+    FROM df, collection
+),
+terms AS MATERIALIZED (
+    SELECT r.id, w.lexeme, w.idf, w.idf * (%(k1)s::float8 + 1) AS weight, w.picked
+    FROM rows r JOIN weights w ON w.lexeme = r.lexeme WHERE r.chunks > 0
+),
+partial AS MATERIALIZED (
+    SELECT p.chunk_id, sum(t.weight * p.tf / (p.tf + collection.len_base + collection.len_slope * p.dl)) AS score
+    FROM terms t JOIN kb_posting p ON p.term_id = t.id CROSS JOIN collection
+    WHERE t.picked AND NOT (p.chunk_id = ANY(%(hidden)s))
+    GROUP BY p.chunk_id
+    ORDER BY score DESC
+    LIMIT %(pool)s
+),
+candidates AS MATERIALIZED (
+    SELECT array_agg(chunk_id) AS ids FROM partial
+),
+rest AS MATERIALIZED (
+    SELECT p.chunk_id, sum(t.weight * p.tf / (p.tf + collection.len_base + collection.len_slope * p.dl)) AS score
+    FROM terms t
+    CROSS JOIN collection
+    JOIN kb_posting p ON p.term_id = t.id AND p.chunk_id = ANY((SELECT ids FROM candidates)::bigint[])
+    WHERE NOT t.picked
+    GROUP BY p.chunk_id
+){staged_cte}
+SELECT c.chunk_id, c.score + coalesce(r.score, 0) AS score
+FROM partial c LEFT JOIN rest r ON r.chunk_id = c.chunk_id
+{staged_union}ORDER BY score DESC
+LIMIT %(limit)s
+"""
+# A draft's versions that are not live (no postings): scored from their tsvectors.
+_STAGED_CTE = """,
+staged AS MATERIALIZED (
+    SELECT c.id AS chunk_id, sum(w.idf * (%(k1)s::float8 + 1) * tf.tf
+           / (tf.tf + collection.len_base + collection.len_slope * length(c.search_vector))) AS score
+    FROM kb_chunk c
+    CROSS JOIN collection
+    CROSS JOIN LATERAL unnest(c.search_vector) AS u(lexeme, positions, weights)
+    JOIN weights w ON w.lexeme = u.lexeme
+    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float AS tf) tf
+    WHERE c.version_id = ANY(%(staged)s) AND c.knowledge_base_id = ANY(%(kbs)s)
+    GROUP BY c.id
+)"""
+_STAGED_UNION = "UNION ALL SELECT chunk_id, score FROM staged\n"
+
+
+def _draft_difference(knowledge_bases: Sequence[KnowledgeBase], versions: list[int]) -> tuple[list[int], list[int]]:
+    """How a draft differs from what is live: (live chunks it hides, versions it adds).
+
+    Postings cover live chunks only; a draft search reads them without the chunks of the live
+    versions the draft replaces, removes or disables, and reads the draft's other versions (new
+    or re-enabled: a few documents) from their tsvectors. Both are scored with the live release's
+    collection statistics, as a draft has none of its own.
+    """
+    live = set(
+        Document.objects.filter(
+            knowledge_base__in=knowledge_bases, enabled=True, live_version__isnull=False
+        ).values_list("live_version_id", flat=True)
+    )
+    wanted = set(versions)
+    hidden_versions = sorted(live - wanted)
+    hidden = (
+        list(Chunk.objects.filter(version_id__in=hidden_versions, is_live=True).values_list("pk", flat=True))
+        if hidden_versions
+        else []
+    )
+    return hidden, sorted(wanted - live)
+
+
+def keyword_candidates(
+    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, versions: list[int] | None = None
+) -> list[tuple[int, float]]:
+    """Chunks ranked by Okapi BM25 over the postings (kb.models.Posting), in one round trip.
+
+    Postgres' own `ts_rank` has no inverse document frequency, so rare words weigh no more than
+    common ones; BM25 fixes that. Query terms are the stemmed lexemes of the question (stop words
+    dropped), ORed: a question rarely contains only words its answer contains. Collection size,
+    mean length and each term's document frequency are read from the statistics
+    kb.pipeline.index.term_stats keeps exact. The returned scores are exact Okapi BM25; which
+    chunks are returned is exact unless the best chunks match none of the rarest terms (recall@10
+    against an exhaustive BM25: bench/retrieval.py).
+    """
+    by_config: dict[str, list[int]] = defaultdict(list)
+    for kb in knowledge_bases:
+        by_config[text_search_config(kb)].append(kb.pk)
+    hidden, staged = _draft_difference(knowledge_bases, versions) if versions is not None else ([], [])
+    results: list[tuple[int, float]] = []
+    for config, kb_ids in by_config.items():
+        results.extend(
+            keyword_scores(
+                config=config, knowledge_base_ids=kb_ids, query=query, limit=limit, hidden=hidden, staged=staged
+            )
+        )
+    results.sort(key=lambda r: r[1], reverse=True)
+    return results[:limit]
+
+
+def keyword_scores(
+    *,
+    config: str,
+    knowledge_base_ids: list[int],
+    query: str,
+    limit: int,
+    hidden: Sequence[int] = (),
+    staged: Sequence[int] = (),
+) -> list[tuple[int, float]]:
+    """The best `limit` chunks by BM25 in knowledge bases sharing one text search configuration.
+
+    `hidden`: live chunks left out; `staged`: versions whose chunks (not live) are scored too.
+    """
+    sql = _KEYWORD_SQL.format(staged_cte=_STAGED_CTE if staged else "", staged_union=_STAGED_UNION if staged else "")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "config": config,
+                "query": query,
+                "kbs": knowledge_base_ids,
+                "budget": KEYWORD_MATCH_BUDGET,
+                "share": KEYWORD_MATCH_SHARE,
+                "pool": max(KEYWORD_POOL, limit),
+                "k1": BM25_K1,
+                "b": BM25_B,
+                "limit": limit,
+                "hidden": list(hidden),
+                "staged": list(staged),
+            },
+        )
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
