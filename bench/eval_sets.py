@@ -1,6 +1,7 @@
 """Run `chat_eval` on the public evaluation sets in ../shared/data with the local defaults.
 
     uv run python bench/eval_sets.py [--sets squad2,clapnq,covidqa,sec10q] [--limit N] [--no-answers] [--reuse]
+    uv run python bench/eval_sets.py --reuse --precise   # retrieval before/after precise ranking
 
 For each set: a fresh organisation and knowledge base in the configured database (the embedded
 one under .data/ by default), documents ingested in-process through the real pipeline, a chatbot,
@@ -8,6 +9,10 @@ the questions converted to the `chat_eval` format, and the report. Figures go to
 bench/results/eval_<set>.json and bench/results/eval_summary.json. `--reuse` evaluates the
 newest earlier ingestion of a set instead of ingesting it again (use a dedicated data directory,
 e.g. GROUNDWORK_DATA_DIR=.data/eval).
+
+`--precise` measures precise ranking (kb.precise_ranking) through the product: retrieval with the
+fused order, then the e5 ranking vectors filled (timed, in this process), then retrieval again;
+figures go to bench/results/precise_ranking.json.
 """
 
 from __future__ import annotations
@@ -184,6 +189,49 @@ def _evaluate(
     return report
 
 
+def precise(name: str, limit: int | None) -> dict[str, Any]:
+    """Retrieval of an earlier ingestion of `name`, fused and then with precise ranking."""
+    from chat.evaluation import evaluate, load_questions
+    from kb.models import Chunk
+    from kb.pipeline.ranking import fill_ranking_vectors
+    from kb.services import knowledge_base_update
+
+    docs, questions = SETS[name]()
+    bot = _ingested_bot(name, len(docs))
+    if bot is None:
+        raise SystemExit(f"{name}: no finished ingestion to measure; run with --ingest-only first")
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as out:
+        for q in questions:
+            out.write(json.dumps(q) + "\n")
+    loaded = load_questions(Path(out.name), limit)
+    kbs = list(bot.knowledge_bases.all())
+    for kb in kbs:
+        knowledge_base_update(knowledge_base=kb, changes={"precise_ranking": False})
+    fused = evaluate(chatbot=bot, questions=loaded, answer=False)["retrieval"]["hybrid"]
+    chunks = Chunk.objects.filter(knowledge_base__in=kbs).count()
+    Chunk.objects.filter(knowledge_base__in=kbs).update(ranking_embedding=None)
+    started = time.perf_counter()
+    for kb in kbs:
+        kb.precise_ranking = True
+        kb.save(update_fields=["precise_ranking"])
+        fill_ranking_vectors(knowledge_base_id=kb.pk)
+    fill_s = time.perf_counter() - started
+    bot.refresh_from_db()
+    precise_report = evaluate(chatbot=bot, questions=loaded, answer=False)["retrieval"]["hybrid"]
+    row = {
+        "set": name,
+        "questions": fused["evaluated"],
+        "chunks": chunks,
+        "fused": fused,
+        "precise": precise_report,
+        "fill_seconds": round(fill_s, 1),
+        "fill_chunks_per_s": round(chunks / fill_s, 1) if fill_s else None,
+        "load_average_after_fill": list(os.getloadavg()),
+    }
+    print(json.dumps(row))
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sets", default="squad2,clapnq,covidqa,sec10q")
@@ -191,6 +239,7 @@ def main() -> None:
     parser.add_argument("--no-answers", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="evaluate an earlier ingestion of each set")
     parser.add_argument("--ingest-only", action="store_true", help="ingest the sets, evaluate nothing")
+    parser.add_argument("--precise", action="store_true", help="retrieval of earlier ingestions, fused vs precise")
     args = parser.parse_args()
     import django
 
@@ -201,6 +250,15 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)  # a fresh data directory starts empty
+    if args.precise:
+        path = RESULTS / "precise_ranking.json"
+        figures = json.loads(path.read_text()) if path.exists() else {}
+        figures["command"] = "python bench/eval_sets.py --reuse --precise --sets " + args.sets
+        figures["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for name in args.sets.split(","):
+            figures.setdefault("sets", {})[name] = precise(name, args.limit)
+            path.write_text(json.dumps(figures, indent=2))
+        return
     summary_path = RESULTS / "eval_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in args.sets.split(","):

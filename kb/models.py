@@ -46,6 +46,9 @@ class KnowledgeBase(models.Model):
     reembed_done = models.PositiveIntegerField(default=0)
     reembed_total = models.PositiveIntegerField(default=0)
     reembed_error = models.TextField(blank=True)
+    # Precise ranking (kb.precise_ranking): the fused top candidates are re-ranked with a second,
+    # stronger embedding (e5) stored per chunk and filled in the background.
+    precise_ranking = models.BooleanField(default=False)
     # BM25 collection statistics over the live chunks, kept exact by kb.pipeline.index.term_stats at every change.
     live_chunks = models.BigIntegerField(default=0)
     live_lexemes = models.BigIntegerField(default=0)  # sum of the live chunks' tsvector lengths
@@ -242,6 +245,8 @@ class Chunk(models.Model):
     embedding_dims = models.PositiveIntegerField(null=True, blank=True)
     embedding = VectorField(null=True, blank=True)
     next_embedding = VectorField(null=True, blank=True)  # the next model's vector, during a model change
+    # The precise-ranking vector (kb.precise_ranking.RANKING_MODEL), when the knowledge base uses it.
+    ranking_embedding = VectorField(dimensions=384, null=True, blank=True)
     search_vector = SearchVectorField(null=True)
 
     class Meta:

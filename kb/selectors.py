@@ -6,6 +6,7 @@ rows of another organisation, and a search over no knowledge base returns nothin
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,13 @@ from django.db.models import QuerySet
 
 from accounts.models import Organization
 from kb import embedding as embedding_api
-from kb import search_beside
+from kb import precise_ranking, search_beside
+from kb.exceptions import EmbeddingError
 from kb.keyword_search import keyword_candidates
 from kb.models import Chunk, Document, KnowledgeBase
 from kb.pipeline.index.vector_indexes import vector_cast
+
+logger = logging.getLogger(__name__)
 
 # Hybrid fusion: each retriever's scores are divided by its best score of the query (their floor
 # is 0: BM25 never goes below, cosine similarity in practice neither), then averaged with equal
@@ -57,6 +61,9 @@ class SearchHit:
     keyword_score: float | None = None
     keyword_rank: int | None = None
     rerank_score: float | None = None
+    # Precise ranking (kb.precise_ranking): the e5 similarity, and the fused score before mixing.
+    ranking_score: float | None = None
+    fused_score: float | None = None
     chunk: Chunk | None = field(default=None, repr=False)
 
 
@@ -186,7 +193,7 @@ def chunk_search(
         return []
     if mode in ("hybrid", "vector") and query_vectors is None:
         # Embedding the query overlaps the keyword search below.
-        query_vectors = embedding_api.QueryVectors(query, {kb.embedding_model for kb in kbs})
+        query_vectors = embedding_api.QueryVectors(query, precise_ranking.query_models(kbs))
     if connection.in_atomic_block:
         # The caller's transaction may hold writes a second connection cannot see: in turn.
         return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors)
@@ -240,14 +247,18 @@ def _chunk_search(
     from kb.reranking import rerank_enabled, rerank_scores
 
     rerank = mode == "hybrid" and rerank_enabled()
+    # A configured reranker (a cross-encoder) supersedes precise ranking.
+    precise = mode == "hybrid" and not rerank and precise_ranking.uses_precise_ranking(kbs)
     # With a reranker, it sees a deeper pool than is returned: that is where it helps most.
-    pool_size = max(limit * 3, 20) if rerank else limit
+    pool_size = max(limit * 3, 20) if rerank else max(limit, precise_ranking.RANKING_POOL) if precise else limit
     # Twice the pool is loaded so that dropping duplicates still fills it.
     ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[: pool_size * 2]
     chunks = Chunk.objects.select_related("document", "version").in_bulk([h.chunk_id for h in ranked])
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
     ranked = _without_duplicates([h for h in ranked if h.chunk is not None])[:pool_size]
+    if precise and query_vectors is not None:
+        ranked = _precisely_ranked(ranked, query_vectors)
     if rerank:
         scores = rerank_scores(query, [h.chunk.text for h in ranked if h.chunk is not None])
         if scores is not None:
@@ -255,6 +266,16 @@ def _chunk_search(
                 hit.rerank_score = score
             ranked.sort(key=lambda h: h.rerank_score or 0.0, reverse=True)
     return ranked[:limit]
+
+
+def _precisely_ranked(hits: list[SearchHit], query_vectors: embedding_api.QueryVectors) -> list[SearchHit]:
+    """`hits` re-ranked with the stored e5 vectors, or as they are when that cannot be done yet."""
+    try:
+        query_vector = query_vectors.vector(precise_ranking.RANKING_MODEL)
+    except EmbeddingError as exc:  # an improvement, never a point of failure
+        logger.warning("Precise ranking skipped, the query could not be embedded: %s", exc)
+        return hits
+    return precise_ranking.rerank(hits, query_vector) or hits
 
 
 def _scaled(values: dict[int, float]) -> dict[int, float]:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from kb.languages import Language
 from kb.models import Document, KnowledgeBase
+from kb.pipeline.ranking import ranking_progress
 
 
 class KnowledgeBaseInSerializer(serializers.Serializer[Any]):
@@ -29,6 +31,11 @@ class KnowledgeBaseUpdateSerializer(serializers.Serializer[Any]):
     language = serializers.ChoiceField(choices=Language.choices, required=False)
     review_changes = serializers.BooleanField(required=False)
     publish_min_pass_rate = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    precise_ranking = serializers.BooleanField(
+        required=False,
+        help_text="Re-rank the best 20 hybrid candidates with the local e5 model (better ranking on long "
+        "technical documents; ingestion embeds every chunk a second time). Filled in the background.",
+    )
 
 
 class DocumentUpdateSerializer(serializers.Serializer[Any]):
@@ -39,6 +46,7 @@ class DocumentUpdateSerializer(serializers.Serializer[Any]):
 class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
     document_count = serializers.SerializerMethodField()
     reembedding = serializers.SerializerMethodField()
+    ranking_vectors = serializers.SerializerMethodField()
 
     class Meta:
         model = KnowledgeBase
@@ -57,6 +65,8 @@ class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
             "review_changes",
             "release_number",
             "publish_min_pass_rate",
+            "precise_ranking",
+            "ranking_vectors",
             "created_at",
         )
 
@@ -69,6 +79,19 @@ class KnowledgeBaseOutSerializer(serializers.ModelSerializer[KnowledgeBase]):
             "total": kb.reembed_total,
             "error": kb.reembed_error or None,
         }
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {"ready": {"type": "integer"}, "total": {"type": "integer"}},
+            "description": "Live chunks with their precise-ranking vector (null: precise ranking is off). "
+            "Until every candidate of a query has one, that query keeps the fused order.",
+        }
+    )
+    def get_ranking_vectors(self, kb: KnowledgeBase) -> dict[str, int] | None:
+        progress = ranking_progress(kb)
+        return None if progress is None else {"ready": progress.ready, "total": progress.total}
 
     def get_document_count(self, kb: KnowledgeBase) -> int:
         annotated = getattr(kb, "document_count", None)

@@ -32,11 +32,16 @@ from kb.exceptions import EmbeddingError, KnowledgeBaseError, UploadRejected
 from kb.languages import Language, config_for_language
 from kb.models import Chunk, Document, DocumentStatus, DocumentVersion, DraftChange, KnowledgeBase, SourceType
 from kb.pipeline.fetch import check_url_allowed
-from kb.pipeline.index import reindex_knowledge_base, term_stats
+from kb.pipeline.index import term_stats
 from kb.pipeline.index.vector_indexes import ensure_vector_index
 from kb.pipeline.job import requeue
+from kb.search_settings import (
+    knowledge_base_change_embedding_model,
+    knowledge_base_change_language,
+    precise_ranking_starts,
+)
 from kb.storage import safe_storage_name, sha256_of
-from kb.tasks import enqueue_ingest, enqueue_reembed
+from kb.tasks import enqueue_ingest, enqueue_ranking_fill
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +107,8 @@ def knowledge_base_update(
     """Rename or describe a knowledge base, or change its embedding model (re-embeds in the background).
 
     `changes` holds the fields given (`name`, `description`, `embedding_model`, `language`,
-    `review_changes`, `publish_min_pass_rate`); the audit event names all of them.
+    `review_changes`, `publish_min_pass_rate`, `precise_ranking`); the audit event names all of them.
+    Turning precise ranking on fills the ranking vectors in the background (kb.precise_ranking).
     """
     if "language" in changes and changes["language"] not in Language.values:
         raise KnowledgeBaseError(
@@ -115,12 +121,16 @@ def knowledge_base_update(
         ).exclude(pk=knowledge_base.pk)
         if taken.exists():
             raise _name_taken(changes["name"])
-    for field in ("name", "description", "review_changes", "publish_min_pass_rate"):
+    starts_ranking = precise_ranking_starts(knowledge_base=knowledge_base, changes=changes)
+    for field in ("name", "description", "review_changes", "publish_min_pass_rate", "precise_ranking"):
         if field in changes:
             setattr(knowledge_base, field, changes[field])
     try:
         with transaction.atomic():
             knowledge_base.save()
+            if starts_ranking:
+                pk = knowledge_base.pk
+                transaction.on_commit(lambda: enqueue_ranking_fill(pk))
     except IntegrityError:  # renamed by a concurrent request between the check and the save
         raise _name_taken(changes.get("name", knowledge_base.name)) from None
     if "language" in changes and changes["language"] != knowledge_base.language:
@@ -445,48 +455,3 @@ def version_requeue(*, version: DocumentVersion, actor: OrgContext | None = None
     transaction.on_commit(lambda: enqueue_ingest(version.pk))
     version.refresh_from_db()
     return version
-
-
-# --- changing the language -------------------------------------------------------------------
-
-
-def knowledge_base_change_language(*, knowledge_base: KnowledgeBase, language: str) -> KnowledgeBase:
-    """Switch a knowledge base's language: every chunk's keyword-search vector is recomputed with
-    the new text search configuration and the BM25 statistics recounted, in one transaction
-    (searches see the old index or the new one). Takes a few seconds per 100k chunks."""
-    with transaction.atomic():
-        locked = KnowledgeBase.objects.select_for_update().get(pk=knowledge_base.pk)
-        locked.language = language
-        locked.text_search_config = config_for_language(language)
-        locked.save(update_fields=["language", "text_search_config", "updated_at"])
-        reindex_knowledge_base(locked)
-        term_stats.rebuild(locked)
-    knowledge_base.refresh_from_db()
-    return knowledge_base
-
-
-# --- changing the embedding model ------------------------------------------------------------
-
-
-def knowledge_base_change_embedding_model(*, knowledge_base: KnowledgeBase, model: str) -> KnowledgeBase:
-    """Start re-embedding every chunk with `model` in the background; old vectors keep serving."""
-    model = model.strip()
-    if model == knowledge_base.embedding_model and not knowledge_base.reembed_model:
-        return knowledge_base
-    try:
-        dims = embedding_api.embedding_dimensions(model)
-    except EmbeddingError as exc:
-        raise KnowledgeBaseError("embedding_model_unusable", f"The model {model} cannot be used: {exc}") from exc
-    ensure_vector_index(dims)
-    with transaction.atomic():
-        Chunk.objects.filter(knowledge_base=knowledge_base).update(next_embedding=None)
-        KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
-            reembed_model=model,
-            reembed_dims=dims,
-            reembed_done=0,
-            reembed_total=Chunk.objects.filter(knowledge_base=knowledge_base).count(),
-            reembed_error="",
-        )
-        transaction.on_commit(lambda: enqueue_reembed(knowledge_base.pk))
-    knowledge_base.refresh_from_db()
-    return knowledge_base

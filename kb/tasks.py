@@ -17,7 +17,7 @@ from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from kb.exceptions import DatabaseUnavailable, TransientEmbeddingError
-from kb.pipeline import memory, recover, reembed, run, warm
+from kb.pipeline import memory, ranking, recover, reembed, run, warm
 from kb.websites import sync as website_sync
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ def document_ingest(self: Any, version_id: int) -> None:
         # A run that lost the database could not always hand its version back: do it now.
         run.version_release(version_id=version_id, worker=worker)
     run.version_ingest(version_id=version_id, worker=worker)
+    # Precise ranking: the document is live already; its e5 ranking vectors follow in their own task.
+    needing_vectors = ranking.knowledge_base_needing_vectors(version_id=version_id)
+    if needing_vectors is not None:
+        enqueue_ranking_fill(needing_vectors)
 
 
 @shared_task(
@@ -57,6 +61,18 @@ def document_ingest(self: Any, version_id: int) -> None:
 def knowledge_base_reembed(knowledge_base_id: int) -> None:
     warm.wait_for_core()
     reembed.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
+
+
+@shared_task(
+    name="kb.knowledge_base_fill_ranking_vectors",
+    autoretry_for=(TransientEmbeddingError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=10,
+)
+def knowledge_base_fill_ranking_vectors(knowledge_base_id: int) -> int:
+    warm.wait_for_core()
+    return ranking.fill_ranking_vectors(knowledge_base_id=knowledge_base_id)
 
 
 @shared_task(name="kb.documents_recover_stuck")
@@ -108,6 +124,15 @@ def documents_requeue() -> int:
 
 def enqueue_reembed(knowledge_base_id: int) -> None:
     knowledge_base_reembed.delay(knowledge_base_id)
+
+
+def enqueue_ranking_fill(knowledge_base_id: int) -> None:
+    """Send the ranking-vector fill; with the broker down it is sent again with the next document
+    or the next time precise ranking is turned on (search keeps the fused order meanwhile)."""
+    try:
+        knowledge_base_fill_ranking_vectors.delay(knowledge_base_id)
+    except BROKER_ERRORS as exc:
+        logger.warning("Could not queue the ranking vectors of knowledge base %s: %s", knowledge_base_id, exc)
 
 
 @worker_init.connect

@@ -11,6 +11,11 @@ urlpatterns = [
     path("knowledge-bases/<int:kb_id>/documents/table/", views.document_table, name="document_table"),
     path("knowledge-bases/<int:kb_id>/documents/upload/", views.document_upload, name="document_upload"),
     path("knowledge-bases/<int:kb_id>/add/<str:kind>/", views.source_add, name="source_add"),
+    path(
+        "knowledge-bases/<int:kb_id>/precise-ranking/",
+        views.knowledge_base_precise_ranking,
+        name="precise_ranking",
+    ),
     path("knowledge-bases/<int:kb_id>/changes/", release_views.knowledge_base_changes, name="changes"),
     path("knowledge-bases/<int:kb_id>/review-mode/", release_views.knowledge_base_review_mode, name="review_mode"),
     path("knowledge-bases/<int:kb_id>/draft/publish/", release_views.draft_publish, name="draft_publish"),

@@ -18,6 +18,8 @@ from kb import selectors, services
 from kb.exceptions import KnowledgeBaseError
 from kb.forms import KnowledgeBaseForm
 from kb.models import ACTIVE_STATUSES, DocumentStatus, DocumentVersion, KnowledgeBase, SourceType
+from kb.pipeline.ranking import ranking_progress
+from kb.precise_ranking import RANKING_MODEL
 from kb.storage import open_original
 from kb.websites.selectors import web_sources_for_knowledge_base
 
@@ -98,8 +100,31 @@ def knowledge_base_detail(request: HttpRequest, context: OrgContext, kb_id: int)
             "params": request.GET,
             "filter_query": request.GET.urlencode(),
             "web_sources": web_sources_for_knowledge_base(organization=context.organization, knowledge_base=kb),
+            "ranking_progress": ranking_progress(kb),
+            "ranking_model": RANKING_MODEL,
         },
     )
+
+
+@org_required(Action.EDIT_CONTENT)
+@require_POST
+def knowledge_base_precise_ranking(request: HttpRequest, context: OrgContext, kb_id: int) -> HttpResponse:
+    """Turn precise ranking on (its vectors are filled in the background) or off."""
+    kb = _kb_or_404(context, kb_id)
+    enabled = request.POST.get("precise_ranking") == "on"
+    try:
+        services.knowledge_base_update(knowledge_base=kb, changes={"precise_ranking": enabled}, actor=context)
+    except KnowledgeBaseError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            "Precise ranking is on: every passage gets its e5 vector in the background, and "
+            "searches use it as soon as their candidates have one."
+            if enabled
+            else "Precise ranking is off: searches use the fused order.",
+        )
+    return redirect("kb:detail", kb_id=kb.pk)
 
 
 @org_required()

@@ -10,6 +10,7 @@ from chat.models import Chatbot
 from inference.extractive import Source
 from kb.embedding import QueryVectors
 from kb.models import KnowledgeBase
+from kb.precise_ranking import query_models
 from kb.releases import draft_version_ids
 from kb.selectors import SearchHit, chunk_search, hits_to_passages
 
@@ -73,6 +74,8 @@ def retrieve(
         "query": question,
         "knowledge_bases": [kb.pk for kb in kbs],
         "mode": "hybrid",
+        # "precise": the fused top 20 re-ranked with the stored e5 vectors (kb.precise_ranking).
+        "ranking": "precise" if any(h.ranking_score is not None for h in hits) else "fused",
         "relevant": relevant,
         "best_vector_score": round(best_vector, 4),
         "candidates": [
@@ -85,6 +88,8 @@ def retrieve(
                 "vector_rank": h.vector_rank,
                 "keyword_score": None if h.keyword_score is None else round(h.keyword_score, 4),
                 "keyword_rank": h.keyword_rank,
+                "fused_score": None if h.fused_score is None else round(h.fused_score, 5),
+                "precise_score": None if h.ranking_score is None else round(h.ranking_score, 4),
                 "widened_to_section": passages[i - 1].widened,
             }
             for i, h in enumerate(hits, start=1)
@@ -101,4 +106,4 @@ def start_retrieval(*, chatbot: Chatbot, question: str) -> tuple[list[KnowledgeB
     """The bot's knowledge bases, and their query vectors started in the background: the caller
     stores the question meanwhile, and `retrieve` then only waits for what is still running."""
     kbs = list(chatbot.knowledge_bases.all())
-    return kbs, QueryVectors(question.strip(), {kb.embedding_model for kb in kbs})
+    return kbs, QueryVectors(question.strip(), query_models(kbs))

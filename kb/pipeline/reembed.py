@@ -1,6 +1,6 @@
 """Re-embed: move a whole knowledge base to a new embedding model while the old vectors keep serving.
 
-`kb.services.knowledge_base_change_embedding_model` records the pending model; this fills each
+`kb.search_settings.knowledge_base_change_embedding_model` records the pending model; this fills each
 chunk's `next_embedding` in batches, then swaps every vector to the new model in one transaction.
 """
 
@@ -16,7 +16,8 @@ from kb.models import Chunk, KnowledgeBase
 from kb.pipeline.chunk import PATH_SEPARATOR
 
 
-def _embedding_text(chunk: Chunk) -> str:
+def chunk_embedding_text(chunk: Chunk) -> str:
+    """What a stored chunk's vectors embed: "Document > Heading" on a line, then the text (as at ingestion)."""
     path = [chunk.document.title, *chunk.section_path]
     return PATH_SEPARATOR.join(path) + "\n\n" + chunk.text
 
@@ -55,7 +56,7 @@ def _reembed(knowledge_base_id: int) -> None:
         if pending:
             for start in range(0, len(pending), batch_size):
                 batch = pending[start : start + batch_size]
-                vectors = embedding_api.embed_passages([_embedding_text(c) for c in batch], model=kb.reembed_model)
+                vectors = embedding_api.embed_passages([chunk_embedding_text(c) for c in batch], model=kb.reembed_model)
                 for chunk, vector in zip(batch, vectors, strict=True):
                     chunk.next_embedding = vector
                 Chunk.objects.bulk_update(batch, ["next_embedding"])

@@ -1,0 +1,150 @@
+"""Precise ranking (kb.precise_ranking): a knowledge base opts in through the API or the page, its
+chunks get e5 ranking vectors from the real worker in the background, and search re-ranks its
+fused top 20 with them, keeping the fused order whenever a candidate still lacks its vector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from accounts.models import Role
+from chat.models import Chatbot
+from chat.rag.retrieve import retrieve
+from kb.models import Chunk, KnowledgeBase
+from kb.selectors import chunk_search
+from tests.conftest import wait_for
+
+TEXTS = {
+    "Battery": "The battery of the X200 lasts about ten hours of video playback on a single charge.",
+    "Charging": "Charging the X200 battery from empty to full takes two hours with the supplied adapter.",
+    "Warranty": "The X200 comes with a two year warranty covering the battery and the screen.",
+    "Screen": "The screen of the X200 is a 13 inch panel with a resolution of 2560 by 1600 pixels.",
+    "Returns": "Devices such as the X200 can be returned within thirty days if unused.",
+}
+
+
+def _kb_with_texts(client: Any) -> int:
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Devices"}, format="json").json()["id"]
+    for title, text in TEXTS.items():
+        response = client.post(f"/api/v1/knowledge-bases/{kb_id}/texts/", {"title": title, "text": text}, format="json")
+        assert response.status_code == 201, response.content
+    wait_for(lambda: Chunk.objects.filter(knowledge_base_id=kb_id, is_live=True).count() == len(TEXTS), timeout=90)
+    return int(kb_id)
+
+
+def _vectors(client: Any, kb_id: int) -> Any:
+    return client.get(f"/api/v1/knowledge-bases/{kb_id}/").json()["ranking_vectors"]
+
+
+@pytest.mark.worker
+def test_turning_precise_ranking_on_fills_vectors_and_reranks_search(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    client = api_client_for(make_org())
+    kb_id = _kb_with_texts(client)
+    kb = KnowledgeBase.objects.get(pk=kb_id)
+    query = "How long does the battery last?"
+    fused = chunk_search(knowledge_bases=[kb], query=query, limit=5)
+    assert fused and all(h.ranking_score is None for h in fused)
+    assert _vectors(client, kb_id) is None  # off
+
+    response = client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"precise_ranking": True}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["precise_ranking"] is True
+    done = wait_for(lambda: (v := _vectors(client, kb_id)) and v["ready"] == v["total"] == len(TEXTS) and v, timeout=90)
+    assert done == {"ready": len(TEXTS), "total": len(TEXTS)}
+
+    kb.refresh_from_db()
+    precise = chunk_search(knowledge_bases=[kb], query=query, limit=5)
+    assert all(h.ranking_score is not None and h.fused_score is not None for h in precise)
+    assert {h.chunk_id for h in precise} == {h.chunk_id for h in fused}
+    # The mixed score orders the list; the passage that answers is first, with e5's top similarity.
+    assert [h.score for h in precise] == sorted((h.score for h in precise), reverse=True)
+    assert precise[0].chunk is not None and precise[0].chunk.document.title == "Battery"
+    assert precise[0].ranking_score == max(h.ranking_score or 0.0 for h in precise)
+
+    # A document added later gets its vector after it goes live (its own background task).
+    client.post(
+        f"/api/v1/knowledge-bases/{kb_id}/texts/", {"title": "Weight", "text": "The X200 weighs 1.2 kg."}, format="json"
+    )
+    wait_for(lambda: _vectors(client, kb_id) == {"ready": len(TEXTS) + 1, "total": len(TEXTS) + 1}, timeout=90)
+
+    # Turned off: the fused order again, with no e5 scores.
+    assert (
+        client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"precise_ranking": False}, format="json").status_code == 200
+    )
+    kb.refresh_from_db()
+    assert all(h.ranking_score is None for h in chunk_search(knowledge_bases=[kb], query=query, limit=5))
+
+
+@pytest.mark.worker
+def test_a_candidate_without_its_vector_keeps_the_fused_order(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    org = make_org()
+    client = api_client_for(org)
+    kb_id = _kb_with_texts(client)
+    kb = KnowledgeBase.objects.get(pk=kb_id)
+    fused = chunk_search(knowledge_bases=[kb], query="battery charge hours", limit=5)
+    client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"precise_ranking": True}, format="json")
+    wait_for(lambda: _vectors(client, kb_id)["ready"] == len(TEXTS), timeout=90)
+    kb.refresh_from_db()
+    # One chunk still waiting for its vector (as while the fill catches up after an upload).
+    Chunk.objects.filter(pk=fused[-1].chunk_id).update(ranking_embedding=None)
+    assert _vectors(client, kb_id) == {"ready": len(TEXTS) - 1, "total": len(TEXTS)}
+
+    waiting = chunk_search(knowledge_bases=[kb], query="battery charge hours", limit=5)
+    assert [h.chunk_id for h in waiting] == [h.chunk_id for h in fused]
+    assert all(h.ranking_score is None for h in waiting)
+    bot = Chatbot.objects.create(organization=org, name="Devices bot")
+    bot.knowledge_bases.add(kb)
+    assert retrieve(chatbot=bot, question="battery charge hours").trace["ranking"] == "fused"
+
+    Chunk.objects.filter(pk=fused[-1].chunk_id).update(ranking_embedding=[0.05] * 384)
+    trace = retrieve(chatbot=bot, question="battery charge hours").trace
+    assert trace["ranking"] == "precise"
+    assert all(c["precise_score"] is not None and c["fused_score"] is not None for c in trace["candidates"])
+
+
+@pytest.mark.django_db
+def test_precise_ranking_is_refused_for_an_e5_knowledge_base_and_scoped_to_the_organisation(
+    make_org, api_client_for
+) -> None:  # type: ignore[no-untyped-def]
+    client = api_client_for(make_org("Owner"))
+    e5_kb = client.post(
+        "/api/v1/knowledge-bases/", {"name": "Multilingual", "embedding_model": "local/e5"}, format="json"
+    ).json()
+    response = client.patch(f"/api/v1/knowledge-bases/{e5_kb['id']}/", {"precise_ranking": True}, format="json")
+    assert response.status_code == 400
+    assert "already searches with the e5 model" in response.content.decode()
+    assert KnowledgeBase.objects.get(pk=e5_kb["id"]).precise_ranking is False
+
+    kb = client.post("/api/v1/knowledge-bases/", {"name": "English"}, format="json").json()
+    stranger = api_client_for(make_org("Stranger"))
+    response = stranger.patch(f"/api/v1/knowledge-bases/{kb['id']}/", {"precise_ranking": True}, format="json")
+    assert response.status_code == 404
+    assert KnowledgeBase.objects.get(pk=kb["id"]).precise_ranking is False
+
+
+@pytest.mark.django_db
+def test_the_page_turns_precise_ranking_on_for_editors_of_the_organisation_only(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
+    from kb.services import knowledge_base_create
+
+    org, other = make_org("Owner"), make_org("Other")
+    kb = knowledge_base_create(organization=org, name="Manuals", created_by=None)
+    editor, viewer, outsider = make_user(org), make_user(org, role=Role.VIEWER), make_user(other)
+    url = f"/knowledge-bases/{kb.pk}/precise-ranking/"
+
+    browser = Client()
+    browser.force_login(editor)
+    page = browser.get(f"/knowledge-bases/{kb.pk}/").content.decode()
+    assert 'id="precise-ranking-form"' in page
+    assert browser.post(url, {"precise_ranking": "on"}).status_code == 302
+    kb.refresh_from_db()
+    assert kb.precise_ranking is True
+    assert "passages are ranked precisely" in browser.get(f"/knowledge-bases/{kb.pk}/").content.decode()
+
+    for user, expected in ((viewer, 403), (outsider, 404)):
+        client = Client()
+        client.force_login(user)
+        assert client.post(url, {}).status_code == expected
+    kb.refresh_from_db()
+    assert kb.precise_ranking is True
