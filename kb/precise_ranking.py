@@ -9,8 +9,8 @@ bench/fusion_sweep.py --variants --ideas e5). Embedding 20 passages per question
 on 2 cores, so each chunk's e5 vector is stored (`Chunk.ranking_embedding`, filled in the background
 by kb.pipeline.ranking) and a query pays one e5 query embedding, overlapped with the keyword search.
 
-A knowledge base opts in (`KnowledgeBase.precise_ranking`): e5 embeds ~4x slower than MiniLM, so
-ingestion CPU grows. Until every candidate of a query has its vector (the fill is catching up),
+A knowledge base opts in (`KnowledgeBase.precise_ranking`): e5 costs ~2.75x MiniLM's CPU per
+passage (bench/results/ocr_e5_speed.json), so ingestion CPU grows. Until every candidate of a query has its vector (the fill is catching up),
 the fused order is kept: a ranking is never half precise.
 """
 
