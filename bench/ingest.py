@@ -530,7 +530,9 @@ def totals_of(runs: list[DocRun], pipeline: dict[str, Any], concurrency: int) ->
     # Raw figures over the same (READY) documents, so the ratios compare like with like.
     raw_partition = sum(run.raw_partition_s or 0.0 for run in ready)
     raw_embed = sum(run.raw_embed_s or 0.0 for run in ready)
-    raw_cpu = sum((run.raw_partition_cpu_s or 0.0) + (run.raw_embed_cpu_s or 0.0) for run in ready)
+    # Except CPU: the worker's figure covers every document, the failed ones too (it parsed them
+    # before it could tell), so the raw CPU it is compared with does too.
+    raw_cpu = sum((run.raw_partition_cpu_s or 0.0) + (run.raw_embed_cpu_s or 0.0) for run in runs)
     raw = raw_partition + raw_embed
     busy = sum(run.pipeline_s or 0.0 for run in ready)
     wall = pipeline["wall_s"]

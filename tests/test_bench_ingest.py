@@ -1,0 +1,48 @@
+"""bench/ingest.py's totals: the CPU ratio compares the worker with the raw work on the same documents."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.ingest import DocRun, totals_of
+
+
+def _run(name: str, status: str, *, partition_cpu: float, embed_cpu: float | None) -> DocRun:
+    return DocRun(
+        file=f"/data/{name}",
+        size_bytes=1,
+        status=status,
+        error_code="" if status == "ready" else "garbled_text",
+        pages=10,
+        chunks=20 if status == "ready" else 0,
+        uploaded_at=0.0,
+        started_at=1.0,
+        finished_at=5.0,
+        raw_partition_s=partition_cpu,
+        raw_partition_cpu_s=partition_cpu,
+        raw_embed_s=embed_cpu,
+        raw_embed_cpu_s=embed_cpu,
+    )
+
+
+def test_a_failed_documents_parse_counts_on_both_sides_of_the_cpu_ratio() -> None:
+    # The worker parsed the garbled PDF for 8 s before failing it; its CPU figure includes that,
+    # so the raw side must include the raw parse of the same file (it left it out: 1.29 -> 1.23).
+    runs = [
+        _run("report.pdf", "ready", partition_cpu=20.0, embed_cpu=70.0),
+        _run("garbled.pdf", "failed", partition_cpu=10.0, embed_cpu=None),
+    ]
+    pipeline = {
+        "upload_s": 0.1,
+        "wall_s": 60.0,
+        "worker_cpu_s": 110.0,
+        "worker_peak_pss_mb": 900.0,
+        "pool_processes_seen": 2,
+        "pool_process_peak_rss_mb": [800.0],
+    }
+    totals = totals_of(runs, pipeline, concurrency=1)
+    assert totals["raw_cpu_s"] == pytest.approx(100.0)
+    assert totals["ratio_cpu"] == pytest.approx(1.1)
+    # Throughput and wall-time ratios stay over the READY documents only.
+    assert totals["raw_s"] == pytest.approx(90.0)
+    assert totals["failed"] == ["garbled.pdf: garbled_text"]
