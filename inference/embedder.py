@@ -109,9 +109,9 @@ def default_threads() -> int:
     """Intra-op threads: `GROUNDWORK_EMBED_THREADS` if set, else the CPUs this process may use.
 
     `sched_getaffinity` rather than `os.cpu_count()` where available, because it honours
-    taskset/cpuset limits (containers pinned to fewer cores than the host has). Lower the value when
-    several embedding processes share a machine (e.g. Celery prefork concurrency 2 on 2 cores
-    wants 1 thread each), or threads fight over the cores.
+    taskset/cpuset limits (containers pinned to fewer cores than the host has). Several embedding
+    processes on one machine want a share each, or threads fight over the cores: the worker sets
+    it for its pool processes (`share_cpus_between`).
     """
     return count_from_env(THREADS_ENV)
 
