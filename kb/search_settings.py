@@ -28,14 +28,18 @@ from kb.tasks import enqueue_reembed
 def precise_ranking_starts(*, knowledge_base: KnowledgeBase, changes: dict[str, Any]) -> bool:
     """True when `changes` turn precise ranking on (its vectors must then be filled).
 
-    Refused for a knowledge base that would search with e5 itself: it would add nothing.
+    Refused when the knowledge base would have precise ranking and search with e5 itself (it
+    would add nothing), whichever of the two the change sets: before anything is saved.
     """
-    model_after = changes.get("embedding_model", knowledge_base.embedding_model)
-    if changes.get("precise_ranking") and model_after == RANKING_MODEL:
+    model_after = str(
+        changes.get("embedding_model", knowledge_base.reembed_model or knowledge_base.embedding_model)
+    ).strip()
+    precise_after = changes.get("precise_ranking", knowledge_base.precise_ranking)
+    if precise_after and model_after == RANKING_MODEL:
         raise KnowledgeBaseError(
             "precise_ranking_redundant",
-            "This knowledge base already searches with the e5 model that precise ranking adds; "
-            "precise ranking is for knowledge bases on another embedding model.",
+            "Precise ranking re-ranks with the e5 model, so it adds nothing to a knowledge base that "
+            "searches with e5. Turn precise ranking off, or choose another embedding model.",
         )
     return bool(changes.get("precise_ranking")) and not knowledge_base.precise_ranking
 

@@ -114,10 +114,27 @@ def test_precise_ranking_is_refused_for_an_e5_knowledge_base_and_scoped_to_the_o
     ).json()
     response = client.patch(f"/api/v1/knowledge-bases/{e5_kb['id']}/", {"precise_ranking": True}, format="json")
     assert response.status_code == 400
-    assert "already searches with the e5 model" in response.content.decode()
+    assert "adds nothing to a knowledge base that searches with e5" in response.content.decode()
     assert KnowledgeBase.objects.get(pk=e5_kb["id"]).precise_ranking is False
 
+    # The other way round: a knowledge base with precise ranking cannot switch to e5 either, and
+    # nothing of the request is applied.
     kb = client.post("/api/v1/knowledge-bases/", {"name": "English"}, format="json").json()
+    KnowledgeBase.objects.filter(pk=kb["id"]).update(precise_ranking=True)
+    response = client.patch(
+        f"/api/v1/knowledge-bases/{kb['id']}/", {"name": "Renamed", "embedding_model": "local/e5"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "Turn precise ranking off" in response.content.decode()
+    unchanged = KnowledgeBase.objects.get(pk=kb["id"])
+    assert (unchanged.name, unchanged.embedding_model, unchanged.reembed_model) == ("English", "local/minilm", "")
+    switched = client.patch(
+        f"/api/v1/knowledge-bases/{kb['id']}/", {"precise_ranking": False, "embedding_model": "local/e5"}, format="json"
+    )
+    assert switched.status_code == 202, switched.content  # accepted: re-embedding in the background
+    assert KnowledgeBase.objects.get(pk=kb["id"]).reembed_model == "local/e5"
+    KnowledgeBase.objects.filter(pk=kb["id"]).update(precise_ranking=False, reembed_model="")
+
     stranger = api_client_for(make_org("Stranger"))
     response = stranger.patch(f"/api/v1/knowledge-bases/{kb['id']}/", {"precise_ranking": True}, format="json")
     assert response.status_code == 404
