@@ -110,26 +110,10 @@ def default_threads() -> int:
 
     `sched_getaffinity` rather than `os.cpu_count()` where available, because it honours
     taskset/cpuset limits (containers pinned to fewer cores than the host has). Several embedding
-    processes on one machine want a share each, or threads fight over the cores: the worker sets
-    it for its pool processes (`share_cpus_between`).
+    processes on one machine (a worker's pool) may each use every CPU: their threads do not spin
+    (see `LocalEmbedder`), so they share the cores instead of fighting over them.
     """
     return count_from_env(THREADS_ENV)
-
-
-def share_cpus_between(processes: int) -> int:
-    """Give each of `processes` embedding processes on this machine its share of the CPUs.
-
-    Sets `GROUNDWORK_EMBED_THREADS` to CPUs // processes (at least 1) unless it is set already,
-    for processes forked after this call (a Celery worker's pool); returns the thread count.
-    Left at the CPU count, two pool processes on 2 cores ran four spinning onnxruntime threads:
-    ingestion CPU was 1.34x the raw parse + embed of the same PDFs, and 0.98x with 1 thread
-    each, 18 % faster in wall time too (bench/ingest.py, 5 largest shared PDFs).
-    """
-    if os.environ.get(THREADS_ENV, "").strip():
-        return default_threads()
-    threads = max(1, default_threads() // max(1, processes))
-    os.environ[THREADS_ENV] = str(threads)
-    return threads
 
 
 def count_from_env(name: str) -> int:
@@ -205,6 +189,11 @@ class LocalEmbedder:
         options.intra_op_num_threads = self.threads
         # One model, one operator at a time: inter-op parallelism would only add threads.
         options.inter_op_num_threads = 1
+        # Idle threads sleep instead of spinning. Two worker pool processes on 2 cores, each with
+        # 2 spinning threads, spent 1.34x the raw CPU on ingestion; without spinning 1.13x, with
+        # 1 thread each 0.98x but a lone 80-page PDF then took 44.7 s to READY against 35.1 s
+        # (bench/ingest.py). A single process embeds as fast either way.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only; the optimiser's notices are noise in worker logs

@@ -16,7 +16,6 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from inference.embedder import share_cpus_between
 from kb.exceptions import DatabaseUnavailable, TransientEmbeddingError
 from kb.pipeline import memory, ranking, recover, reembed, run, warm
 from kb.websites import sync as website_sync
@@ -137,14 +136,9 @@ def enqueue_ranking_fill(knowledge_base_id: int) -> None:
 
 
 @worker_init.connect
-def _tune_allocator(sender: Any = None, **_: Any) -> None:
-    """In the worker's main process, before the pool forks: see `kb.pipeline.memory`; and the
-    CPUs shared out between the pool processes' embedders (`share_cpus_between`)."""
+def _tune_allocator(**_: Any) -> None:
+    """In the worker's main process, before the pool forks: see `kb.pipeline.memory`."""
     memory.configure_allocator(arena_max=settings.GROUNDWORK_WORKER_MALLOC_ARENAS)
-    pool_processes = getattr(sender, "concurrency", None)
-    if isinstance(pool_processes, int) and pool_processes > 0:
-        threads = share_cpus_between(pool_processes)
-        logger.info("%s pool process(es), %s embedding thread(s) each", pool_processes, threads)
 
 
 @worker_process_init.connect
