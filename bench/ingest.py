@@ -310,6 +310,10 @@ def tree_cpu_s(pid: int) -> float:
 class MemorySample:
     pss_mb: float  # the whole tree, proportional: shared pages counted once
     child_rss_mb: dict[int, float]  # pool process pid -> RSS (what Celery's max-memory check reads)
+    # pid -> PSS: RSS counts every page a forked parse child shares with its warm parent (~0.8 GB)
+    # in full; PSS splits shared pages between the processes that map them, so it sums to what
+    # the machine holds.
+    child_pss_mb: dict[int, float] = field(default_factory=dict)
 
 
 def sample_memory(pid: int) -> MemorySample:
@@ -322,13 +326,15 @@ def sample_memory(pid: int) -> MemorySample:
         return MemorySample(0.0, {})
     pss = 0
     rss: dict[int, float] = {}
+    child_pss: dict[int, float] = {}
     for proc in [parent, *children]:
         with contextlib.suppress(psutil.Error, AttributeError):
             info = proc.memory_full_info()
             pss += info.pss
             if proc.pid != pid:
                 rss[proc.pid] = info.rss / 2**20
-    return MemorySample(pss / 2**20, rss)
+                child_pss[proc.pid] = info.pss / 2**20
+    return MemorySample(pss / 2**20, rss, child_pss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +368,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
     by_id = {run.version_id: run for run in runs}
     peak_pss = 0.0
     child_peak_rss: dict[int, float] = {}
+    child_peak_pss: dict[int, float] = {}
     next_memory_sample = 0.0
     deadline = time.monotonic() + timeout
     while True:
@@ -379,6 +386,8 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
             peak_pss = max(peak_pss, memory.pss_mb)
             for child, rss in memory.child_rss_mb.items():
                 child_peak_rss[child] = max(rss, child_peak_rss.get(child, 0.0))
+            for child, child_pss in memory.child_pss_mb.items():
+                child_peak_pss[child] = max(child_pss, child_peak_pss.get(child, 0.0))
             next_memory_sample = time.monotonic() + 1.0
         if not pending:
             break
@@ -412,6 +421,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
         # replaced (memory limit, crash, or killed for not starting in time).
         "pool_processes_seen": len(child_peak_rss),
         "pool_process_peak_rss_mb": sorted((round(v) for v in child_peak_rss.values()), reverse=True),
+        "pool_process_peak_pss_mb": sorted((round(v) for v in child_peak_pss.values()), reverse=True),
         "finished": timezone.now().isoformat(),
     }
 
@@ -516,7 +526,8 @@ def print_table(runs: list[DocRun], totals: dict[str, Any]) -> None:
     print(
         f"worker start-up {t['worker_ping_s']:.1f} s to ping, {t['worker_warm_s']:.1f} s to a warm pool; "
         f"peak worker memory {t['worker_peak_pss_mb']:.0f} MB (PSS, all processes); "
-        f"{t['pool_processes_seen']} pool process(es) seen, peak RSS each {t['pool_process_peak_rss_mb']} MB; "
+        f"{t['pool_processes_seen']} pool process(es) seen, peak RSS each {t['pool_process_peak_rss_mb']} MB, "
+        f"PSS each {t['pool_process_peak_pss_mb']} MB; "
         f"load average {t['load_start']} → {t['load_end']}"
     )
     if any(run.pages is None and run.pages_from_chunks for run in runs):
@@ -563,6 +574,7 @@ def totals_of(runs: list[DocRun], pipeline: dict[str, Any], concurrency: int) ->
         "worker_peak_pss_mb": round(pipeline["worker_peak_pss_mb"], 1),
         "pool_processes_seen": pipeline["pool_processes_seen"],
         "pool_process_peak_rss_mb": pipeline["pool_process_peak_rss_mb"],
+        "pool_process_peak_pss_mb": pipeline.get("pool_process_peak_pss_mb", []),
     }
 
 
