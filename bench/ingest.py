@@ -574,7 +574,7 @@ def totals_of(runs: list[DocRun], pipeline: dict[str, Any], concurrency: int) ->
         "worker_peak_pss_mb": round(pipeline["worker_peak_pss_mb"], 1),
         "pool_processes_seen": pipeline["pool_processes_seen"],
         "pool_process_peak_rss_mb": pipeline["pool_process_peak_rss_mb"],
-        "pool_process_peak_pss_mb": pipeline.get("pool_process_peak_pss_mb", []),
+        "pool_process_peak_pss_mb": pipeline["pool_process_peak_pss_mb"],
     }
 
 
