@@ -202,3 +202,68 @@ def test_documents_parsed_in_children_from_several_threads_at_once_all_succeed(
         worker.join()
     assert failures == []
     assert sorted(results) == sorted(f"{t}-{r}.pdf" for t in range(threads) for r in range(rounds))
+
+
+def test_no_child_is_forked_while_another_thread_parses_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test worker (`--pool threads`) parses small text in process on one thread while another
+    forks parse children. A fork while spaCy's matrix library (blis) was initialising on another
+    thread copied its lock held, and the child hung forever in its first spaCy call (the suite
+    crawled: every later worker test waited a minute for the stuck task; reproduced outside the
+    suite in 2 of 200 forks). Forks now wait for in-process parses and warm-ups to finish."""
+    from kb.pipeline.parse import isolated
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The warranty lasts two years.")
+    inside, release = threading.Event(), threading.Event()
+    real_parse_other = parsing._parse_other
+
+    def slow_parse_other(path: Path, kind: str) -> ParsedDocument:
+        inside.set()
+        release.wait(30)
+        return real_parse_other(path, kind)
+
+    monkeypatch.setattr(parsing, "_parse_other", slow_parse_other)
+    in_process = threading.Thread(target=parse_document, args=(notes,), kwargs={"filename": notes.name})
+    in_process.start()
+    assert inside.wait(30)
+    forked = threading.Event()
+
+    def fork_a_child() -> None:
+        isolated.start_in_child(os.getpid, label="probe").result()
+        forked.set()
+
+    forking = threading.Thread(target=fork_a_child)
+    forking.start()
+    try:
+        assert not forked.wait(1.0), "a child was forked in the middle of an in-process parse"
+    finally:
+        release.set()
+        in_process.join()
+        forking.join()
+    assert forked.is_set()
+
+
+def test_a_child_stuck_beyond_its_own_limit_is_killed_and_the_document_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kb.pipeline.parse import isolated
+
+    pid_file = tmp_path / "child.pid"
+
+    def stuck(path: Path, **_: Any) -> ParsedDocument:
+        pid_file.write_text(str(os.getpid()))
+        # Where no signal handler runs: a C call waiting on a lock forever.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGVTALRM})
+        time.sleep(120)
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(parsing, "parse_document", stuck)
+    monkeypatch.setattr(isolated, "_CHILD_GRACE_S", 0.5)
+    with pytest.raises(ParseError) as failure:
+        parse_document_in_child(_write_pdf(tmp_path), filename="handbook.pdf", max_pages=50, timeout_s=1.0)
+    assert failure.value.code == "timeout"
+    assert "longer than the limit" in failure.value.message
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(int(pid_file.read_text()), 0)

@@ -42,6 +42,7 @@ from kb.pipeline.parse.common import (
     _items_from_elements,
 )
 from kb.pipeline.parse.detect import _unsupported, detect_file_type
+from kb.pipeline.parse.locks import PARSER_LOCK
 from kb.pipeline.parse.ocr import ocr_available, ocr_image
 from kb.pipeline.parse.office import _check_zip_container
 from kb.pipeline.parse.partition import _partition
@@ -104,7 +105,8 @@ def parse_document(
     if kind not in FILE_TYPES:
         raise _unsupported(f"of type {kind!r}")
 
-    with _deadline(timeout_s):
+    # No fork from another thread while this process parses (kb.pipeline.parse.locks).
+    with PARSER_LOCK, _deadline(timeout_s):
         if kind in ZIP_TYPES:
             _check_zip_container(path, kind, max_pages=max_pages)
         _configure_unstructured()

@@ -28,25 +28,27 @@ import functools
 import logging
 import os
 import pickle
+import selectors
 import signal
 import sys
-import threading
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kb.pipeline.memory import glibc
 from kb.pipeline.parse.common import ParsedDocument, ParseError
+from kb.pipeline.parse.locks import PARSER_LOCK
 
 logger = logging.getLogger(__name__)
 
 # prctl(2) option: the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
-# One fork at a time per process: filelock (imported by unstructured's dependencies) refuses an
-# `os.fork` while another thread of the process is inside its own fork, and a worker with a thread
-# pool forks from several threads.
-_FORK_LOCK = threading.Lock()
+
+# How long after its own time limit a silent parse child is killed from outside.
+_CHILD_GRACE_S = 30.0
 
 CRASH_MESSAGE = (
     "The file reader stopped unexpectedly on this file (it crashed or ran out of memory). "
@@ -59,7 +61,9 @@ def child_parsing_available() -> bool:
     return hasattr(os, "fork")
 
 
-def parse_document_in_child(path: Path, *, filename: str, max_pages: int, timeout_s: float | None) -> ParsedDocument:
+def parse_document_in_child(
+    path: Path, *, filename: str, max_pages: int, timeout_s: float | None
+) -> ParsedDocument:
     """`parse_document(path, ...)` run in a forked child; the same result or the same `ParseError`.
 
     A child that dies without answering becomes `ParseError("parser_crashed")`; an unexpected
@@ -68,22 +72,82 @@ def parse_document_in_child(path: Path, *, filename: str, max_pages: int, timeou
     child is killed first.
     """
     _warm_parent()
+    child = start_in_child(
+        _parse_document,
+        path,
+        label=filename,
+        filename=filename,
+        max_pages=max_pages,
+        timeout_s=timeout_s,
+    )
+    # The child stops itself at `timeout_s` with a readable reason; this is for a child that cannot.
+    document: ParsedDocument = child.result(None if timeout_s is None else timeout_s + _CHILD_GRACE_S)
+    return document
+
+
+def _parse_document(path: Path, **kwargs: Any) -> ParsedDocument:
+    # Looked up when called, in the child: the tests replace it on the package.
+    from kb.pipeline.parse import parse_document
+
+    return parse_document(path, **kwargs)
+
+
+class ChildCall:
+    """A function running in a forked child (`start_in_child`); `result()` waits for its answer."""
+
+    def __init__(self, pid: int, read_end: int, label: str) -> None:
+        self.pid = pid
+        self.label = label
+        self._read_end = read_end
+        self._done = False
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """The function's return value, or its `ParseError` raised here (see `parse_document_in_child`).
+
+        After `timeout_s` without an answer the child is killed and `ParseError("timeout")` raised:
+        the last guard against a child stuck where its own time limit cannot reach (a C call
+        waiting on a lock forever runs no signal handler).
+        """
+        self._done = True
+        try:
+            payload = _read_all(self._read_end, timeout_s)
+        finally:
+            status = _reap(self.pid)
+        if payload is None:
+            logger.warning("Parsing %r: no answer from the child process in %.0f s; killed it", self.label, timeout_s)
+            raise ParseError(
+                "timeout",
+                f"Reading this file took longer than the limit of {timeout_s:.0f} seconds. "
+                "Try splitting it into smaller files.",
+            )
+        return _result(payload, status, label=self.label)
+
+    def stop(self) -> None:
+        """Kill the child if nobody collected its result (the caller failed or gave up first)."""
+        if self._done:
+            return
+        self._done = True
+        os.close(self._read_end)
+        _reap(self.pid)
+
+
+def start_in_child(function: Callable[..., Any], *args: Any, label: str, **kwargs: Any) -> ChildCall:
+    """Run `function(*args, **kwargs)` in a child forked now; it must return something picklable.
+
+    The child inherits everything this process has loaded, touches neither the database nor the
+    broker, and dies with this process. `label` names the work in failure messages and logs.
+    """
     # The parent closes its write end before another thread forks: a sibling child holding a copy
-    # would keep this pipe open, and the read below would wait for that child too.
-    with _FORK_LOCK:
+    # would keep this pipe open, and the read in `result()` would wait for that child too.
+    with PARSER_LOCK:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid != 0:
             os.close(write_end)
     if pid == 0:  # the child: never returns
         os.close(read_end)
-        _child_main(write_end, path, filename=filename, max_pages=max_pages, timeout_s=timeout_s)
-    try:
-        with os.fdopen(read_end, "rb") as pipe:
-            payload = pipe.read()
-    finally:
-        status = _reap(pid)
-    return _result(payload, status, filename=filename)
+        _child_main(write_end, function, args, kwargs)
+    return ChildCall(pid, read_end, label)
 
 
 @functools.cache
@@ -96,19 +160,16 @@ def _warm_parent() -> None:
     warm_up()
 
 
-def _child_main(write_end: int, path: Path, *, filename: str, max_pages: int, timeout_s: float | None) -> None:
+def _child_main(write_end: int, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     exit_code = 0
     try:
         _die_with_parent()
         # The parent's handlers (Celery's soft time limit, shutdown) must not run here.
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        from kb.pipeline.parse import parse_document
-
         outcome: tuple[Any, ...]
         try:
-            document = parse_document(path, filename=filename, max_pages=max_pages, timeout_s=timeout_s)
-            outcome = ("ok", document)
+            outcome = ("ok", function(*args, **kwargs))
         except ParseError as exc:
             outcome = ("parse_error", exc.code, exc.message, exc.detail)
         except BaseException as exc:  # everything else reaches the parent as text
@@ -125,6 +186,28 @@ def _child_main(write_end: int, path: Path, *, filename: str, max_pages: int, ti
         with contextlib.suppress(BaseException):
             sys.stderr.flush()
         os._exit(exit_code)
+
+
+def _read_all(fd: int, timeout_s: float | None) -> bytes | None:
+    """Everything written to the pipe until the child closes it; None if `timeout_s` passes first.
+    Closes `fd` either way."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+                if not selector.select(wait):
+                    continue
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _die_with_parent() -> None:
@@ -148,22 +231,21 @@ def _reap(pid: int) -> int:
     return 0
 
 
-def _result(payload: bytes, status: int, *, filename: str) -> ParsedDocument:
+def _result(payload: bytes, status: int, *, label: str) -> Any:
     if not payload:
         how = (
             f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
             if os.WIFSIGNALED(status)
             else f"exit status {os.waitstatus_to_exitcode(status)}"
         )
-        logger.warning("Parsing %r: the child process ended without an answer (%s)", filename, how)
+        logger.warning("Parsing %r: the child process ended without an answer (%s)", label, how)
         raise ParseError("parser_crashed", CRASH_MESSAGE, detail=how)
     outcome = pickle.loads(payload)  # noqa: S301 - written by our own forked child into our own pipe
     kind = outcome[0]
     if kind == "ok":
-        document: ParsedDocument = outcome[1]
-        return document
+        return outcome[1]
     if kind == "parse_error":
         _, code, message, detail = outcome
         raise ParseError(code, message, detail=detail)
     _, summary, child_traceback = outcome
-    raise RuntimeError(f"Parsing {filename!r} failed in the child process: {summary}\n{child_traceback}")
+    raise RuntimeError(f"Parsing {label!r} failed in the child process: {summary}\n{child_traceback}")

@@ -17,6 +17,7 @@ import tempfile
 import threading
 from typing import Any, Final
 
+from kb.pipeline.parse.locks import PARSER_LOCK
 from kb.pipeline.parse.partition import _PARTITION_MODULES
 
 # Must happen before anything imports `unstructured` (nothing imported above does): its import
@@ -126,6 +127,11 @@ def warm_up() -> None:
 def warm_up_text() -> None:
     """What a plain-text file needs: the tokenizer, spaCy and `partition_text`, exercised once on a
     file (reading one imports the encoding and file-type detection a string does not)."""
+    with PARSER_LOCK:  # it runs spaCy: no fork meanwhile (kb.pipeline.parse.locks)
+        _warm_up_text()
+
+
+def _warm_up_text() -> None:
     _configure_unstructured()
     from unstructured.nlp import tokenize
     from unstructured.partition.text import partition_text
@@ -139,10 +145,11 @@ def warm_up_text() -> None:
 
 def warm_up_formats() -> None:
     """Every other format's partitioner, and the PDF patches."""
-    _configure_unstructured()
-    _configure_pdf()
-    for module in _PARTITION_MODULES.values():
-        __import__(module[0], fromlist=[module[1]])
+    with PARSER_LOCK:  # imports a fork must not copy half-done (kb.pipeline.parse.locks)
+        _configure_unstructured()
+        _configure_pdf()
+        for module in _PARTITION_MODULES.values():
+            __import__(module[0], fromlist=[module[1]])
 
 
 class _PdfState(threading.local):
