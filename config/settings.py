@@ -360,6 +360,13 @@ GROUNDWORK_INGEST_TIME_LIMIT = env_int("GROUNDWORK_INGEST_TIME_LIMIT", 900, mini
 # Parse each document in a child process forked for it (kb.pipeline.parse.isolated): the parser's
 # memory leaves with the child and a parser crash fails only that document. Off: in the worker.
 GROUNDWORK_PARSE_IN_CHILD = env_bool("GROUNDWORK_PARSE_IN_CHILD", True)
+# Processes that read one long PDF at once, each a range of its pages (kb.pipeline.parse.pdf_ranges;
+# only with the parse in a child). pdfminer is single-threaded: one process left a core idle.
+GROUNDWORK_PARSE_PROCESSES = env_int(
+    "GROUNDWORK_PARSE_PROCESSES",
+    min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
+    minimum=1,
+)
 GROUNDWORK_STUCK_AFTER_SECONDS = env_int("GROUNDWORK_STUCK_AFTER_SECONDS", 1800, minimum=60)
 GROUNDWORK_MAX_ATTEMPTS = env_int("GROUNDWORK_MAX_ATTEMPTS", 3, minimum=1)
 # An ingest that hits a transient error (model rate limit or timeout, the database restarted

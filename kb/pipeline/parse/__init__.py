@@ -85,13 +85,16 @@ def parse_document(
     max_pages: int = DEFAULT_MAX_PAGES,
     timeout_s: float | None = None,
     file_type: str | None = None,
+    processes: int = 1,
 ) -> ParsedDocument:
     """Parse the file at `path` (uploaded as `filename`) into elements, or raise `ParseError`.
 
     `max_pages` bounds PDFs (pypdf page count) and presentations (slide count) before any heavy
     work. `timeout_s` is a hint enforced with SIGALRM when called from the main thread (Celery's
     prefork children are); elsewhere only the caller's own limits apply. `file_type` skips
-    detection when the caller already knows it. Always uses `strategy="fast"` for PDFs.
+    detection when the caller already knows it. Always uses `strategy="fast"` for PDFs. `processes`
+    above 1 lets a long PDF be read in that many page ranges at once, each but the first in a child
+    forked for it (`kb.pipeline.parse.pdf`).
     """
     try:
         size = path.stat().st_size
@@ -112,7 +115,7 @@ def parse_document(
         _configure_unstructured()
         if kind == "pdf":
             _configure_pdf()
-            return _parse_pdf(path, max_pages=max_pages)
+            return _parse_pdf(path, max_pages=max_pages, processes=processes)
         if kind in IMAGE_TYPES:
             return _parse_image(path, kind)
         return _parse_other(path, kind)

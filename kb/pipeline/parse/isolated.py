@@ -15,7 +15,8 @@ segfault in a C extension, the kernel's out-of-memory killer) took the pool proc
 warm-up, not seconds of imports (measured, same box, 5 largest shared PDFs: +2 % worker CPU over
 parsing in place; peak RSS per process 1,252 MB against 1,376 MB in place). The child touches
 neither the database nor the broker, and leaves with `os._exit`, so the connections it inherited
-are not closed under the parent. It runs only the pure-Python `parse_document`.
+are not closed under the parent. It runs only pure-Python parsing: `parse_document`, and (through
+`start_in_child`) the page ranges of a long PDF that `kb.pipeline.parse.pdf_ranges` reads at once.
 
 The result comes back pickled through a pipe. A `ParseError` is sent as its fields (its
 constructor takes keyword arguments that `Exception`'s pickling would lose).
@@ -62,7 +63,7 @@ def child_parsing_available() -> bool:
 
 
 def parse_document_in_child(
-    path: Path, *, filename: str, max_pages: int, timeout_s: float | None
+    path: Path, *, filename: str, max_pages: int, timeout_s: float | None, processes: int = 1
 ) -> ParsedDocument:
     """`parse_document(path, ...)` run in a forked child; the same result or the same `ParseError`.
 
@@ -79,6 +80,7 @@ def parse_document_in_child(
         filename=filename,
         max_pages=max_pages,
         timeout_s=timeout_s,
+        processes=processes,
     )
     # The child stops itself at `timeout_s` with a readable reason; this is for a child that cannot.
     document: ParsedDocument = child.result(None if timeout_s is None else timeout_s + _CHILD_GRACE_S)

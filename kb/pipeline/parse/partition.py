@@ -34,8 +34,9 @@ _PARTITION_MODULES: Final = {
 }
 
 
-def _partition(kind: str, path: Path) -> list[Element]:
-    """Run the unstructured partitioner for `kind`; any failure becomes `ParseError("corrupt")`."""
+def _partition(kind: str, path: Path, *, first_page: int = 1) -> list[Element]:
+    """Run the unstructured partitioner for `kind`; any failure becomes `ParseError("corrupt")`.
+    `first_page`: the number of a PDF's first page (a page range cut from a longer file)."""
     if kind == "csv":
         return _partition_csv(path)
     module_name, function_name = _PARTITION_MODULES[kind]
@@ -43,7 +44,9 @@ def _partition(kind: str, path: Path) -> list[Element]:
     partition: Callable[..., list[Element]] = getattr(module, function_name)
     kwargs: dict[str, Any] = {"filename": str(path)}
     if kind == "pdf":
-        kwargs.update(strategy="fast", infer_table_structure=False, include_page_breaks=False)
+        kwargs.update(
+            strategy="fast", infer_table_structure=False, include_page_breaks=False, starting_page_number=first_page
+        )
     if kind == "eml":
         kwargs.update(process_attachments=False)
     try:

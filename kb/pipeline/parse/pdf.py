@@ -31,6 +31,7 @@ from kb.pipeline.parse.common import (
 )
 from kb.pipeline.parse.ocr import ocr_available, ocr_pdf_pages, pdf_pages_with_images
 from kb.pipeline.parse.partition import _TIME_LIMIT_ERRORS, _partition
+from kb.pipeline.parse.pdf_ranges import partition_in_ranges
 from kb.pipeline.parse.sections import _finish
 from kb.pipeline.parse.setup import _pdf_state
 
@@ -55,18 +56,12 @@ class _PdfInfo:
     scanned: bool = False  # no page declares a font: only OCR can find text
 
 
-def _parse_pdf(path: Path, *, max_pages: int) -> ParsedDocument:
+def _parse_pdf(path: Path, *, max_pages: int, processes: int = 1) -> ParsedDocument:
     with path.open("rb") as handle:
         info = _pdf_precheck(handle, max_pages=max_pages)
         if info.scanned and info.page_count:
             return _finish("pdf", _ocr_or_fail(path, list(range(1, info.page_count + 1))), info.page_count, [])
-        _pdf_state.error = None
-        _pdf_state.too_complex = False
-        raw = _partition("pdf", path)
-        error = _pdf_state.error
-        if error is not None and type(error).__name__ in _TIME_LIMIT_ERRORS:
-            raise error  # Celery's soft limit, swallowed by unstructured: let the task see it
-        items = _items_from_elements(raw, "pdf")
+        items = _partition_pdf(path, info, processes=processes)
         warnings: list[str] = []
         items = _repair_pdf_pages(items, info, warnings)
         if items:
@@ -78,6 +73,22 @@ def _parse_pdf(path: Path, *, max_pages: int) -> ParsedDocument:
                 "headings and layout may be missing."
             )
         return _finish("pdf", items, info.page_count, warnings)
+
+
+def _partition_pdf(path: Path, info: _PdfInfo, *, processes: int) -> list[_Item]:
+    """unstructured's items for the whole file: in page ranges at once when it is long enough and
+    more than one process may read it (`pdf_ranges`), else in one piece."""
+    if processes > 1 and info.page_count and info.reader is not None and not info.reader.is_encrypted:
+        items = partition_in_ranges(path, page_count=info.page_count, processes=processes)
+        if items is not None:
+            return items
+    _pdf_state.error = None
+    _pdf_state.too_complex = False
+    raw = _partition("pdf", path)
+    error = _pdf_state.error
+    if error is not None and type(error).__name__ in _TIME_LIMIT_ERRORS:
+        raise error  # Celery's soft limit, swallowed by unstructured: let the task see it
+    return _items_from_elements(raw, "pdf")
 
 
 def _pdf_precheck(handle: io.BufferedReader, *, max_pages: int) -> _PdfInfo:

@@ -60,6 +60,8 @@ def _parse_file(path: Path, *, filename: str) -> Parsed:
             max_pages=settings.GROUNDWORK_MAX_PAGES,
             # Below Celery's soft limit, so the parser stops with its own readable reason.
             timeout_s=max(10.0, settings.GROUNDWORK_INGEST_TIME_LIMIT - 30.0),
+            # Page ranges fork from the parse child; the worker's own process never forks them.
+            processes=settings.GROUNDWORK_PARSE_PROCESSES if in_child else 1,
         )
     except parsers.ParseError as exc:
         raise ParseFailure(exc.code, exc.message) from exc
