@@ -87,8 +87,9 @@ def test_hybrid_retrieval_beats_each_single_method_on_real_questions(squad_bot, 
     knowledge_base_update(knowledge_base=kb, changes={"precise_ranking": True})
     wait_for(lambda: not Chunk.objects.filter(knowledge_base=kb, ranking_embedding__isnull=True).exists(), timeout=180)
     call_command(
-        "chat_eval", "--bot", bot, "--org", org, "--questions", str(questions), "--no-answers", "--json", str(out)
-    )
+        "chat_eval", "--bot", bot, "--org", org, "--questions", str(questions), "--no-answers", "--modes", "hybrid",
+        "--json", str(out),
+    )  # fmt: skip
     precise = json.loads(out.read_text())["retrieval"]["hybrid"]
     assert precise["mrr"] > retrieval["hybrid"]["mrr"], (retrieval["hybrid"], precise)
     assert precise["recall@5"] >= retrieval["hybrid"]["recall@5"], (retrieval["hybrid"], precise)
