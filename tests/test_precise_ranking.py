@@ -4,16 +4,22 @@ fused top 20 with them, keeping the fused order whenever a candidate still lacks
 
 from __future__ import annotations
 
+import threading
+from io import BytesIO
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from accounts.models import Role
 from chat.models import Chatbot
 from chat.rag.retrieve import retrieve
+from kb import embedding as embedding_api
 from kb.models import Chunk, KnowledgeBase
+from kb.pipeline import ranking, run
 from kb.selectors import chunk_search
+from kb.services import document_upload, knowledge_base_create
 from tests.conftest import wait_for
 
 TEXTS = {
@@ -164,3 +170,92 @@ def test_the_page_turns_precise_ranking_on_for_editors_of_the_organisation_only(
         assert client.post(url, {}).status_code == expected
     kb.refresh_from_db()
     assert kb.precise_ranking is True
+
+
+def _ingested_kb(make_org: Any, names: list[str]) -> KnowledgeBase:
+    """A precise-ranking knowledge base whose chunks have no ranking vectors yet (ingested here,
+    without the worker, so no fill is queued)."""
+    kb = knowledge_base_create(organization=make_org(), name="Devices", created_by=None)
+    for name in names:
+        _ingest_text(kb, name)
+    KnowledgeBase.objects.filter(pk=kb.pk).update(precise_ranking=True)
+    return kb
+
+
+def _ingest_text(kb: KnowledgeBase, name: str) -> None:
+    uploaded = document_upload(
+        knowledge_base=kb,
+        upload=BytesIO(TEXTS[name].encode()),
+        filename=f"{name.lower()}.txt",
+        uploaded_by=None,
+        enqueue=False,
+    )
+    run.version_ingest(version_id=uploaded.version.pk)
+
+
+def _missing(kb: KnowledgeBase) -> int:
+    return Chunk.objects.filter(knowledge_base=kb, ranking_embedding__isnull=True).count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_fills_at_once_embed_each_chunk_once(make_org, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every finished document queues a fill; two running at once on two pool processes both
+    started from the lowest missing chunk and embedded the same batches with e5."""
+    kb = _ingested_kb(make_org, ["Battery", "Charging", "Warranty", "Screen"])
+    total = _missing(kb)
+    embedded_texts: list[str] = []
+    real_embed = embedding_api.embed_passages
+
+    def counting_embed(texts: list[str], *, model: str) -> Any:
+        embedded_texts.extend(texts)
+        return real_embed(texts, model=model)
+
+    monkeypatch.setattr(embedding_api, "embed_passages", counting_embed)
+    start = threading.Barrier(2)
+    counts: list[int] = []
+
+    def fill() -> None:
+        start.wait()
+        try:
+            counts.append(ranking.fill_ranking_vectors(knowledge_base_id=kb.pk))
+        finally:
+            connection.close()
+
+    fills = [threading.Thread(target=fill) for _ in range(2)]
+    for thread in fills:
+        thread.start()
+    for thread in fills:
+        thread.join()
+    assert total == 4
+    assert sorted(counts) == [0, total] and len(embedded_texts) == total
+    assert _missing(kb) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chunks_written_while_a_fill_finishes_get_their_vectors(make_org, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A document that goes live just as the running fill ends: its own fill finds the lock taken
+    and leaves, so the running one must look again after letting go."""
+    kb = _ingested_kb(make_org, ["Battery", "Charging"])
+    real_fill = ranking._fill
+    late_fill_counts: list[int] = []
+
+    def fill_then_a_document_arrives(knowledge_base_id: int) -> int:
+        embedded = real_fill(knowledge_base_id)
+        if not late_fill_counts:  # the first pass only: its last look found nothing missing
+            _ingest_text(kb, "Returns")
+
+            def late_fill() -> None:
+                try:
+                    late_fill_counts.append(ranking.fill_ranking_vectors(knowledge_base_id=kb.pk))
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=late_fill)
+            thread.start()
+            thread.join()
+        return embedded
+
+    monkeypatch.setattr(ranking, "_fill", fill_then_a_document_arrives)
+    assert ranking.fill_ranking_vectors(knowledge_base_id=kb.pk) == 3
+    assert late_fill_counts == [0]  # it left: the lock was held
+    assert _missing(kb) == 0

@@ -8,9 +8,12 @@ is missing, so two runs at once waste work, never break.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 
 from kb import embedding as embedding_api
 from kb.models import Chunk, DocumentVersion, KnowledgeBase
@@ -49,9 +52,51 @@ def knowledge_base_needing_vectors(*, version_id: int) -> int | None:
 def fill_ranking_vectors(*, knowledge_base_id: int) -> int:
     """Give every chunk of the knowledge base its ranking vector; returns how many were embedded.
 
+    One fill per knowledge base at a time: every finished document queues one, and two running at
+    once both started from the lowest missing id and embedded the same batches (up to twice the e5
+    CPU of a bulk upload). A fill that finds another running leaves at once; the running one looks
+    again for missing chunks after it lets go, so chunks written meanwhile are never left behind.
+
     Stops early when the knowledge base is deleted or turns precise ranking off. Raises
     `EmbeddingError` (or `TransientEmbeddingError`, worth a retry) when e5 cannot embed.
     """
+    embedded = 0
+    while True:
+        with _one_fill_at_a_time(knowledge_base_id) as ours:
+            if not ours:
+                return embedded
+            embedded += _fill(knowledge_base_id)
+        if not _vectors_missing(knowledge_base_id):
+            return embedded
+
+
+#: First key of the PostgreSQL advisory locks taken here (the second is the knowledge base id).
+_FILL_LOCK_NAMESPACE = 0x67726B31
+
+
+@contextlib.contextmanager
+def _one_fill_at_a_time(knowledge_base_id: int) -> Iterator[bool]:
+    """Whether this process holds the knowledge base's fill lock (a session-level advisory lock,
+    released here or when the worker's connection ends)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_FILL_LOCK_NAMESPACE, knowledge_base_id])
+        ours = bool(cursor.fetchone()[0])
+    try:
+        yield ours
+    finally:
+        if ours:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_FILL_LOCK_NAMESPACE, knowledge_base_id])
+
+
+def _vectors_missing(knowledge_base_id: int) -> bool:
+    kb = KnowledgeBase.objects.filter(pk=knowledge_base_id).first()
+    if kb is None or not uses_precise_ranking([kb]):
+        return False
+    return Chunk.objects.filter(knowledge_base=kb, ranking_embedding__isnull=True).exists()
+
+
+def _fill(knowledge_base_id: int) -> int:
     batch_size = settings.GROUNDWORK_EMBED_BATCH_SIZE
     embedded = 0
     # One pass in id order (keyset, so a large knowledge base is read once, not once per batch);
