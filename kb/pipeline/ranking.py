@@ -3,7 +3,7 @@
 Runs in the background after a document goes live (it is answerable at once, with the fused order)
 and when a knowledge base turns precise ranking on (kb.precise_ranking). A chunk whose exact text
 was already embedded in this knowledge base copies that vector. Idempotent: it only ever fills what
-is missing, so two runs at once waste work, never break.
+is missing, and one fill per knowledge base runs at a time (`fill_ranking_vectors`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from kb import embedding as embedding_api
 from kb.models import Chunk, DocumentVersion, KnowledgeBase
@@ -84,8 +84,9 @@ def _one_fill_at_a_time(knowledge_base_id: int) -> Iterator[bool]:
     try:
         yield ours
     finally:
+        # A lost connection took the lock with it; its error must not hide the one that ended the fill.
         if ours:
-            with connection.cursor() as cursor:
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_FILL_LOCK_NAMESPACE, knowledge_base_id])
 
 
