@@ -90,9 +90,11 @@ DB_POOL_TIMEOUT = env_float("GROUNDWORK_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 env_int("GROUNDWORK_LOCAL_ANSWER_SLOTS", 1, minimum=1)
 # The same count bounds whole offline answers per web process (chat.answer_turns): more CPU-bound
 # answers at once than CPUs only slow each other down and starve the short requests around them.
+# CPUs this process may run on (a container's CPU set, not the host's count).
+_USABLE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 GROUNDWORK_LOCAL_ANSWERS_AT_ONCE = env_int(
     "GROUNDWORK_LOCAL_ANSWER_SLOTS",
-    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+    _USABLE_CPUS,
     minimum=1,
 )
 # Requests running their middleware and view at once per web process (config.lanes); the others
@@ -364,7 +366,7 @@ GROUNDWORK_PARSE_IN_CHILD = env_bool("GROUNDWORK_PARSE_IN_CHILD", True)
 # only with the parse in a child). pdfminer is single-threaded: one process left a core idle.
 GROUNDWORK_PARSE_PROCESSES = env_int(
     "GROUNDWORK_PARSE_PROCESSES",
-    min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
+    min(4, _USABLE_CPUS),
     minimum=1,
 )
 GROUNDWORK_STUCK_AFTER_SECONDS = env_int("GROUNDWORK_STUCK_AFTER_SECONDS", 1800, minimum=60)
