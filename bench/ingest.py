@@ -306,6 +306,39 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def cpu_by_process(pid: int) -> dict[int, tuple[int, float, float]]:
+    """pid -> (generation under the worker, user s, system s) of every live process of the tree."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        procs = [parent, *parent.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    parent_of: dict[int, int] = {}
+    times: dict[int, Any] = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            parent_of[proc.pid] = proc.ppid()
+            times[proc.pid] = proc.cpu_times()
+    return {p: (_depth(p, pid, parent_of), t.user, t.system) for p, t in times.items()}
+
+
+def cpu_by_role(
+    before: dict[int, tuple[int, float, float]], last: dict[int, tuple[int, float, float]]
+) -> dict[str, dict[str, float]]:
+    """User and system CPU seconds per role from the last sample of each process (a process that
+    ended between two samples loses at most one poll interval of its time)."""
+    roles: dict[str, dict[str, float]] = {}
+    for pid, (depth, user, system) in last.items():
+        _, user0, system0 = before.get(pid, (depth, 0.0, 0.0))
+        name = _ROLES.get(depth, "worker_main" if depth == 0 else "other")
+        role = roles.setdefault(name, {"user": 0.0, "system": 0.0})
+        role["user"] = round(role["user"] + user - user0, 1)
+        role["system"] = round(role["system"] + system - system0, 1)
+    return dict(sorted(roles.items()))
+
+
 @dataclass
 class MemorySample:
     pss_mb: float  # the whole tree, proportional: shared pages counted once
@@ -364,6 +397,8 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
     kb = knowledge_base_create(organization=org, name=f"bench {datetime.now(UTC):%Y%m%d-%H%M%S}", created_by=None)
     runs: list[DocRun] = []
     cpu_before = tree_cpu_s(worker.pid)
+    cpu_seen_before = cpu_by_process(worker.pid)
+    cpu_seen = dict(cpu_seen_before)
     first_upload = time.time()
     for path in files:
         run = DocRun(file=str(path), size_bytes=path.stat().st_size, uploaded_at=time.time())
@@ -394,6 +429,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
                 run.embedding_seen_at = now
             if row["status"] not in terminal:
                 pending += 1
+        cpu_seen.update(cpu_by_process(worker.pid))
         if time.monotonic() >= next_memory_sample:  # reading smaps costs a few ms per process
             memory = sample_memory(worker.pid)
             peak_pss = max(peak_pss, memory.pss_mb)
@@ -438,6 +474,7 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
         "pool_process_peak_pss_mb": sorted((round(v) for v in child_peak_pss.values()), reverse=True),
         "peak_pss_mb_by_role": _peak_by_role(child_peak_pss, child_depth),
         "peak_rss_mb_by_role": _peak_by_role(child_peak_rss, child_depth),
+        "cpu_s_by_role": cpu_by_role(cpu_seen_before, cpu_seen),
         "finished": timezone.now().isoformat(),
     }
 
@@ -548,7 +585,7 @@ def print_table(runs: list[DocRun], totals: dict[str, Any]) -> None:
     print(
         f"ratio pipeline/raw: wall {_fmt(t['ratio_wall'], 2)} (total), {_fmt(t['ratio_busy'], 2)} "
         f"(sum of per-document claim→READY); CPU {t['worker_cpu_s']:.1f} s worker vs {t['raw_cpu_s']:.1f} s raw "
-        f"= {_fmt(t['ratio_cpu'], 2)}"
+        f"= {_fmt(t['ratio_cpu'], 2)}; by role {t['cpu_s_by_role']}"
     )
     print(
         f"worker start-up {t['worker_ping_s']:.1f} s to ping, {t['worker_warm_s']:.1f} s to a warm pool; "
@@ -604,6 +641,7 @@ def totals_of(runs: list[DocRun], pipeline: dict[str, Any], concurrency: int) ->
         "pool_process_peak_pss_mb": pipeline["pool_process_peak_pss_mb"],
         "peak_pss_mb_by_role": pipeline["peak_pss_mb_by_role"],
         "peak_rss_mb_by_role": pipeline["peak_rss_mb_by_role"],
+        "cpu_s_by_role": pipeline["cpu_s_by_role"],
     }
 
 

@@ -363,7 +363,8 @@ GROUNDWORK_INGEST_TIME_LIMIT = env_int("GROUNDWORK_INGEST_TIME_LIMIT", 900, mini
 # memory leaves with the child and a parser crash fails only that document. Off: in the worker.
 GROUNDWORK_PARSE_IN_CHILD = env_bool("GROUNDWORK_PARSE_IN_CHILD", True)
 # Processes that read one long PDF at once, each a range of its pages (kb.pipeline.parse.pdf_ranges;
-# only with the parse in a child). pdfminer is single-threaded: one process left a core idle.
+# only with the parse in a child). pdfminer is single-threaded: one process left a core idle. One fewer
+# per other document the worker node is busy with (kb.pipeline.parse.stage._range_processes).
 GROUNDWORK_PARSE_PROCESSES = env_int(
     "GROUNDWORK_PARSE_PROCESSES",
     min(4, _USABLE_CPUS),

@@ -147,3 +147,54 @@ def test_a_time_limit_ends_the_parse_child_and_every_range_process(
             break
         time.sleep(0.05)
     assert _gone(range_pid)
+
+
+def _report_pdf(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    pages = [[f"{name} chapter {page}", f"Sales in {name} rose {page} percent."] for page in range(1, PAGES + 1)]
+    path.write_bytes(simple_pdf(pages))
+    return path
+
+
+@pytest.mark.django_db
+def test_a_worker_busy_with_another_document_reads_a_long_pdf_in_one_piece(
+    make_org: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    from django.db.models import Max, Min
+
+    from kb.models import Chunk, DocumentStatus, DocumentVersion
+    from kb.pipeline import run
+    from kb.pipeline.parse import stage
+    from kb.services import document_upload, knowledge_base_create
+
+    settings.GROUNDWORK_PARSE_PROCESSES = 2
+    processes_used: list[int] = []
+    parse_in_child = stage.parse_document_in_child
+
+    def recording(path: Path, **kwargs: Any) -> Any:
+        processes_used.append(kwargs["processes"])
+        return parse_in_child(path, **kwargs)
+
+    monkeypatch.setattr(stage, "parse_document_in_child", recording)
+    kb = knowledge_base_create(organization=make_org(), name="Reports", created_by=None)
+
+    def ingest(name: str, *, worker: str) -> DocumentVersion:
+        path = _report_pdf(tmp_path, name)
+        with path.open("rb") as handle:
+            version = document_upload(knowledge_base=kb, upload=handle, filename=name, uploaded_by=None).version
+        run.version_ingest(version_id=version.pk, worker=worker)
+        return DocumentVersion.objects.get(pk=version.pk)
+
+    alone = ingest("north.pdf", worker="node-a")
+    # Another document is being parsed on this node: its core is taken.
+    busy = ingest("south.pdf", worker="node-a")
+    DocumentVersion.objects.filter(pk=busy.pk).update(status=DocumentStatus.EMBEDDING, claimed_by="node-a")
+    while_busy = ingest("east.pdf", worker="node-a")
+    # ...while a document on another machine takes none of this node's cores.
+    elsewhere = ingest("west.pdf", worker="node-b")
+
+    assert processes_used == [2, 2, 1, 2]
+    for version in (alone, while_busy, elsewhere):
+        assert version.status == DocumentStatus.READY
+        pages = Chunk.objects.filter(version=version).aggregate(first=Min("page_start"), last=Max("page_end"))
+        assert pages == {"first": 1, "last": PAGES}, "every page is read either way"

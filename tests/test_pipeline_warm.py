@@ -84,7 +84,7 @@ def test_a_small_text_file_is_parsed_while_the_other_parsers_still_load(
     path = tmp_path / "hours.txt"
     path.write_text("Opening hours\n\nThe shop opens at nine on weekdays.\n", encoding="utf-8")
 
-    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="hours.txt"))
+    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="hours.txt", processes=1))
     thread.join(HANG_GUARD_S)
 
     assert not half_warm.complete.is_set()
@@ -108,7 +108,7 @@ def test_a_pdf_waits_for_every_parser_before_its_child_is_forked(
     path = tmp_path / "handbook.pdf"
     path.write_bytes(simple_pdf([["Returns", "Unused items can be returned within 30 days."]]))
 
-    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="handbook.pdf"))
+    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="handbook.pdf", processes=1))
     half_warm.complete.set()  # the PDF stack has loaded
     thread.join(HANG_GUARD_S)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from kb.exceptions import ParseFailure
-from kb.models import SourceType
+from kb.models import DocumentStatus, DocumentVersion, SourceType
 from kb.pipeline import parse as parsers
 from kb.pipeline import warm
 from kb.pipeline.job import Job, Parsed, progress
@@ -29,7 +29,7 @@ def parse(job: Job) -> None:
     else:
         # A path on this machine: the file itself, or a temporary copy of the object-storage original.
         with local_copy(version.file) as path:
-            parsed = _parse_file(path, filename=version.original_filename)
+            parsed = _parse_file(path, filename=version.original_filename, processes=_range_processes(version))
     progress(
         version.pk,
         pages_total=parsed.page_count,
@@ -41,7 +41,25 @@ def parse(job: Job) -> None:
     job.parsed = parsed
 
 
-def _parse_file(path: Path, *, filename: str) -> Parsed:
+def _range_processes(version: DocumentVersion) -> int:
+    """Processes that may read this document's page ranges: the configured number less one per
+    other document this worker node is busy with. Each of those keeps a core busy already, and a
+    range read on a busy core only adds CPU: the 5 largest shared PDFs at concurrency 2 on 2 cores
+    spent 26 % more CPU than one whole read in ranges, 6 % more without, READY at the same time."""
+    configured: int = settings.GROUNDWORK_PARSE_PROCESSES
+    if configured <= 1:
+        return 1
+    busy = (
+        DocumentVersion.objects.filter(
+            claimed_by=version.claimed_by, status__in=(DocumentStatus.PARSING, DocumentStatus.EMBEDDING)
+        )
+        .exclude(pk=version.pk)
+        .count()
+    )
+    return max(1, configured - busy)
+
+
+def _parse_file(path: Path, *, filename: str, processes: int) -> Parsed:
     """A ParseError becomes a ParseFailure (the version FAILS, with the parser's reason).
 
     In a forked child by default (`kb.pipeline.parse.isolated`): the pool process keeps none of
@@ -61,7 +79,7 @@ def _parse_file(path: Path, *, filename: str) -> Parsed:
             # Below Celery's soft limit, so the parser stops with its own readable reason.
             timeout_s=max(10.0, settings.GROUNDWORK_INGEST_TIME_LIMIT - 30.0),
             # Page ranges fork from the parse child; the worker's own process never forks them.
-            processes=settings.GROUNDWORK_PARSE_PROCESSES if in_child else 1,
+            processes=processes if in_child else 1,
         )
     except parsers.ParseError as exc:
         raise ParseFailure(exc.code, exc.message) from exc
