@@ -639,9 +639,10 @@ def totals_of(runs: list[DocRun], pipeline: dict[str, Any], concurrency: int) ->
         "pool_processes_seen": pipeline["pool_processes_seen"],
         "pool_process_peak_rss_mb": pipeline["pool_process_peak_rss_mb"],
         "pool_process_peak_pss_mb": pipeline["pool_process_peak_pss_mb"],
-        "peak_pss_mb_by_role": pipeline["peak_pss_mb_by_role"],
-        "peak_rss_mb_by_role": pipeline["peak_rss_mb_by_role"],
-        "cpu_s_by_role": pipeline["cpu_s_by_role"],
+        # Diagnostics by role (pool process, parse child, range reader); absent from older results.
+        "peak_pss_mb_by_role": pipeline.get("peak_pss_mb_by_role", {}),
+        "peak_rss_mb_by_role": pipeline.get("peak_rss_mb_by_role", {}),
+        "cpu_s_by_role": pipeline.get("cpu_s_by_role", {}),
     }
 
 
