@@ -178,22 +178,24 @@ def test_a_worker_busy_with_another_document_reads_a_long_pdf_in_one_piece(
     monkeypatch.setattr(stage, "parse_document_in_child", recording)
     kb = knowledge_base_create(organization=make_org(), name="Reports", created_by=None)
 
+    def upload(name: str) -> DocumentVersion:
+        with _report_pdf(tmp_path, name).open("rb") as handle:
+            return document_upload(knowledge_base=kb, upload=handle, filename=name, uploaded_by=None).version
+
     def ingest(name: str, *, worker: str) -> DocumentVersion:
-        path = _report_pdf(tmp_path, name)
-        with path.open("rb") as handle:
-            version = document_upload(knowledge_base=kb, upload=handle, filename=name, uploaded_by=None).version
+        version = upload(name)
         run.version_ingest(version_id=version.pk, worker=worker)
         return DocumentVersion.objects.get(pk=version.pk)
 
     alone = ingest("north.pdf", worker="node-a")
-    # Another document is being parsed on this node: its core is taken.
-    busy = ingest("south.pdf", worker="node-a")
+    # Another document is being embedded on this node: its core is taken.
+    busy = upload("south.pdf")
     DocumentVersion.objects.filter(pk=busy.pk).update(status=DocumentStatus.EMBEDDING, claimed_by="node-a")
     while_busy = ingest("east.pdf", worker="node-a")
     # ...while a document on another machine takes none of this node's cores.
     elsewhere = ingest("west.pdf", worker="node-b")
 
-    assert processes_used == [2, 2, 1, 2]
+    assert processes_used == [2, 1, 2]
     for version in (alone, while_busy, elsewhere):
         assert version.status == DocumentStatus.READY
         pages = Chunk.objects.filter(version=version).aggregate(first=Min("page_start"), last=Max("page_end"))
