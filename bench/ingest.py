@@ -306,22 +306,48 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def cpu_by_process(pid: int) -> dict[int, tuple[int, float, float]]:
-    """pid -> (generation under the worker, user s, system s) of every live process of the tree."""
+#: A process's role from its generation under the worker's main process.
+_ROLES = {0: "worker_main", 1: "pool_process", 2: "parse_child", 3: "page_range_reader"}
+
+
+def _role(depth: int) -> str:
+    return _ROLES.get(depth, "other")
+
+
+def _process_tree(pid: int) -> list[tuple[Any, int]]:
+    """The worker's main process and its live descendants, each with its generation under it
+    (1 a pool process, 2 the parse child it forked for a document, 3 a page-range reader)."""
     import psutil
 
     try:
         parent = psutil.Process(pid)
         procs = [parent, *parent.children(recursive=True)]
     except psutil.Error:
-        return {}
+        return []
     parent_of: dict[int, int] = {}
-    times: dict[int, Any] = {}
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             parent_of[proc.pid] = proc.ppid()
-            times[proc.pid] = proc.cpu_times()
-    return {p: (_depth(p, pid, parent_of), t.user, t.system) for p, t in times.items()}
+    return [(proc, _depth(proc.pid, pid, parent_of)) for proc in procs]
+
+
+def _depth(pid: int, root: int, parent_of: dict[int, int]) -> int:
+    depth = 0
+    while pid != root and pid in parent_of and depth < 10:
+        pid, depth = parent_of[pid], depth + 1
+    return depth
+
+
+def cpu_by_process(pid: int) -> dict[int, tuple[int, float, float]]:
+    """pid -> (generation under the worker, user s, system s) of every live process of the tree."""
+    import psutil
+
+    cpu: dict[int, tuple[int, float, float]] = {}
+    for proc, depth in _process_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            cpu[proc.pid] = (depth, times.user, times.system)
+    return cpu
 
 
 def cpu_by_role(
@@ -332,8 +358,7 @@ def cpu_by_role(
     roles: dict[str, dict[str, float]] = {}
     for pid, (depth, user, system) in last.items():
         _, user0, system0 = before.get(pid, (depth, 0.0, 0.0))
-        name = _ROLES.get(depth, "worker_main" if depth == 0 else "other")
-        role = roles.setdefault(name, {"user": 0.0, "system": 0.0})
+        role = roles.setdefault(_role(depth), {"user": 0.0, "system": 0.0})
         role["user"] = round(role["user"] + user - user0, 1)
         role["system"] = round(role["system"] + system - system0, 1)
     return dict(sorted(roles.items()))
@@ -355,31 +380,19 @@ class MemorySample:
 def sample_memory(pid: int) -> MemorySample:
     import psutil
 
-    try:
-        parent = psutil.Process(pid)
-        children = parent.children(recursive=True)
-    except psutil.Error:
-        return MemorySample(0.0, {})
     pss = 0
     rss: dict[int, float] = {}
     child_pss: dict[int, float] = {}
-    parent_of: dict[int, int] = {}
-    for proc in [parent, *children]:
+    child_depth: dict[int, int] = {}
+    for proc, depth in _process_tree(pid):
         with contextlib.suppress(psutil.Error, AttributeError):
-            parent_of[proc.pid] = proc.ppid()
             info = proc.memory_full_info()
             pss += info.pss
             if proc.pid != pid:
                 rss[proc.pid] = info.rss / 2**20
                 child_pss[proc.pid] = info.pss / 2**20
-    return MemorySample(pss / 2**20, rss, child_pss, {child: _depth(child, pid, parent_of) for child in rss})
-
-
-def _depth(pid: int, root: int, parent_of: dict[int, int]) -> int:
-    depth = 0
-    while pid != root and pid in parent_of and depth < 10:
-        pid, depth = parent_of[pid], depth + 1
-    return depth
+                child_depth[proc.pid] = depth
+    return MemorySample(pss / 2**20, rss, child_pss, child_depth)
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,14 +492,11 @@ def run_pipeline(files: list[Path], worker: subprocess.Popen[bytes], timeout: fl
     }
 
 
-_ROLES = {1: "pool_process", 2: "parse_child", 3: "page_range_reader"}
-
-
 def _peak_by_role(peaks: dict[int, float], depth: dict[int, int]) -> dict[str, dict[str, float | int]]:
     """Per role (pool process, its parse child, a page-range reader): how many and the highest peak."""
     by_role: dict[str, list[float]] = {}
     for pid, peak in peaks.items():
-        by_role.setdefault(_ROLES.get(depth.get(pid, 0), "other"), []).append(peak)
+        by_role.setdefault(_role(depth.get(pid, -1)), []).append(peak)
     return {role: {"processes": len(values), "max_mb": round(max(values))} for role, values in sorted(by_role.items())}
 
 
