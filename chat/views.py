@@ -121,7 +121,10 @@ def playground_retrieval(request: HttpRequest, context: OrgContext, bot_id: int)
         else []
     )
     precise = any(h.ranking_score is not None for h in hits)
-    return render(request, "chat/_retrieval_table.html", {"hits": hits, "query": query, "precise": precise})
+    matched = any(h.match_score is not None for h in hits)
+    return render(
+        request, "chat/_retrieval_table.html", {"hits": hits, "query": query, "precise": precise, "matched": matched}
+    )
 
 
 @extend_schema(exclude=True)  # the staff playground's own endpoint (session + CSRF), not part of the API

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 
 from accounts.models import Organization
 from kb import embedding as embedding_api
-from kb import precise_ranking, search_beside
+from kb import match_ranking, precise_ranking, search_beside
 from kb.exceptions import EmbeddingError
 from kb.keyword_search import keyword_candidates
 from kb.models import Chunk, Document, KnowledgeBase
@@ -64,6 +64,8 @@ class SearchHit:
     # Precise ranking (kb.precise_ranking): the e5 similarity, and the fused score before mixing.
     ranking_score: float | None = None
     fused_score: float | None = None
+    # Match ranking (kb.match_ranking): the fitted score over the query's word matches.
+    match_score: float | None = None
     chunk: Chunk | None = field(default=None, repr=False)
 
 
@@ -249,16 +251,19 @@ def _chunk_search(
     rerank = mode == "hybrid" and rerank_enabled()
     # A configured reranker (a cross-encoder) supersedes precise ranking.
     precise = mode == "hybrid" and not rerank and precise_ranking.uses_precise_ranking(kbs)
-    # With a reranker, it sees a deeper pool than is returned: that is where it helps most.
-    pool_size = max(limit * 3, 20) if rerank else max(limit, precise_ranking.RANKING_POOL) if precise else limit
+    # A reranker (configured, precise or match ranking) sees a deeper pool than is returned:
+    # that is where it helps most.
+    pool_size = max(limit * 3, 20) if rerank else max(limit, match_ranking.MATCH_POOL) if mode == "hybrid" else limit
     # Twice the pool is loaded so that dropping duplicates still fills it.
     ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[: pool_size * 2]
     chunks = Chunk.objects.select_related("document", "version").in_bulk([h.chunk_id for h in ranked])
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
     ranked = _without_duplicates([h for h in ranked if h.chunk is not None])[:pool_size]
-    if precise and query_vectors is not None:
-        ranked = _precisely_ranked(ranked, query_vectors)
+    reordered = _precisely_ranked(ranked, query_vectors) if precise and query_vectors is not None else None
+    if reordered is None and mode == "hybrid" and not rerank:  # precise ranking not possible yet: match ranking
+        reordered = match_ranking.rerank(ranked, query, kbs)
+    ranked = reordered or ranked
     if rerank:
         scores = rerank_scores(query, [h.chunk.text for h in ranked if h.chunk is not None])
         if scores is not None:
@@ -268,14 +273,14 @@ def _chunk_search(
     return ranked[:limit]
 
 
-def _precisely_ranked(hits: list[SearchHit], query_vectors: embedding_api.QueryVectors) -> list[SearchHit]:
-    """`hits` re-ranked with the stored e5 vectors, or as they are when that cannot be done yet."""
+def _precisely_ranked(hits: list[SearchHit], query_vectors: embedding_api.QueryVectors) -> list[SearchHit] | None:
+    """`hits` re-ranked with the stored e5 vectors, or None when that cannot be done yet."""
     try:
         query_vector = query_vectors.vector(precise_ranking.RANKING_MODEL)
     except EmbeddingError as exc:  # an improvement, never a point of failure
         logger.warning("Precise ranking skipped, the query could not be embedded: %s", exc)
-        return hits
-    return precise_ranking.rerank(hits, query_vector) or hits
+        return None
+    return precise_ranking.rerank(hits, query_vector)
 
 
 def _scaled(values: dict[int, float]) -> dict[int, float]:

@@ -1,6 +1,7 @@
 """Precise ranking (kb.precise_ranking): a knowledge base opts in through the API or the page, its
 chunks get e5 ranking vectors from the real worker in the background, and search re-ranks its
-fused top 20 with them, keeping the fused order whenever a candidate still lacks its vector."""
+fused top 20 with them, keeping the order without it (match ranking) whenever a candidate still
+lacks its vector."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_turning_precise_ranking_on_fills_vectors_and_reranks_search(make_org, a
     )
     wait_for(lambda: _vectors(client, kb_id) == {"ready": len(TEXTS) + 1, "total": len(TEXTS) + 1}, timeout=90)
 
-    # Turned off: the fused order again, with no e5 scores.
+    # Turned off: match ranking again, with no e5 scores.
     assert (
         client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"precise_ranking": False}, format="json").status_code == 200
     )
@@ -84,27 +85,30 @@ def test_turning_precise_ranking_on_fills_vectors_and_reranks_search(make_org, a
 
 
 @pytest.mark.worker
-def test_a_candidate_without_its_vector_keeps_the_fused_order(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+def test_a_candidate_without_its_vector_keeps_the_order_without_precise_ranking(  # type: ignore[no-untyped-def]
+    make_org, api_client_for, celery_worker
+) -> None:
     org = make_org()
     client = api_client_for(org)
     kb_id = _kb_with_texts(client)
     kb = KnowledgeBase.objects.get(pk=kb_id)
-    fused = chunk_search(knowledge_bases=[kb], query="battery charge hours", limit=5)
+    before = chunk_search(knowledge_bases=[kb], query="battery charge hours", limit=5)
     client.patch(f"/api/v1/knowledge-bases/{kb_id}/", {"precise_ranking": True}, format="json")
     wait_for(lambda: _vectors(client, kb_id)["ready"] == len(TEXTS), timeout=90)
     kb.refresh_from_db()
     # One chunk still waiting for its vector (as while the fill catches up after an upload).
-    Chunk.objects.filter(pk=fused[-1].chunk_id).update(ranking_embedding=None)
+    Chunk.objects.filter(pk=before[-1].chunk_id).update(ranking_embedding=None)
     assert _vectors(client, kb_id) == {"ready": len(TEXTS) - 1, "total": len(TEXTS)}
 
     waiting = chunk_search(knowledge_bases=[kb], query="battery charge hours", limit=5)
-    assert [h.chunk_id for h in waiting] == [h.chunk_id for h in fused]
-    assert all(h.ranking_score is None for h in waiting)
+    assert [h.chunk_id for h in waiting] == [h.chunk_id for h in before]
+    assert all(h.ranking_score is None and h.match_score is not None for h in waiting)
     bot = Chatbot.objects.create(organization=org, name="Devices bot")
     bot.knowledge_bases.add(kb)
-    assert retrieve(chatbot=bot, question="battery charge hours").trace["ranking"] == "fused"
+    # Meanwhile the candidates are ordered as without precise ranking: by their word matches.
+    assert retrieve(chatbot=bot, question="battery charge hours").trace["ranking"] == "match"
 
-    Chunk.objects.filter(pk=fused[-1].chunk_id).update(ranking_embedding=[0.05] * 384)
+    Chunk.objects.filter(pk=before[-1].chunk_id).update(ranking_embedding=[0.05] * 384)
     trace = retrieve(chatbot=bot, question="battery charge hours").trace
     assert trace["ranking"] == "precise"
     assert all(c["precise_score"] is not None and c["fused_score"] is not None for c in trace["candidates"])

@@ -74,8 +74,9 @@ def retrieve(
         "query": question,
         "knowledge_bases": [kb.pk for kb in kbs],
         "mode": "hybrid",
-        # "precise": the fused top 20 re-ranked with the stored e5 vectors (kb.precise_ranking).
-        "ranking": "precise" if any(h.ranking_score is not None for h in hits) else "fused",
+        # "precise": the fused top 20 re-ranked with the stored e5 vectors (kb.precise_ranking);
+        # "match": the fused top 30 re-ranked by how the question's words occur (kb.match_ranking).
+        "ranking": _ranking(hits),
         "relevant": relevant,
         "best_vector_score": round(best_vector, 4),
         "candidates": [
@@ -90,6 +91,7 @@ def retrieve(
                 "keyword_rank": h.keyword_rank,
                 "fused_score": None if h.fused_score is None else round(h.fused_score, 5),
                 "precise_score": None if h.ranking_score is None else round(h.ranking_score, 4),
+                "match_score": None if h.match_score is None else round(h.match_score, 4),
                 "widened_to_section": passages[i - 1].widened,
             }
             for i, h in enumerate(hits, start=1)
@@ -107,3 +109,10 @@ def start_retrieval(*, chatbot: Chatbot, question: str) -> tuple[list[KnowledgeB
     stores the question meanwhile, and `retrieve` then only waits for what is still running."""
     kbs = list(chatbot.knowledge_bases.all())
     return kbs, QueryVectors(question.strip(), query_models(kbs))
+
+
+def _ranking(hits: list[SearchHit]) -> str:
+    """Which re-ranking ordered these hits (the retrieval trace shows it)."""
+    if any(h.ranking_score is not None for h in hits):
+        return "precise"
+    return "match" if any(h.match_score is not None for h in hits) else "fused"

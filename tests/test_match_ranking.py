@@ -1,0 +1,91 @@
+"""Match ranking (kb.match_ranking): hybrid search re-orders its fused top 30 by how the query's
+words occur in each chunk (close together, in the question's order, in the headings) with weights
+fitted by bench/match_ranking.py. Its effect on real questions is pinned in tests/test_evaluation.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import Role
+from chat.rag.retrieve import retrieve
+from chat.services import chatbot_create
+from kb.match_ranking import QueryTerms, pool_terms, term_features
+from kb.pipeline.run import version_ingest
+from kb.selectors import chunk_search
+from kb.services import document_create_text, knowledge_base_create, knowledge_base_update
+
+QUERY = QueryTerms(lexemes=["incub", "period", "coronavirus"], idf={"incub": 3.0, "period": 1.0, "coronavirus": 2.0})
+
+
+def test_the_words_of_the_question_close_together_and_in_order_count_more_than_scattered() -> None:
+    together = {"incub": [(10, "A")], "period": [(11, "A")], "coronavirus": [(13, "A")]}
+    scattered = {"incub": [(10, "A")], "period": [(80, "A")], "coronavirus": [(150, "A")]}
+    close, apart = term_features(QUERY, together), term_features(QUERY, scattered)
+    assert close["cover"] == apart["cover"] == 1.0  # the same words ...
+    assert close["window"] == 1.0 and apart["window"] == 0.5  # ... but only the rarest alone in a window
+    assert close["pairs"] == 1.0 and apart["pairs"] == 0.0
+    reversed_order = {"incub": [(13, "A")], "period": [(12, "A")], "coronavirus": [(10, "A")]}
+    assert term_features(QUERY, reversed_order)["pairs"] == 0.0
+
+
+def test_words_in_the_title_or_section_path_count_as_heading_not_as_text() -> None:
+    in_title = {"coronavirus": [(1, "C")], "period": [(4, "B")], "incub": [(9, "A")]}
+    features = term_features(QUERY, in_title)
+    assert features["heading"] == pytest.approx(0.5)  # coronavirus (2) + period (1) of 6
+    assert features["cover"] == pytest.approx(0.5)  # incub (3) of 6
+
+
+def test_a_word_every_candidate_holds_weighs_less_among_them() -> None:
+    pool = [{"coronavirus": [(1, "A")], "incub": [(2, "A")]}, {"coronavirus": [(5, "A")]}, {"coronavirus": [(7, "A")]}]
+    local = pool_terms(QUERY, pool)
+    assert local.idf["coronavirus"] < local.idf["incub"]
+
+
+def _ingest(kb, title: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    version_ingest(
+        version_id=document_create_text(
+            knowledge_base=kb, title=title, text=text, created_by=None, enqueue=False
+        ).version.pk
+    )
+
+
+@pytest.mark.django_db
+def test_hybrid_search_its_trace_and_the_playground_show_the_match_ranking(make_org, make_user, client) -> None:  # type: ignore[no-untyped-def]
+    org = make_org()
+    kb = knowledge_base_create(organization=org, name="Outbreaks", created_by=None)
+    _ingest(kb, "Incubation", "The incubation period of the coronavirus is five days on average.")
+    _ingest(
+        kb, "Periods", "A period of rest helps. Coronavirus cases rose. Incubation units were bought in that period."
+    )
+    _ingest(kb, "Masks", "Masks reduce the spread of respiratory viruses in crowded rooms.")
+    query = "What is the incubation period of the coronavirus?"
+
+    hits = chunk_search(knowledge_bases=[kb], query=query, limit=5)
+    assert all(h.match_score is not None and h.fused_score is not None for h in hits)
+    assert [h.match_score for h in hits] == sorted((h.match_score or 0.0 for h in hits), reverse=True)
+    assert hits[0].chunk is not None and hits[0].chunk.document.title == "Incubation"
+    # Keyword or vector search alone is not re-ordered.
+    assert all(h.match_score is None for h in chunk_search(knowledge_bases=[kb], query=query, mode="keyword"))
+
+    bot = chatbot_create(organization=org, name="Outbreak bot", knowledge_bases=[kb], created_by=None)
+    trace = retrieve(chatbot=bot, question=query).trace
+    assert trace["ranking"] == "match"
+    assert all(c["match_score"] is not None for c in trace["candidates"])
+
+    client.force_login(make_user(organization=org, role=Role.VIEWER))
+    page = client.post(f"/chatbots/{bot.pk}/playground/retrieval/", {"message": query}).content.decode()
+    assert "Match ranking: the best 30" in page and f"{hits[0].match_score:.3f}" in page
+
+
+@pytest.mark.django_db
+def test_knowledge_bases_in_two_languages_keep_the_fused_order(make_org) -> None:  # type: ignore[no-untyped-def]
+    org = make_org()
+    english = knowledge_base_create(organization=org, name="English", created_by=None)
+    german = knowledge_base_create(organization=org, name="German", created_by=None)
+    knowledge_base_update(knowledge_base=german, changes={"language": "de"})
+    _ingest(english, "Returns", "Returns are accepted within 30 days of delivery.")
+    _ingest(german, "Rückgabe", "Rücksendungen werden innerhalb von 30 Tagen angenommen.")
+
+    hits = chunk_search(knowledge_bases=[english, german], query="returns within 30 days", limit=5)
+    assert hits and all(h.match_score is None for h in hits)
