@@ -67,7 +67,7 @@ def dump_terms(corpus: Any) -> dict[str, Any]:
     return data
 
 
-def pools(corpus: Any, terms: dict[str, Any]) -> list[dict[str, Any]]:
+def pools(corpus: Any, terms: dict[str, Any], e5: bool = False) -> list[dict[str, Any]]:
     """Per question: the fused pool's feature matrix, which rows are gold, and the rest of the order."""
     import numpy as np
     from fusion_sweep import Variant, scaled_fusion
@@ -80,6 +80,13 @@ def pools(corpus: Any, terms: dict[str, Any]) -> list[dict[str, Any]]:
             documents[lexeme] = documents.get(lexeme, 0) + 1
     n = len(terms["vectors"])
     fields = Variant().fields
+    if e5:  # each chunk as kb.pipeline.reembed.chunk_embedding_text embeds it (cached in --cache)
+        corpus.embed_variant(
+            "e5",
+            [" > ".join([corpus.documents[c["doc"]]["title"], *c["path"]]) + "\n\n" + c["text"] for c in corpus.chunks],
+            model="local/e5",
+        )
+        corpus.embed_queries("e5", "local/e5")
     out = []
     for q, question in enumerate(corpus.questions):
         vector = corpus.vector("minilm", q)
@@ -110,8 +117,11 @@ def pools(corpus: Any, terms: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
         gold = set(question["gold"])
+        similarities = corpus.vectors["e5"][pool] @ corpus.query_vectors["e5"][q] if e5 else np.zeros(len(pool))
+        spread = float(similarities.max() - similarities.min()) or 1.0
         out.append(
             {
+                "e5": (similarities - similarities.min()) / spread,
                 "x": np.array(rows, dtype=np.float64),
                 "gold": np.array([c in gold for c in pool]),
                 "rest_rank": next(
@@ -198,6 +208,9 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--cache", type=Path, required=True, help="folder of bench/fusion_sweep.py's chunk dumps")
     parser.add_argument(
+        "--precise", action="store_true", help="also fit precise ranking: the e5 similarity as one more feature"
+    )
+    parser.add_argument(
         "--product", action="store_true", help="also measure through the product's search, match ranking off and on"
     )
     args = parser.parse_args()
@@ -216,12 +229,41 @@ def main() -> None:
     data: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         corpus = Corpus(name, args.cache)
-        data[name] = pools(corpus, dump_terms(corpus))
+        data[name] = pools(corpus, dump_terms(corpus), e5=args.precise)
         print(f"{name}: {len(data[name])} questions, {corpus.n} chunks", flush=True)
-    report: dict[str, Any] = {"features": list(mr.FEATURES), "pool": mr.MATCH_POOL, "sets": {}}
+    report = fitted(data, names, list(mr.FEATURES), "match ranking")
+    if args.precise:
+        # The e5 similarity (min-max over the pool) as one more feature: precise ranking's weights.
+        for name in names:
+            for p in data[name]:
+                p["x"] = np.hstack([p["x"], p.pop("e5")[:, None]])
+        shipped = np.zeros(len(mr.FEATURES) + 1)
+        shipped[0], shipped[-1] = 0.8, 0.2
+        report["precise"] = fitted(data, names, [*mr.FEATURES, "e5"], "precise ranking", {"e5 mix 0.2": shipped})
+    if args.product:
+        report["through_the_product"] = product
+    out = REPO / "bench" / "results" / "match_ranking.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def fitted(
+    data: dict[str, list[dict[str, Any]]],
+    names: list[str],
+    features: list[str],
+    label: str,
+    rules: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fused order, fixed `rules`, left-out-set and by-document fits, and the weights fitted on all."""
+    import numpy as np
+
+    from kb import match_ranking as mr
+
+    report: dict[str, Any] = {"features": features, "pool": mr.MATCH_POOL, "sets": {}}
     for name in names:
         others = [p for other in names if other != name for p in data[other]]
         report["sets"][name] = {"fused": measure(data[name], None)}
+        for rule, weights in (rules or {}).items():
+            report["sets"][name][rule] = measure(data[name], weights)
         if others:
             report["sets"][name]["leave_set_out"] = measure(data[name], fit(others))
     # 5-fold by document over everything pooled (a document's questions stay together).
@@ -242,17 +284,14 @@ def main() -> None:
             key: round(float(np.mean([s[key] for s in scored])), 4) for key in scored[0]
         }
     final = fit([p for name in names for p in data[name]])
-    report["weights"] = {f: round(float(x), 4) for f, x in zip(mr.FEATURES, final, strict=True)}
-    print(f"\n{'set':<9} {'how':<16} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}")
+    report["weights"] = {f: round(float(x), 4) for f, x in zip(features, final, strict=True)}
+    print(f"\n{label}\n{'set':<9} {'how':<16} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6}")
     for name in names:
         for how, row in report["sets"][name].items():
             figures = " ".join(f"{row[m]:>6.3f}" for m in ("recall@1", "recall@5", "recall@10", "mrr"))
             print(f"{name:<9} {how:<16} {figures}")
-    print("\nweights fitted on every set:", json.dumps(report["weights"]))
-    if args.product:
-        report["through_the_product"] = product
-    out = REPO / "bench" / "results" / "match_ranking.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{label}: weights fitted on every set:", json.dumps(report["weights"]))
+    return report
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def playground_retrieval(request: HttpRequest, context: OrgContext, bot_id: int)
         else []
     )
     precise = any(h.ranking_score is not None for h in hits)
-    matched = any(h.match_score is not None for h in hits)
+    matched = precise or any(h.match_score is not None for h in hits)
     return render(
         request, "chat/_retrieval_table.html", {"hits": hits, "query": query, "precise": precise, "matched": matched}
     )

