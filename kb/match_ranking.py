@@ -187,20 +187,25 @@ PRECISE_WEIGHTS: Final[dict[str, float]] = {
 }
 
 
-# The query's lexemes in order with their document frequency over the knowledge bases searched,
-# and the size of that collection (kb.keyword_search's idf).
-_QUERY_TERMS_SQL = """
-    SELECT u.lexeme, u.positions,
+# One round trip: first the query's lexemes (chunk id NULL) with their positions in the query,
+# their document frequency over the knowledge bases searched and the size of that collection
+# (kb.keyword_search's idf); then, per candidate, its length in distinct lexemes and where the
+# query's lexemes occur in it.
+_TERMS_SQL = """
+    WITH q AS MATERIALIZED (
+        SELECT u.lexeme, u.positions
+        FROM unnest(to_tsvector(%(config)s::regconfig, %(query)s)) AS u(lexeme, positions, weights)
+    )
+    SELECT NULL::bigint, NULL::integer, q.lexeme, q.positions, NULL::text[],
            (SELECT coalesce(sum(s.chunks), 0) FROM kb_termstat s
-            WHERE s.lexeme = u.lexeme AND s.knowledge_base_id = ANY(%(kbs)s)),
-           (SELECT coalesce(sum(k.live_chunks), 0) FROM kb_knowledgebase k WHERE k.id = ANY(%(kbs)s))
-    FROM unnest(to_tsvector(%(config)s::regconfig, %(query)s)) AS u(lexeme, positions, weights)
-"""
-# Each candidate's length (distinct lexemes) and where the query's lexemes occur in it.
-_CHUNK_TERMS_SQL = """
-    SELECT c.id, length(c.search_vector), u.lexeme, u.positions, u.weights
+            WHERE s.lexeme = q.lexeme AND s.knowledge_base_id = ANY(%(kbs)s))::float8,
+           (SELECT coalesce(sum(k.live_chunks), 0) FROM kb_knowledgebase k WHERE k.id = ANY(%(kbs)s))::float8
+    FROM q
+    UNION ALL
+    SELECT c.id, length(c.search_vector), u.lexeme, u.positions, u.weights, NULL, NULL
     FROM kb_chunk c
-    LEFT JOIN LATERAL unnest(c.search_vector) AS u(lexeme, positions, weights) ON u.lexeme = ANY(%(lexemes)s)
+    LEFT JOIN LATERAL unnest(c.search_vector) AS u(lexeme, positions, weights)
+        ON u.lexeme = ANY(ARRAY(SELECT lexeme FROM q))
     WHERE c.id = ANY(%(ids)s)
 """
 
@@ -229,24 +234,26 @@ def rerank(
     if len(pool) < 2 or len(configs) != 1:
         return None
     kbs = [kb.pk for kb in knowledge_bases]
+    ids = [h.chunk_id for h in pool]
     with connection.cursor() as cursor:
-        cursor.execute(_QUERY_TERMS_SQL, {"kbs": kbs, "config": configs.pop(), "query": query})
+        cursor.execute(_TERMS_SQL, {"kbs": kbs, "config": configs.pop(), "query": query, "ids": ids})
         rows = cursor.fetchall()
-        if not rows:
-            return None
-        collection = float(rows[0][3])
-        ordered = sorted((p, lexeme) for lexeme, positions, _, _ in rows for p in positions)
-        terms = QueryTerms(
-            lexemes=[lexeme for _, lexeme in ordered],
-            idf={lexeme: idf(float(documents), collection) for lexeme, _, documents, _ in rows},
-        )
-        cursor.execute(_CHUNK_TERMS_SQL, {"lexemes": list(terms.idf), "ids": [h.chunk_id for h in pool]})
-        lengths: dict[int, int] = {}
-        occurrences: dict[int, dict[str, list[tuple[int, str]]]] = {}
-        for chunk_id, length, lexeme, positions, weights in cursor.fetchall():
-            lengths[chunk_id] = length or 0
-            if lexeme is not None:
-                occurrences.setdefault(chunk_id, {})[lexeme] = list(zip(positions, weights, strict=True))
+    query_rows = [r for r in rows if r[0] is None]
+    if not query_rows:
+        return None
+    ordered = sorted((p, lexeme) for _, _, lexeme, positions, _, _, _ in query_rows for p in positions)
+    terms = QueryTerms(
+        lexemes=[lexeme for _, lexeme in ordered],
+        idf={lexeme: idf(documents, collection) for _, _, lexeme, _, _, documents, collection in query_rows},
+    )
+    lengths: dict[int, int] = {}
+    occurrences: dict[int, dict[str, list[tuple[int, str]]]] = {}
+    for chunk_id, length, lexeme, positions, weights, _, _ in rows:
+        if chunk_id is None:
+            continue
+        lengths[chunk_id] = length or 0
+        if lexeme is not None:
+            occurrences.setdefault(chunk_id, {})[lexeme] = list(zip(positions, weights, strict=True))
     vector = scaled_to_best([h.vector_score for h in pool])
     keyword = scaled_to_best([h.keyword_score for h in pool])
     best_fused = max(h.score for h in pool) or 1.0

@@ -21,13 +21,12 @@ precise.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from kb.embedding import LOCAL_E5_MODEL
 
 if TYPE_CHECKING:
     from kb.models import KnowledgeBase
-    from kb.selectors import SearchHit
 
 #: The model of the stored ranking vectors (384-d, matching `Chunk.ranking_embedding`).
 RANKING_MODEL: Final = LOCAL_E5_MODEL
@@ -47,12 +46,11 @@ def query_models(knowledge_bases: Iterable[KnowledgeBase]) -> set[str]:
     return {kb.embedding_model for kb in kbs} | ({RANKING_MODEL} if uses_precise_ranking(kbs) else set())
 
 
-def similarities(hits: Sequence[SearchHit], query_vector: Sequence[float]) -> list[float] | None:
-    """Each hit's e5 cosine similarity to the query; None (no precise ranking for this query) when a
-    candidate has no ranking vector yet. kb.match_ranking weighs it in with the other features."""
+def similarities(vectors: Sequence[Any], query_vector: Sequence[float]) -> list[float] | None:
+    """Each candidate's e5 cosine similarity to the query, from its stored ranking vector; None (no
+    precise ranking for this query) when one has none yet. kb.match_ranking weighs it in."""
     import numpy as np
 
-    vectors = [h.chunk.ranking_embedding if h.chunk is not None else None for h in hits]
     if len(vectors) < 2 or any(v is None for v in vectors):
         return None
     matrix = np.asarray([np.asarray(v, dtype=np.float32) for v in vectors])

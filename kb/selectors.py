@@ -251,21 +251,25 @@ def _chunk_search(
     rerank = mode == "hybrid" and rerank_enabled()
     # A configured reranker (a cross-encoder) supersedes precise and match ranking.
     precise = mode == "hybrid" and not rerank and precise_ranking.uses_precise_ranking(kbs)
-    # A reranker (configured, precise or match ranking) sees a deeper pool than is returned:
-    # that is where it helps most.
-    pool_size = max(limit * 3, 20) if rerank else max(limit, match_ranking.MATCH_POOL) if mode == "hybrid" else limit
+    ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)
+    if mode == "hybrid" and not rerank:
+        # Match ranking (and precise ranking's e5 similarity) re-orders a deeper pool than is
+        # returned, from ids and the stored search vectors: only what is returned is loaded.
+        ranked = ranked[: max(limit, match_ranking.MATCH_POOL)]
+        similarities = _precise_similarities(ranked, query_vectors) if precise and query_vectors is not None else None
+        ranked = match_ranking.rerank(ranked, query, kbs, similarities=similarities) or ranked
+    # A configured reranker reads the texts of a deeper pool than is returned.
+    pool_size = max(limit * 3, 20) if rerank else limit
     # Twice the pool is loaded so that dropping duplicates still fills it.
-    ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)[: pool_size * 2]
-    # The stored vectors are not needed past this point (but e5's by precise ranking): not read.
-    unread = ("embedding", "search_vector") if precise else ("embedding", "search_vector", "ranking_embedding")
-    chunks = Chunk.objects.select_related("document", "version").defer(*unread).in_bulk([h.chunk_id for h in ranked])
+    ranked = ranked[: pool_size * 2]
+    chunks = (
+        Chunk.objects.select_related("document", "version")
+        .defer("embedding", "search_vector", "ranking_embedding")  # not read past this point
+        .in_bulk([h.chunk_id for h in ranked])
+    )
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
     ranked = _without_duplicates([h for h in ranked if h.chunk is not None])[:pool_size]
-    if mode == "hybrid" and not rerank:
-        # Precise ranking adds each candidate's e5 similarity; until all have one, match ranking alone.
-        similarities = _precise_similarities(ranked, query_vectors) if precise and query_vectors is not None else None
-        ranked = match_ranking.rerank(ranked, query, kbs, similarities=similarities) or ranked
     if rerank:
         scores = rerank_scores(query, [h.chunk.text for h in ranked if h.chunk is not None])
         if scores is not None:
@@ -282,7 +286,8 @@ def _precise_similarities(hits: list[SearchHit], query_vectors: embedding_api.Qu
     except EmbeddingError as exc:  # an improvement, never a point of failure
         logger.warning("Precise ranking skipped, the query could not be embedded: %s", exc)
         return None
-    return precise_ranking.similarities(hits, query_vector)
+    stored = dict(Chunk.objects.filter(pk__in=[h.chunk_id for h in hits]).values_list("pk", "ranking_embedding"))
+    return precise_ranking.similarities([stored.get(h.chunk_id) for h in hits], query_vector)
 
 
 def _scaled(values: dict[int, float]) -> dict[int, float]:
