@@ -10,9 +10,9 @@ bench/results/eval_<set>.json and bench/results/eval_summary.json. `--reuse` eva
 newest earlier ingestion of a set instead of ingesting it again (use a dedicated data directory,
 e.g. GROUNDWORK_DATA_DIR=.data/eval).
 
-`--precise` measures precise ranking (kb.precise_ranking) through the product: retrieval with the
-fused order, then the e5 ranking vectors filled (timed, in this process), then retrieval again;
-figures go to bench/results/precise_ranking.json.
+`--precise` measures precise ranking (kb.precise_ranking) through the product: hybrid retrieval in
+the order without it (match ranking), then the e5 ranking vectors filled (timed, in this process),
+then retrieval again; figures go to bench/results/precise_ranking.json.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _evaluate(
 
 
 def precise(name: str, limit: int | None) -> dict[str, Any]:
-    """Retrieval of an earlier ingestion of `name`, fused and then with precise ranking."""
+    """Retrieval of an earlier ingestion of `name`, with match ranking alone and then with precise ranking."""
     from chat.evaluation import evaluate, load_questions
     from kb.models import Chunk
     from kb.pipeline.ranking import fill_ranking_vectors
@@ -207,7 +207,8 @@ def precise(name: str, limit: int | None) -> dict[str, Any]:
     kbs = list(bot.knowledge_bases.all())
     for kb in kbs:
         knowledge_base_update(knowledge_base=kb, changes={"precise_ranking": False})
-    fused = evaluate(chatbot=bot, questions=loaded, answer=False)["retrieval"]["hybrid"]
+    # Without precise ranking: hybrid search's own order (match ranking, kb.match_ranking).
+    matched = evaluate(chatbot=bot, questions=loaded, answer=False, modes=("hybrid",))["retrieval"]["hybrid"]
     chunks = Chunk.objects.filter(knowledge_base__in=kbs).count()
     Chunk.objects.filter(knowledge_base__in=kbs).update(ranking_embedding=None)
     started = time.perf_counter()
@@ -217,12 +218,12 @@ def precise(name: str, limit: int | None) -> dict[str, Any]:
         fill_ranking_vectors(knowledge_base_id=kb.pk)
     fill_s = time.perf_counter() - started
     bot.refresh_from_db()
-    precise_report = evaluate(chatbot=bot, questions=loaded, answer=False)["retrieval"]["hybrid"]
+    precise_report = evaluate(chatbot=bot, questions=loaded, answer=False, modes=("hybrid",))["retrieval"]["hybrid"]
     row = {
         "set": name,
-        "questions": fused["evaluated"],
+        "questions": matched["evaluated"],
         "chunks": chunks,
-        "fused": fused,
+        "match": matched,
         "precise": precise_report,
         "fill_seconds": round(fill_s, 1),
         "fill_chunks_per_s": round(chunks / fill_s, 1) if fill_s else None,
@@ -239,7 +240,7 @@ def main() -> None:
     parser.add_argument("--no-answers", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="evaluate an earlier ingestion of each set")
     parser.add_argument("--ingest-only", action="store_true", help="ingest the sets, evaluate nothing")
-    parser.add_argument("--precise", action="store_true", help="retrieval of earlier ingestions, fused vs precise")
+    parser.add_argument("--precise", action="store_true", help="earlier ingestions: match vs precise ranking")
     args = parser.parse_args()
     import django
 

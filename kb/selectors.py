@@ -254,8 +254,9 @@ def _chunk_search(
     ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)
     if mode == "hybrid" and not rerank:
         # Match ranking (and precise ranking's e5 similarity) re-orders a deeper pool than is
-        # returned, from ids and the stored search vectors: only what is returned is loaded.
-        ranked = ranked[: max(limit, match_ranking.MATCH_POOL)]
+        # returned (twice the limit at least, as duplicates are dropped after it), from ids and
+        # the stored search vectors: only what may be returned is loaded.
+        ranked = ranked[: max(limit * 2, match_ranking.MATCH_POOL)]
         similarities = _precise_similarities(ranked, query_vectors) if precise and query_vectors is not None else None
         ranked = match_ranking.rerank(ranked, query, kbs, similarities=similarities) or ranked
     # A configured reranker reads the texts of a deeper pool than is returned.

@@ -74,8 +74,8 @@ def retrieve(
         "query": question,
         "knowledge_bases": [kb.pk for kb in kbs],
         "mode": "hybrid",
-        # "precise": the fused top 20 re-ranked with the stored e5 vectors (kb.precise_ranking);
-        # "match": the fused top 30 re-ranked by how the question's words occur (kb.match_ranking).
+        # "match": the fused top 30 re-ranked by how the question's words occur (kb.match_ranking);
+        # "precise": the same with the stored e5 vectors' similarity weighed in (kb.precise_ranking).
         "ranking": _ranking(hits),
         "relevant": relevant,
         "best_vector_score": round(best_vector, 4),
