@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import Role
+from chat.models import Channel, Message
+from chat.rag.answer import chat_answer
 from chat.rag.retrieve import retrieve
 from chat.services import chatbot_create
 from kb.match_ranking import QueryTerms, pool_terms, term_features
@@ -76,6 +78,14 @@ def test_hybrid_search_its_trace_and_the_playground_show_the_match_ranking(make_
     client.force_login(make_user(organization=org, role=Role.VIEWER))
     page = client.post(f"/chatbots/{bot.pk}/playground/retrieval/", {"message": query}).content.decode()
     assert "Match ranking: the best 30" in page and f"{hits[0].match_score:.3f}" in page
+
+    # A reviewer reads both scores in the conversation's retrieval trace.
+    chat_answer(chatbot=bot, question=query, channel=Channel.API)
+    stored = Message.objects.get(conversation__chatbot=bot, role="assistant")
+    first = stored.retrieval_trace["candidates"][0]
+    review = client.get(f"/conversations/{stored.conversation_id}/").content.decode()
+    assert "(match ranking)" in review
+    assert f"<td>{first['fused_score']}</td><td>{first['score']}</td>" in review
 
 
 @pytest.mark.django_db
