@@ -67,6 +67,9 @@ def test_hybrid_search_its_trace_and_the_playground_show_the_match_ranking(make_
     assert all(h.match_score is not None and h.fused_score is not None for h in hits)
     assert [h.match_score for h in hits] == sorted((h.match_score or 0.0 for h in hits), reverse=True)
     assert hits[0].chunk is not None and hits[0].chunk.document.title == "Incubation"
+    # A question of stop words and punctuation only has no words to match: the fused order, no error.
+    only_stop_words = chunk_search(knowledge_bases=[kb], query="what is the ?!", limit=5)
+    assert only_stop_words and all(h.match_score is None for h in only_stop_words)
     # Keyword or vector search alone is not re-ordered.
     assert all(h.match_score is None for h in chunk_search(knowledge_bases=[kb], query=query, mode="keyword"))
 

@@ -1,7 +1,7 @@
 """Precise ranking (kb.precise_ranking): a knowledge base opts in through the API or the page, its
-chunks get e5 ranking vectors from the real worker in the background, and search re-ranks its
-fused top 20 with them, keeping the order without it (match ranking) whenever a candidate still
-lacks its vector."""
+chunks get e5 ranking vectors from the real worker in the background, and search weighs their
+similarity into the match ranking of its fused top 30, keeping match ranking alone whenever a
+candidate still lacks its vector."""
 
 from __future__ import annotations
 
