@@ -168,7 +168,7 @@ def evaluate(
     kbs = list(chatbot.knowledge_bases.all())
     bm25 = None
     if "bm25" in modes:
-        live = Chunk.objects.filter(knowledge_base__in=kbs, is_live=True).select_related("document")
+        live = Chunk.objects.filter(knowledge_base__in=kbs, is_live=True).without_vectors().select_related("document")
         bm25 = Bm25(list(live))
     ranks: dict[str, list[int | None]] = {m: [] for m in modes}
     retrieval_ms: dict[str, list[float]] = {m: [] for m in modes}

@@ -87,7 +87,7 @@ class MarkedChunk:
 
 def chunks_marked(*, version: DocumentVersion, quote: str, chunk_id: int | None = None) -> list[MarkedChunk]:
     """The version's chunks in order, the quote marked in the cited chunk (or the first holding it)."""
-    chunks = list(version.chunks.order_by("ordinal"))
+    chunks = list(version.chunks.without_vectors().order_by("ordinal"))
     candidates = sorted(chunks, key=lambda c: c.pk != chunk_id)  # the cited chunk first
     found: tuple[int, tuple[int, int]] | None = None
     for chunk in candidates if quote else []:

@@ -265,7 +265,7 @@ def _chunk_search(
     ranked = ranked[: pool_size * 2]
     chunks = (
         Chunk.objects.select_related("document", "version")
-        .defer("embedding", "search_vector", "ranking_embedding")  # not read past this point
+        .without_vectors()  # not read past this point
         .in_bulk([h.chunk_id for h in ranked])
     )
     for hit in ranked:

@@ -193,7 +193,7 @@ def document_detail(request: HttpRequest, context: OrgContext, doc_id: int) -> H
     """Metadata, versions, error reason and the live version's chunks (anchored by page)."""
     document = _document_or_404(context, doc_id)
     version = document.live_version or document.latest_version
-    chunks = list(version.chunks.order_by("ordinal")) if version else []
+    chunks = list(version.chunks.without_vectors().order_by("ordinal")) if version else []
     return render(
         request,
         "kb/document_detail.html",

