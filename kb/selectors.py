@@ -266,6 +266,7 @@ def _chunk_search(
     chunks = (
         Chunk.objects.select_related("document", "version")
         .without_vectors()  # not read past this point
+        .order_by()  # a dict by id: Meta.ordering would only add a join-ordered sort and its compiling
         .in_bulk([h.chunk_id for h in ranked])
     )
     for hit in ranked:
