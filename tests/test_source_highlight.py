@@ -74,6 +74,16 @@ def _cited(bot: Chatbot, question: str) -> Citation:
     return Citation.objects.get(pk=message["citations"][0]["id"])
 
 
+def _viewer_opening(org: Any, make_user: Any, kb: KnowledgeBase, question: str) -> tuple[Client, Citation]:
+    """A viewer's logged-in client and the citation of a bot over `kb` answering `question`."""
+    viewer = make_user(org, role=Role.VIEWER)
+    bot = chatbot_create(organization=org, name="Bot", knowledge_bases=[kb], created_by=None)
+    citation = _cited(bot, question)
+    client = Client()
+    client.force_login(viewer)
+    return client, citation
+
+
 def _highlighted_pixels(png: bytes) -> int:
     data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
     pixels = zip(data[0::3], data[1::3], data[2::3], strict=True)
@@ -90,12 +100,7 @@ def test_quote_span_ignores_line_breaks_hyphens_and_case() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_staff_open_a_pdf_citation_as_the_page_image_with_the_quote_boxed(make_org: Any, make_user: Any) -> None:
     org = make_org("Shop")
-    viewer = make_user(org, role=Role.VIEWER)
-    bot = chatbot_create(organization=org, name="Bot", knowledge_bases=[_pdf_kb(org)], created_by=None)
-    citation = _cited(bot, "Within how many days are returns accepted?")
-
-    client = Client()
-    client.force_login(viewer)
+    client, citation = _viewer_opening(org, make_user, _pdf_kb(org), "Within how many days are returns accepted?")
     page = client.get(citation.source_path)
     assert page.status_code == 200
     html = page.content.decode()
@@ -118,11 +123,7 @@ def test_staff_open_a_pdf_citation_as_the_page_image_with_the_quote_boxed(make_o
 @pytest.mark.django_db(transaction=True)
 def test_staff_open_a_text_citation_with_the_quote_marked(make_org: Any, make_user: Any) -> None:
     org = make_org("Shop")
-    viewer = make_user(org, role=Role.VIEWER)
-    bot = chatbot_create(organization=org, name="Bot", knowledge_bases=[_text_kb(org)], created_by=None)
-    citation = _cited(bot, "How much does express delivery cost?")
-    client = Client()
-    client.force_login(viewer)
+    client, citation = _viewer_opening(org, make_user, _text_kb(org), "How much does express delivery cost?")
     html = client.get(citation.source_path).content.decode()
     marked = html.split('<mark class="quote-mark" id="quote">', 1)[1].split("</mark>", 1)[0]
     assert marked == citation.quote  # the quoted sentence itself, full stop included
@@ -253,11 +254,7 @@ def test_document_and_source_pages_read_chunk_text_without_the_vectors(make_org:
     # A chunk row holds up to three vectors and a tsvector, several times its text: pages that
     # show chunks must not load them (a 500-chunk document's page took 58 ms with them, 12 without).
     org = make_org("Shop")
-    viewer = make_user(org, role=Role.VIEWER)
-    bot = chatbot_create(organization=org, name="Bot", knowledge_bases=[_text_kb(org)], created_by=None)
-    citation = _cited(bot, "How much does express delivery cost?")
-    client = Client()
-    client.force_login(viewer)
+    client, citation = _viewer_opening(org, make_user, _text_kb(org), "How much does express delivery cost?")
     with CaptureQueriesContext(connection) as queries:
         document_page = client.get(f"/documents/{citation.document_id}/").content.decode()
         source_page = client.get(citation.source_path).content.decode()
