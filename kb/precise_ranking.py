@@ -21,7 +21,7 @@ precise.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from kb.embedding import LOCAL_E5_MODEL
 
@@ -46,14 +46,22 @@ def query_models(knowledge_bases: Iterable[KnowledgeBase]) -> set[str]:
     return {kb.embedding_model for kb in kbs} | ({RANKING_MODEL} if uses_precise_ranking(kbs) else set())
 
 
-def similarities(vectors: Sequence[Any], query_vector: Sequence[float]) -> list[float] | None:
-    """Each candidate's e5 cosine similarity to the query, from its stored ranking vector; None (no
-    precise ranking for this query) when one has none yet. kb.match_ranking weighs it in."""
-    import numpy as np
+def similarities(chunk_ids: Sequence[int], query_vector: Sequence[float]) -> list[float] | None:
+    """Each chunk's e5 cosine similarity to the query, from its stored ranking vector, computed in
+    the database (30 floats come back instead of 30 vectors); None (no precise ranking for this
+    query) when one has none yet. kb.match_ranking weighs it in."""
+    from django.db import connection
 
-    if len(vectors) < 2 or any(v is None for v in vectors):
+    if len(chunk_ids) < 2:
         return None
-    matrix = np.asarray([np.asarray(v, dtype=np.float32) for v in vectors])
-    query = np.asarray(query_vector, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1) * (float(np.linalg.norm(query)) or 1.0)
-    return [float(s) for s in (matrix @ query) / np.where(norms > 0, norms, 1.0)]
+    literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, 1 - (ranking_embedding <=> %s::vector) FROM kb_chunk"
+            " WHERE id = ANY(%s) AND ranking_embedding IS NOT NULL",
+            [literal, list(chunk_ids)],
+        )
+        found = {chunk_id: float(similarity) for chunk_id, similarity in cursor.fetchall()}
+    if any(chunk_id not in found for chunk_id in chunk_ids):
+        return None
+    return [found[chunk_id] for chunk_id in chunk_ids]

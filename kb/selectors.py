@@ -288,8 +288,7 @@ def _precise_similarities(hits: list[SearchHit], query_vectors: embedding_api.Qu
     except EmbeddingError as exc:  # an improvement, never a point of failure
         logger.warning("Precise ranking skipped, the query could not be embedded: %s", exc)
         return None
-    stored = dict(Chunk.objects.filter(pk__in=[h.chunk_id for h in hits]).values_list("pk", "ranking_embedding"))
-    return precise_ranking.similarities([stored.get(h.chunk_id) for h in hits], query_vector)
+    return precise_ranking.similarities([h.chunk_id for h in hits], query_vector)
 
 
 def _scaled(values: dict[int, float]) -> dict[int, float]:
