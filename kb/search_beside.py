@@ -28,14 +28,21 @@ _slots = threading.BoundedSemaphore(settings.GROUNDWORK_SEARCH_BESIDE_THREADS or
 _executor = ThreadPoolExecutor(
     max_workers=settings.GROUNDWORK_SEARCH_BESIDE_THREADS or 1, thread_name_prefix="search-beside"
 )
+_BEGIN_IN_SNAPSHOT = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}")
 # How long to wait for the pool to open a new connection before running in turn instead.
 CONNECT_TIMEOUT_S = 0.05
 
 
-def export_snapshot() -> str:
-    """The current transaction's snapshot id (it must be REPEATABLE READ and stay open)."""
+def repeatable_read(*, export: bool) -> str | None:
+    """Make the current transaction (just begun, nothing read yet) REPEATABLE READ; with `export`,
+    also return its snapshot id for `start`, in the same round trip."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_export_snapshot()")
+        if not export:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return None
+        # Two statements, no parameters: one round trip, one result each.
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT pg_export_snapshot()")
+        cursor.cursor.nextset()
         return str(cursor.fetchone()[0])
 
 
@@ -63,10 +70,14 @@ def start(snapshot: str, run: Callable[[Any], T]) -> Future[T] | None:
 
     def beside() -> T:
         try:
-            with conn.transaction(), conn.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                return run(cursor)
+            with conn.cursor() as cursor:
+                try:
+                    # The pool's connections are in autocommit: the transaction, its isolation and
+                    # the snapshot in one round trip (three before), ended by a rollback: it only reads.
+                    cursor.execute(_BEGIN_IN_SNAPSHOT.format(sql.Literal(snapshot)))
+                    return run(cursor)
+                finally:
+                    conn.rollback()
         finally:
             pool.putconn(conn)
             _slots.release()
