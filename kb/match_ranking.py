@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from kb.models import KnowledgeBase
@@ -34,8 +34,6 @@ PAIR_GAP = 3
 
 # (position, weight) of every occurrence of a lexeme in a chunk's search vector.
 Occurrences = Sequence[tuple[int, str]]
-# A row of `_TERMS_SQL`: (chunk id, its length, lexeme, positions, weights, documents, collection).
-Row = tuple[Any, ...]
 
 FEATURES = (
     "fused",
@@ -218,54 +216,34 @@ _TERMS_SQL = """
 """
 
 
-def language(knowledge_bases: Sequence[KnowledgeBase]) -> str | None:
-    """The text search configuration the knowledge bases share; None (no match ranking) if they differ."""
-    from kb.languages import text_search_config
-
-    configs = {text_search_config(kb) for kb in knowledge_bases}
-    return configs.pop() if len(configs) == 1 else None
-
-
-def read_occurrences(
-    cursor: Any, *, query: str, config: str, knowledge_base_ids: list[int], ids: list[int]
-) -> list[Row]:
-    """What `rerank` reads from the database, in one statement on `cursor` (see `_TERMS_SQL`)."""
-    cursor.execute(_TERMS_SQL, {"kbs": knowledge_base_ids, "config": config, "query": query, "ids": ids})
-    return list(cursor.fetchall())
-
-
 def rerank(
     hits: Sequence[SearchHit],
     query: str,
     knowledge_bases: Sequence[KnowledgeBase],
     *,
     similarities: Sequence[float] | None = None,
-    rows: Sequence[Row] | None = None,
 ) -> list[SearchHit] | None:
     """`hits` (the fused pool, best first) re-ordered by the fitted score; None (keep the fused
     order) when there is nothing to re-order or the knowledge bases differ in language.
 
     `similarities`: each hit's e5 cosine (precise ranking, kb.precise_ranking): it becomes one more
-    feature, scored with `PRECISE_WEIGHTS`, and is kept as `ranking_score`. `rows`: `read_occurrences`
-    of these hits, already read (on a connection beside this one); read here when None. Sets
-    `fused_score` (the score before) and `match_score` (the fitted score); `score` becomes the
-    fitted score over the best one, so results still read best first, in (0, 1].
+    feature, scored with `PRECISE_WEIGHTS`, and is kept as `ranking_score`. Sets `fused_score`
+    (the score before) and `match_score` (the fitted score); `score` becomes the fitted score over
+    the best one, so results still read best first, in (0, 1].
     """
     from django.db import connection
 
+    from kb.languages import text_search_config
+
     pool = list(hits)
-    config = language(knowledge_bases)
-    if len(pool) < 2 or config is None:
+    configs = {text_search_config(kb) for kb in knowledge_bases}
+    if len(pool) < 2 or len(configs) != 1:
         return None
-    if rows is None:
-        with connection.cursor() as cursor:
-            rows = read_occurrences(
-                cursor,
-                query=query,
-                config=config,
-                knowledge_base_ids=[kb.pk for kb in knowledge_bases],
-                ids=[h.chunk_id for h in pool],
-            )
+    kbs = [kb.pk for kb in knowledge_bases]
+    ids = [h.chunk_id for h in pool]
+    with connection.cursor() as cursor:
+        cursor.execute(_TERMS_SQL, {"kbs": kbs, "config": configs.pop(), "query": query, "ids": ids})
+        rows = cursor.fetchall()
     query_rows = [r for r in rows if r[0] is None]
     if not query_rows:
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,29 +250,23 @@ def _chunk_search(
     # A configured reranker (a cross-encoder) supersedes precise and match ranking.
     precise = mode == "hybrid" and not rerank and precise_ranking.uses_precise_ranking(kbs)
     ranked = sorted(hits.values(), key=lambda h: h.score, reverse=True)
-    chunks: dict[int, Chunk] = {}
     if mode == "hybrid" and not rerank:
         # Match ranking (and precise ranking's e5 similarity) re-orders a deeper pool than is
         # returned (twice the limit at least, as duplicates are dropped after it), from ids and
-        # the stored search vectors. Their occurrences are read beside, in this snapshot, while
-        # the whole pool's rows load here; in turn, only what may be returned is loaded, after.
+        # the stored search vectors: only what may be returned is loaded.
         ranked = ranked[: max(limit * 2, match_ranking.MATCH_POOL)]
-        config = match_ranking.language(kbs)
-        matches = (
-            search_beside.start(snapshot, _occurrences_reader(query, config, kbs, ranked))
-            if snapshot is not None and config is not None and len(ranked) > 1
-            else None
-        )
-        if matches is not None:
-            chunks = _chunk_rows([h.chunk_id for h in ranked])
         similarities = _precise_similarities(ranked, query_vectors) if precise and query_vectors is not None else None
-        rows = matches.result() if matches is not None else None
-        ranked = match_ranking.rerank(ranked, query, kbs, similarities=similarities, rows=rows) or ranked
+        ranked = match_ranking.rerank(ranked, query, kbs, similarities=similarities) or ranked
     # A configured reranker reads the texts of a deeper pool than is returned.
     pool_size = max(limit * 3, 20) if rerank else limit
     # Twice the pool is loaded so that dropping duplicates still fills it.
     ranked = ranked[: pool_size * 2]
-    chunks.update(_chunk_rows([h.chunk_id for h in ranked if h.chunk_id not in chunks]))
+    chunks = (
+        Chunk.objects.select_related("document", "version")
+        .without_vectors()  # not read past this point
+        .order_by()  # a dict by id: Meta.ordering would only add a join-ordered sort and its compiling
+        .in_bulk([h.chunk_id for h in ranked])
+    )
     for hit in ranked:
         hit.chunk = chunks.get(hit.chunk_id)
     ranked = _without_duplicates([h for h in ranked if h.chunk is not None])[:pool_size]
@@ -283,27 +277,6 @@ def _chunk_search(
                 hit.rerank_score = score
             ranked.sort(key=lambda h: h.rerank_score or 0.0, reverse=True)
     return ranked[:limit]
-
-
-def _chunk_rows(ids: list[int]) -> dict[int, Chunk]:
-    """The chunks to return, by id, with their document and version (not their vectors)."""
-    if not ids:
-        return {}
-    return (
-        Chunk.objects.select_related("document", "version")
-        .without_vectors()  # not read past this point
-        .order_by()  # a dict by id: Meta.ordering would only add a join-ordered sort and its compiling
-        .in_bulk(ids)
-    )
-
-
-def _occurrences_reader(
-    query: str, config: str, kbs: list[KnowledgeBase], hits: list[SearchHit]
-) -> Callable[[Any], list[match_ranking.Row]]:
-    ids, kb_ids = [h.chunk_id for h in hits], [kb.pk for kb in kbs]
-    return lambda cursor: match_ranking.read_occurrences(
-        cursor, query=query, config=config, knowledge_base_ids=kb_ids, ids=ids
-    )
 
 
 def _precise_similarities(hits: list[SearchHit], query_vectors: embedding_api.QueryVectors) -> list[float] | None:

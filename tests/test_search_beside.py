@@ -1,6 +1,6 @@
-"""Hybrid search runs its vector query on a second connection beside the keyword query, and match
-ranking's read beside the rows' load (kb.search_beside): same answers as in turn, the same
-snapshot, and in turn when no connection or slot is free."""
+"""Hybrid search runs its vector query on a second connection beside the keyword query
+(kb.search_beside): same answers as in turn, the same snapshot, and in turn when no connection
+or slot is free."""
 
 from __future__ import annotations
 
@@ -67,8 +67,7 @@ def test_the_vector_query_runs_beside_the_keyword_query_and_finds_the_same(
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         own = cursor.fetchone()[0]
-    # Per search: the vector query, then match ranking's read of the pool while its rows load here.
-    assert len(backends) == 2 * len(QUESTIONS) and own not in backends
+    assert len(backends) == len(QUESTIONS) and own not in backends
 
 
 @pytest.mark.worker
