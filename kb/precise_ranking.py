@@ -52,9 +52,11 @@ def similarities(chunk_ids: Sequence[int], query_vector: Sequence[float]) -> lis
     query) when one has none yet. kb.match_ranking weighs it in."""
     from django.db import connection
 
+    from kb.pipeline.index.vector_indexes import vector_literal
+
     if len(chunk_ids) < 2:
         return None
-    literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
+    literal = vector_literal(query_vector)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT id, 1 - (ranking_embedding <=> %s::vector) FROM kb_chunk"

@@ -21,7 +21,7 @@ from kb import match_ranking, precise_ranking, search_beside
 from kb.exceptions import EmbeddingError
 from kb.keyword_search import keyword_candidates
 from kb.models import Chunk, Document, KnowledgeBase
-from kb.pipeline.index.vector_indexes import vector_cast
+from kb.pipeline.index.vector_indexes import vector_cast, vector_literal
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _vector_query(
     versions: list[int] | None,
 ) -> list[tuple[int, float]]:
     cast = vector_cast(dims)
-    literal = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
+    literal = vector_literal(query_vector)
     _prepare_vector_scan(cursor, sum(kb.live_chunks for kb in kbs), limit, exact=versions is not None)
     # Only `cast` is interpolated: built from an integer dimension by vector_cast().
     cursor.execute(

@@ -307,8 +307,10 @@ def test_keyword_candidates_grow_with_the_knowledge_base(make_org, api_client_fo
 
 
 def _postings_scanned(kb_id: int, query: str) -> int:
-    """Postings the keyword query reads to find its candidates (EXPLAIN ANALYZE of the real SQL)."""
+    """Postings the keyword query reads to find its candidates: EXPLAIN ANALYZE of the statement
+    `keyword_scores` sends (parameters are bound client-side, so it is the whole statement)."""
     from django.db import connection
+    from django.test.utils import CaptureQueriesContext
 
     from kb import keyword_search
 
@@ -317,14 +319,11 @@ def _postings_scanned(kb_id: int, query: str) -> int:
         own = node["Actual Rows"] * node["Actual Loops"] if inside and node.get("Relation Name") == "kb_posting" else 0
         return own + sum(scanned(child, inside) for child in node.get("Plans", ()))
 
-    sql = keyword_search._KEYWORD_SQL.format(staged_cte="", staged_union="")
-    params: dict[str, Any] = {
-        "config": "english", "query": query, "kbs": [kb_id], "budget": keyword_search.KEYWORD_MATCH_BUDGET,
-        "share": keyword_search.KEYWORD_MATCH_SHARE, "pool": keyword_search.KEYWORD_POOL,
-        "k1": keyword_search.BM25_K1, "b": keyword_search.BM25_B, "limit": 10, "hidden": [], "staged": [],
-    }  # fmt: skip
+    with CaptureQueriesContext(connection) as captured:
+        keyword_search.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10)
+    (statement,) = [q["sql"] for q in captured.captured_queries if "kb_posting" in q["sql"]]
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement)
         plan = cursor.fetchone()[0]
     # Rows are averaged per loop, to two decimals: the total is a whole number again once rounded.
     return round(scanned((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"], False))

@@ -9,6 +9,8 @@ and predicate (see `kb.selectors`) for the planner to pick the index. Above 2,00
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db import connection
 
 HNSW_MAX_VECTOR_DIMS = 2000
@@ -22,6 +24,11 @@ def vector_cast(dims: int) -> str:
     if dims <= HNSW_MAX_HALFVEC_DIMS:
         return f"halfvec({int(dims)})"
     raise ValueError(f"Embeddings of {dims} dimensions cannot be indexed (maximum {HNSW_MAX_HALFVEC_DIMS}).")
+
+
+def vector_literal(values: Sequence[float]) -> str:
+    """A query vector as pgvector's text form ('[0.1,0.2,...]'), cast in SQL (`%s::vector`)."""
+    return "[" + ",".join(f"{x:.7g}" for x in values) + "]"
 
 
 def opclass(dims: int) -> str:
