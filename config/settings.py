@@ -411,6 +411,9 @@ os.environ["INITIAL_RETRY_DELAY"] = str(GROUNDWORK_LLM_RETRY_DELAY)
 os.environ["MAX_RETRY_DELAY"] = str(GROUNDWORK_LLM_RETRY_MAX_DELAY)
 os.environ["JITTER"] = str(min(0.75, GROUNDWORK_LLM_RETRY_DELAY))
 GROUNDWORK_EMBED_BATCH_SIZE = env_int("GROUNDWORK_EMBED_BATCH_SIZE", 32, minimum=1, maximum=2048)
+# A new document of at least this many chunks is searchable by its words as soon as it is chunked,
+# while its vectors are computed (kb.pipeline.publish.publish_words_first); 0 turns that off.
+GROUNDWORK_WORDS_FIRST_CHUNKS = env_int("GROUNDWORK_WORDS_FIRST_CHUNKS", 64, minimum=0, maximum=10_000_000)
 
 EMAIL_BACKEND = env_str("GROUNDWORK_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("GROUNDWORK_FROM_EMAIL", "groundwork@localhost")

@@ -173,6 +173,12 @@ class DocumentVersion(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    searchable_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When search first found its chunks: at READY, or earlier by keyword while a long new "
+        "document is still embedding.",
+    )
 
     class Meta:
         ordering = ("-number",)

@@ -116,6 +116,8 @@ class DocumentOutSerializer(serializers.ModelSerializer[Document]):
     chunks_embedded = serializers.IntegerField(source="latest_version.chunks_embedded", default=0)
     progress = serializers.IntegerField(source="latest_version.progress_percent", default=0)
     attempts = serializers.IntegerField(source="latest_version.attempts", default=0)
+    # Set while a long new document is still embedding: search already finds it by its words.
+    searchable_at = serializers.DateTimeField(source="latest_version.searchable_at", default=None, allow_null=True)
 
     class Meta:
         model = Document
@@ -138,6 +140,7 @@ class DocumentOutSerializer(serializers.ModelSerializer[Document]):
             "chunks_embedded",
             "progress",
             "attempts",
+            "searchable_at",
             "created_at",
             "updated_at",
         )

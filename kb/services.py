@@ -398,6 +398,11 @@ def document_set_enabled(*, document: Document, enabled: bool, actor: OrgContext
             return document
         document.enabled = enabled
         document.save(update_fields=["enabled", "updated_at"])
+        if document.live_version_id is None and not enabled:
+            # A long new document searchable by its words while it embeds leaves search now; the
+            # publish at the end of its ingestion honours the switch.
+            term_stats.remove_live_document(document.pk)
+            Chunk.objects.filter(document=document, is_live=True).update(is_live=False)
         if document.live_version_id is not None:
             if not enabled:
                 term_stats.remove_live_version(document.live_version_id)
@@ -435,6 +440,7 @@ def document_delete(*, document: Document, actor: OrgContext | None = None) -> N
         document = Document.objects.select_for_update().get(pk=document.pk)  # no publish in between
         if document.live_version_id is None:
             DraftChange.objects.filter(document=document).delete()
+            term_stats.remove_live_document(document.pk)  # searchable by its words while it embedded
             releases.document_delete_for_good(document)
             return
         if kb.review_changes:

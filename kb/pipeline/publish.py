@@ -4,17 +4,77 @@ One short transaction under a lock on the document swaps which chunks are live a
 statistics with them, so search sees the old version or the new one, never half of each; the new
 live state is numbered as a release (kb.releases). In a review-mode knowledge base a staged version
 stops here as READY and waits in the draft.
+
+Words first: a long *new* document (no version of it live yet, in an instant-mode knowledge base)
+goes live for keyword search as soon as it is chunked and indexed, before its vectors exist
+(`publish_words_first`). On 2 cores a 100-page PDF spends about as long embedding as parsing, and
+nothing else answers for it meanwhile, so waiting for the vectors doubled the time before anyone
+could ask about it. Vector search skips its chunks until they have vectors (they have no
+`embedding_dims`). The document's `live_version` and its release wait for the full publish, so
+releases only ever record fully embedded versions; a version that fails on the way is withdrawn
+(`version_fail`). Replacing a live version keeps the old one answering until the new one is whole.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from kb import releases
 from kb.models import Chunk, Document, DocumentStatus, DocumentVersion
 from kb.pipeline.index import term_stats
-from kb.pipeline.job import Job
+from kb.pipeline.job import Job, fail
+
+
+def publish_words_first(job: Job) -> None:
+    """A long new document becomes searchable by its words now, while its vectors are computed."""
+    threshold = settings.GROUNDWORK_WORDS_FIRST_CHUNKS
+    if threshold and len(job.chunks) >= threshold and not job.knowledge_base.review_changes:
+        version_publish_words(version_id=job.version.pk)
+
+
+def version_publish_words(*, version_id: int) -> bool:
+    """Make a version's chunks live for keyword search when its document has nothing live yet;
+    False (nothing done) otherwise."""
+    with transaction.atomic():
+        version = DocumentVersion.objects.get(pk=version_id)
+        document = Document.objects.select_for_update().filter(pk=version.document_id).first()
+        if (
+            document is None  # deleted meanwhile
+            or document.live_version_id is not None  # a replacement: the live version answers until this one is whole
+            or not document.enabled
+            or releases.version_is_staged(version_id)
+            or Chunk.objects.filter(document=document, is_live=True).exists()  # another version went first
+        ):
+            return False
+        Chunk.objects.filter(version_id=version_id).update(is_live=True)
+        term_stats.add_live_version(version_id)
+        DocumentVersion.objects.filter(pk=version_id).update(searchable_at=timezone.now())
+    return True
+
+
+def version_withdraw(*, version_id: int) -> None:
+    """Take the chunks of a version that is not its document's live version out of search
+    (published words first, then failed or given up)."""
+    with transaction.atomic():
+        version = DocumentVersion.objects.filter(pk=version_id).first()
+        if version is None:
+            return  # deleted with its document
+        document = Document.all_objects.select_for_update().filter(pk=version.document_id).first()
+        if document is None or document.live_version_id == version_id:
+            return  # its live version stays live (a failed re-index keeps what was there)
+        if Chunk.objects.filter(version_id=version_id, is_live=True).exists():
+            term_stats.remove_live_version(version_id)
+            Chunk.objects.filter(version_id=version_id).update(is_live=False)
+            DocumentVersion.objects.filter(pk=version_id).update(searchable_at=None)
+
+
+def version_fail(version_id: int, code: str, message: str) -> None:
+    """Mark a version FAILED (kb.pipeline.job.fail) and take whatever of it went live early out of search."""
+    with transaction.atomic():
+        fail(version_id, code, message)
+        version_withdraw(version_id=version_id)
 
 
 def publish(job: Job) -> None:
@@ -41,9 +101,11 @@ def version_publish(*, version_id: int) -> None:
         term_stats.add_live_version(version_id)
         document.live_version_id = version_id
         document.save(update_fields=["live_version", "updated_at"])
+        now = timezone.now()
         DocumentVersion.objects.filter(pk=version_id).update(
-            status=DocumentStatus.READY, finished_at=timezone.now(), heartbeat_at=timezone.now()
+            status=DocumentStatus.READY, finished_at=now, heartbeat_at=now
         )
+        DocumentVersion.objects.filter(pk=version_id, searchable_at__isnull=True).update(searchable_at=now)
         if action:  # re-indexing the live version changes nothing a release records
             author = version.created_by
             releases.release_record(

@@ -15,7 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from kb.models import DocumentStatus, DocumentVersion
-from kb.pipeline.job import fail, requeue
+from kb.pipeline.job import requeue
+from kb.pipeline.publish import version_fail
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def recover_stuck() -> Recovered:
     failed = 0
     for version in stuck:
         if version.attempts >= settings.GROUNDWORK_MAX_ATTEMPTS:
-            fail(
+            version_fail(
                 version.pk,
                 "stuck",
                 f"Processing stopped responding {version.attempts} times; the file may be too large or complex. "

@@ -4,8 +4,9 @@
     fetch    web pages only: download the page as the version's file              fetch.py
     parse    the file into elements (outside any transaction)                     parse/stage.py
     chunk    sections + chunks stored, not yet live (→ EMBEDDING)                 chunk/stage.py
-    embed    vectors in batches, re-using identical chunks already embedded       embed.py
     index    keyword-search vectors                                               index/__init__.py
+    words    a long new document goes live for keyword search already             publish.py
+    embed    vectors in batches, re-using identical chunks already embedded       embed.py
     publish  one short transaction makes this version live (→ READY)              publish.py
 
 `recover.py` finds versions a dead worker left behind (the task module re-sends them) and
@@ -34,17 +35,17 @@ from kb.pipeline.claim import claim
 from kb.pipeline.embed import embed
 from kb.pipeline.fetch import fetch
 from kb.pipeline.index import index
-from kb.pipeline.job import Job, fail
+from kb.pipeline.job import Job
 from kb.pipeline.memory import release_freed_memory
 from kb.pipeline.parse.stage import parse
-from kb.pipeline.publish import publish
+from kb.pipeline.publish import publish, publish_words_first, version_fail
 
 logger = logging.getLogger(__name__)
 
 Stage = Callable[[Job], None]
 
 # After `claim`, in this order. Each stage reads what the earlier ones left on the job.
-STAGES: tuple[Stage, ...] = (fetch, parse, chunk, embed, index, publish)
+STAGES: tuple[Stage, ...] = (fetch, parse, chunk, index, publish_words_first, embed, publish)
 
 
 # Django's wrappers of psycopg's "the server is gone / the connection is broken" errors.
@@ -93,21 +94,21 @@ def _ingest(*, version_id: int, worker: str) -> None:
         DocumentVersion.objects.filter(pk=version_id).update(status=DocumentStatus.QUEUED)
         raise
     except ParseFailure as failure:
-        fail(version_id, failure.code, failure.message)
+        version_fail(version_id, failure.code, failure.message)
     except SoftTimeLimitExceeded:
-        fail(
+        version_fail(
             version_id,
             "timeout",
             f"Processing took longer than the {settings.GROUNDWORK_INGEST_TIME_LIMIT}-second limit. "
             "Try splitting the file into smaller parts.",
         )
     except EmbeddingError as exc:
-        fail(version_id, "embedding_failed", f"The embedding model could not process this document: {exc}")
+        version_fail(version_id, "embedding_failed", f"The embedding model could not process this document: {exc}")
     except DATABASE_GONE:
         raise  # not the document's fault: `version_ingest` hands it back for a retry
     except Exception:
         logger.exception("Unexpected failure ingesting version %s", version_id)
-        fail(
+        version_fail(
             version_id,
             "internal_error",
             "Something unexpected went wrong while processing this document. Try re-indexing it; "

@@ -1,0 +1,192 @@
+"""Words first: a long new document answers by its words while its vectors are still computed.
+
+The stages run in this process, one by one, so each test can look at the moment between the
+keyword index and the vectors (through the real worker that moment lasts seconds on a long PDF,
+too short to catch reliably). Statistics and postings must equal a rebuild at every step.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from unittest import mock
+
+import pytest
+
+from accounts.services import organization_create
+from kb import embedding as embedding_api
+from kb import services
+from kb.exceptions import EmbeddingError
+from kb.models import Document, DocumentStatus, DocumentVersion, KnowledgeBase, Release
+from kb.pipeline.claim import claim
+from kb.pipeline.job import Job
+from kb.pipeline.publish import publish, publish_words_first
+from kb.pipeline.run import STAGES, version_ingest
+from kb.selectors import chunk_search
+from tests.test_pipeline_index import _assert_equal_to_a_rebuild
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HANDBOOK = "\n\n".join(
+    f"# Part {i}\n\nThe {name} team meets on {day} in room {100 + i} to review the {topic} budget. "
+    + " ".join(f"Agenda item {k} of part {i} is read aloud and minuted by the secretary." for k in range(12))
+    for i, (name, day, topic) in enumerate(
+        [
+            ("harbour", "Monday", "ferry"),
+            ("orchard", "Tuesday", "cider"),
+            ("glacier", "Wednesday", "skiing"),
+            ("lantern", "Thursday", "lighting"),
+            ("meadow", "Friday", "grazing"),
+        ]
+    )
+).encode()
+REPLACEMENT = HANDBOOK.replace(b"harbour", b"quarry")
+WORDS_STAGES = STAGES[: STAGES.index(publish_words_first) + 1]
+
+
+@pytest.fixture
+def knowledge_base(settings) -> KnowledgeBase:  # type: ignore[no-untyped-def]
+    settings.GROUNDWORK_WORDS_FIRST_CHUNKS = 3  # the handbook is 5 chunks: "long" for these tests
+    org = organization_create(name="Words first")
+    kb = services.knowledge_base_create(organization=org, name="Handbook", created_by=None)
+    return kb
+
+
+def _upload(
+    kb: KnowledgeBase, content: bytes = HANDBOOK, document: Document | None = None, filename: str = "handbook.md"
+) -> DocumentVersion:
+    result = services.document_upload(
+        knowledge_base=kb,
+        upload=BytesIO(content),
+        filename=filename,
+        uploaded_by=None,
+        replace_document=document,
+        enqueue=False,
+    )
+    return result.version
+
+
+def _until_words(version: DocumentVersion) -> Job:
+    """Run the stages up to and including words-first publishing."""
+    job = claim(version_id=version.pk, worker="test")
+    assert job is not None
+    for stage in WORDS_STAGES:
+        stage(job)
+    return job
+
+
+def _finish(job: Job) -> None:
+    for stage in STAGES[STAGES.index(publish_words_first) + 1 :]:
+        stage(job)
+
+
+def _found(kb: KnowledgeBase, query: str, mode: str) -> list[str]:
+    hits = chunk_search(knowledge_bases=[kb], query=query, mode=mode, limit=10)
+    return [h.chunk.text for h in hits if h.chunk is not None]
+
+
+def test_a_long_new_document_answers_by_its_words_while_it_embeds(knowledge_base) -> None:  # type: ignore[no-untyped-def]
+    version = _upload(knowledge_base)
+    job = _until_words(version)
+
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.EMBEDDING and version.chunks_embedded == 0
+    assert version.chunks_total >= 5
+    assert version.searchable_at is not None
+    assert any("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "keyword"))
+    assert any("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "hybrid"))
+    assert _found(knowledge_base, "glacier team skiing", "vector") == []  # no vectors yet
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+    # Releases record whole versions only: none yet, and the document has no live version.
+    assert Document.objects.get(pk=version.document_id).live_version_id is None
+    assert not Release.objects.filter(knowledge_base=knowledge_base).exists()
+
+    _finish(job)
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.READY
+    assert Document.objects.get(pk=version.document_id).live_version_id == version.pk
+    assert any("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "vector"))
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+    releases = list(Release.objects.filter(knowledge_base=knowledge_base))
+    assert [c["action"] for r in releases for c in r.changes] == ["add"]
+
+
+def test_the_api_says_a_document_is_searchable_while_it_embeds(knowledge_base, api_client_for) -> None:  # type: ignore[no-untyped-def]
+    version = _upload(knowledge_base)
+    client = api_client_for(knowledge_base.organization)
+    before = client.get(f"/api/v1/documents/{version.document_id}/").json()
+    assert before["searchable_at"] is None
+    _until_words(version)
+    during = client.get(f"/api/v1/documents/{version.document_id}/").json()
+    assert during["status"] == "embedding" and during["searchable_at"] is not None
+
+
+def test_a_document_that_fails_while_embedding_leaves_search(knowledge_base) -> None:  # type: ignore[no-untyped-def]
+    version = _upload(knowledge_base)
+    with mock.patch.object(embedding_api, "embed_passages", side_effect=EmbeddingError("model refused the input")):
+        version_ingest(version_id=version.pk, worker="test")
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.FAILED and "model refused" in version.error_message
+    assert version.searchable_at is None
+    assert _found(knowledge_base, "glacier team skiing", "keyword") == []
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+
+def test_a_retried_run_replaces_what_went_live_by_its_words(knowledge_base) -> None:  # type: ignore[no-untyped-def]
+    version = _upload(knowledge_base)
+    _until_words(version)
+    DocumentVersion.objects.filter(pk=version.pk).update(status=DocumentStatus.QUEUED)  # a transient error
+    version_ingest(version_id=version.pk, worker="test")
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.READY and version.attempts == 2
+    assert sum("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "keyword")) == 1  # not twice
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+
+def test_a_replacement_waits_for_its_vectors_and_the_live_version_answers_meanwhile(knowledge_base) -> None:  # type: ignore[no-untyped-def]
+    first = _upload(knowledge_base)
+    version_ingest(version_id=first.pk, worker="test")
+    second = _upload(knowledge_base, REPLACEMENT, document=first.document)
+    job = _until_words(second)
+    second.refresh_from_db()
+    assert second.searchable_at is None
+    texts = _found(knowledge_base, "harbour quarry team ferry", "keyword")
+    assert any("harbour" in t for t in texts) and not any("quarry" in t for t in texts)
+    _finish(job)
+    texts = _found(knowledge_base, "harbour quarry team ferry", "keyword")
+    assert any("quarry" in t for t in texts) and not any("harbour" in t for t in texts)
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+
+def test_switching_off_or_deleting_a_document_while_it_embeds_takes_it_out_of_search(knowledge_base) -> None:  # type: ignore[no-untyped-def]
+    version = _upload(knowledge_base)
+    job = _until_words(version)
+    document = Document.objects.get(pk=version.document_id)
+    services.document_set_enabled(document=document, enabled=False)
+    assert _found(knowledge_base, "glacier team skiing", "keyword") == []
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+    _finish(job)  # the switch holds when it is whole
+    assert _found(knowledge_base, "glacier team skiing", "keyword") == []
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+    other = _upload(knowledge_base, REPLACEMENT, filename="quarry.md")
+    _until_words(other)
+    assert any("quarry" in t for t in _found(knowledge_base, "quarry team ferry", "keyword"))
+    services.document_delete(document=Document.objects.get(pk=other.document_id))
+    assert _found(knowledge_base, "quarry team ferry", "keyword") == []
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+
+def test_short_documents_and_review_mode_wait_for_their_vectors(knowledge_base, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.GROUNDWORK_WORDS_FIRST_CHUNKS = 50
+    version = _upload(knowledge_base)
+    _until_words(version)
+    assert _found(knowledge_base, "glacier team skiing", "keyword") == []
+
+    settings.GROUNDWORK_WORDS_FIRST_CHUNKS = 3
+    KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(review_changes=True)
+    knowledge_base.refresh_from_db()
+    staged = _upload(knowledge_base, REPLACEMENT, filename="quarry.md")
+    job = _until_words(staged)
+    assert _found(knowledge_base, "quarry team ferry", "keyword") == []
+    publish(job)
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
