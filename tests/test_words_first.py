@@ -11,7 +11,9 @@ from io import BytesIO
 from unittest import mock
 
 import pytest
+from django.test import Client
 
+from accounts.models import Role
 from accounts.services import organization_create
 from kb import embedding as embedding_api
 from kb import services
@@ -110,14 +112,21 @@ def test_a_long_new_document_answers_by_its_words_while_it_embeds(knowledge_base
     assert [c["action"] for r in releases for c in r.changes] == ["add"]
 
 
-def test_the_api_says_a_document_is_searchable_while_it_embeds(knowledge_base, api_client_for) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_and_the_document_table_say_a_document_answers_while_it_embeds(  # type: ignore[no-untyped-def]
+    knowledge_base, api_client_for, make_user
+) -> None:
     version = _upload(knowledge_base)
     client = api_client_for(knowledge_base.organization)
-    before = client.get(f"/api/v1/documents/{version.document_id}/").json()
-    assert before["searchable_at"] is None
+    staff = Client()
+    staff.force_login(make_user(knowledge_base.organization, role=Role.EDITOR))
+    table = f"/knowledge-bases/{knowledge_base.pk}/documents/table/"
+    assert client.get(f"/api/v1/documents/{version.document_id}/").json()["searchable_at"] is None
+    assert 'data-searchable="words"' not in staff.get(table).content.decode()
+
     _until_words(version)
     during = client.get(f"/api/v1/documents/{version.document_id}/").json()
     assert during["status"] == "embedding" and during["searchable_at"] is not None
+    assert "Answers from its words already" in staff.get(table).content.decode()
 
 
 def test_a_document_that_fails_while_embedding_leaves_search(knowledge_base) -> None:  # type: ignore[no-untyped-def]
