@@ -92,7 +92,12 @@ def default_commands(*, data_dir: Path, host: str, port: str, concurrency: int |
         concurrency = worker_concurrency(memory=machine_memory(), cpus=_usable_cpus(), environ=os.environ)
     python = sys.executable
     schedule = str(data_dir / "celerybeat-schedule")
-    worker = [python, "-m", "celery", "-A", "config", "worker", "-l", "info", "--concurrency", str(concurrency)]
+    # One worker node: mingle (asking other nodes for revoked tasks at start) only waits for
+    # replies that never come, ~1 s of every start; gossip serves multi-node monitoring we don't use.
+    worker = [
+        python, "-m", "celery", "-A", "config", "worker", "-l", "info", "--concurrency", str(concurrency),
+        "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
     return [
         Command("web", [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", port]),
         Command("worker", worker),

@@ -150,6 +150,7 @@ def test_the_worker_runs_as_many_pool_processes_as_the_machine_holds() -> None:
     commands = {c.name: c.argv for c in default_commands(data_dir=Path("/tmp"), host="h", port="1", concurrency=1)}
     worker = list(commands["worker"])
     assert worker[worker.index("--concurrency") + 1] == "1"
+    assert "--without-mingle" in worker  # a lone node waits for no peers at start
 
 
 def test_postgres_listens_on_a_socket_in_the_data_folder_only(data_dir: Path) -> None:
