@@ -39,7 +39,7 @@ BROKER_ERRORS = (KombuOperationalError, redis.RedisError, ConnectionError, OSErr
     time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
 )
 def document_ingest(self: Any, version_id: int) -> None:
-    warm.wait_for_core()
+    # No waiting for the warm-up here: each stage waits for what it needs (kb.pipeline.warm).
     worker = self.request.hostname or ""
     if self.request.retries:
         # A run that lost the database could not always hand its version back: do it now.
@@ -59,7 +59,7 @@ def document_ingest(self: Any, version_id: int) -> None:
     max_retries=10,
 )
 def knowledge_base_reembed(knowledge_base_id: int) -> None:
-    warm.wait_for_core()
+    warm.wait_for_embedder()
     reembed.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
@@ -71,7 +71,7 @@ def knowledge_base_reembed(knowledge_base_id: int) -> None:
     max_retries=10,
 )
 def knowledge_base_fill_ranking_vectors(knowledge_base_id: int) -> int:
-    warm.wait_for_core()
+    warm.wait_for_embedder()
     return ranking.fill_ranking_vectors(knowledge_base_id=knowledge_base_id)
 
 
@@ -143,9 +143,9 @@ def _tune_allocator(**_: Any) -> None:
 
 @worker_process_init.connect
 def _warm_up_child(**_: Any) -> None:
-    """Load the embedding model and the parsers in a background thread of each pool process, so the
+    """Load the parsers and the embedding model in a background thread of each pool process, so the
     worker answers pings and takes tasks at once instead of after ~10-20 s of imports; each
-    document waits for what its format needs (`kb.pipeline.warm`). Not in the parent: a model
+    document waits for what its next stage needs (`kb.pipeline.warm`). Not in the parent: a model
     loaded before forking saves memory only while nothing touches its pages, and onnxruntime's
     thread pool does not survive fork."""
     warm.start_in_background()

@@ -52,10 +52,11 @@ def test_plain_text_is_read_without_importing_the_pdf_stack_and_pdfs_are_still_p
 
 @pytest.fixture
 def half_warm(monkeypatch: pytest.MonkeyPatch) -> warm.WarmUp:
-    """A pool process whose core stage is loaded while the other parsers are still loading."""
+    """A pool process whose text parser and embedder are loaded while the other parsers still load."""
     state = warm.WarmUp()
     state.started = True
-    state.core.set()
+    state.text.set()
+    state.embedder.set()
     monkeypatch.setattr(warm, "_warm_up", state)
     return state
 
@@ -121,7 +122,8 @@ def test_a_failed_warm_up_releases_the_waiting_documents() -> None:
         raise RuntimeError("the spaCy model package is not installed")
 
     state = warm.WarmUp()
-    state.start(broken, lambda: None)
+    state.start((broken, lambda: None, lambda: None))
 
-    assert state.core.wait(HANG_GUARD_S)
+    assert state.text.wait(HANG_GUARD_S)
+    assert state.embedder.wait(HANG_GUARD_S)
     assert state.complete.wait(HANG_GUARD_S)

@@ -7,10 +7,12 @@ too short to catch reliably). Statistics and postings must equal a rebuild at ev
 
 from __future__ import annotations
 
+import threading
 from io import BytesIO
 from unittest import mock
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from accounts.models import Role
@@ -19,6 +21,7 @@ from kb import embedding as embedding_api
 from kb import services
 from kb.exceptions import EmbeddingError
 from kb.models import Document, DocumentStatus, DocumentVersion, KnowledgeBase, Release
+from kb.pipeline import warm
 from kb.pipeline.claim import claim
 from kb.pipeline.job import Job
 from kb.pipeline.publish import publish, publish_words_first
@@ -43,6 +46,7 @@ HANDBOOK = "\n\n".join(
 ).encode()
 REPLACEMENT = HANDBOOK.replace(b"harbour", b"quarry")
 WORDS_STAGES = STAGES[: STAGES.index(publish_words_first) + 1]
+HANG_GUARD_S = 120  # only ever reached when the embed stage waits for a model that never loads
 
 
 @pytest.fixture
@@ -182,6 +186,56 @@ def test_switching_off_or_deleting_a_document_while_it_embeds_takes_it_out_of_se
     assert any("quarry" in t for t in _found(knowledge_base, "quarry team ferry", "keyword"))
     services.document_delete(document=Document.objects.get(pk=other.document_id))
     assert _found(knowledge_base, "quarry team ferry", "keyword") == []
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+
+@pytest.fixture
+def embedder_loading(monkeypatch: pytest.MonkeyPatch) -> warm.WarmUp:
+    """A pool process just after a worker start: its text parser is loaded, its embedder is not."""
+    state = warm.WarmUp()
+    state.started = True
+    state.text.set()
+    monkeypatch.setattr(warm, "_warm_up", state)
+    return state
+
+
+def test_a_short_document_answers_by_its_words_while_a_fresh_worker_loads_its_model(  # type: ignore[no-untyped-def]
+    knowledge_base, settings, embedder_loading
+) -> None:
+    settings.GROUNDWORK_WORDS_FIRST_CHUNKS = 50  # the handbook is short by this measure
+    version = _upload(knowledge_base, filename="handbook.txt")  # plain text: needs no other parser
+    job = _until_words(version)
+    assert any("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "keyword"))
+
+    # The embed stage waits for the model: it embeds only once the warm-up has loaded it.
+    loaded_when_embedding: list[bool] = []
+    real_embed_passages = embedding_api.embed_passages
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loaded_when_embedding.append(embedder_loading.embedder.is_set())
+        return real_embed_passages(*args, **kwargs)
+
+    finished = threading.Event()
+
+    def finish() -> None:
+        try:
+            with mock.patch.object(embedding_api, "embed_passages", recording):
+                _finish(job)
+            finished.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive() and not loaded_when_embedding  # waiting for the model, not embedding without it
+    embedder_loading.embedder.set()  # the model has loaded
+    thread.join(HANG_GUARD_S)
+    assert finished.is_set()
+    assert loaded_when_embedding and all(loaded_when_embedding)
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.READY
+    assert any("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "vector"))
     _assert_equal_to_a_rebuild(knowledge_base.pk)
 
 

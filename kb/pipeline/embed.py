@@ -13,11 +13,13 @@ from django.conf import settings
 from kb import embedding as embedding_api
 from kb.exceptions import EmbeddingError
 from kb.models import Chunk
+from kb.pipeline import warm
 from kb.pipeline.job import Job, progress
 
 
 def embed(job: Job) -> None:
     """Embed the job's chunks; identical text already embedded with this model is copied, not re-embedded."""
+    warm.wait_for_embedder()
     version, knowledge_base, chunks = job.version, job.knowledge_base, job.chunks
     texts = {d.ordinal: d.embedding_text(job.title) for d in job.chunk_drafts}
     model = knowledge_base.embedding_model

@@ -13,6 +13,9 @@ could ask about it. Vector search skips its chunks until they have vectors (they
 `embedding_dims`). The document's `live_version` and its release wait for the full publish, so
 releases only ever record fully embedded versions; a version that fails on the way is withdrawn
 (`version_fail`). Replacing a live version keeps the old one answering until the new one is whole.
+The same holds for a new document of any length while the worker is still loading its embedding
+model after a start (`kb.pipeline.warm`): the first upload of a fresh `make run` answers by its
+words about a second after the worker does, instead of after the ~7 s the model takes to load.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from django.utils import timezone
 
 from kb import releases
 from kb.models import Chunk, Document, DocumentStatus, DocumentVersion
+from kb.pipeline import warm
 from kb.pipeline.index import term_stats
 from kb.pipeline.job import Job, fail
 
 
 def publish_words_first(job: Job) -> None:
-    """A long new document becomes searchable by its words now, while its vectors are computed."""
+    """A long new document becomes searchable by its words now, while its vectors are computed
+    (or while the embedding model is still loading); GROUNDWORK_WORDS_FIRST_CHUNKS=0 turns it off."""
     threshold = settings.GROUNDWORK_WORDS_FIRST_CHUNKS
-    if threshold and len(job.chunks) >= threshold and not job.knowledge_base.review_changes:
+    worth_it = len(job.chunks) >= threshold or warm.embedder_loading()
+    if threshold and worth_it and not job.knowledge_base.review_changes:
         version_publish_words(version_id=job.version.pk)
 
 

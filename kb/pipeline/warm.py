@@ -1,16 +1,18 @@
-"""What a worker pool process has loaded yet: a document waits only for what its format needs.
+"""What a worker pool process has loaded yet: a document waits only for what it needs next.
 
 A pool process loads its models in a background thread after forking (`start_in_background`,
 called by kb.tasks), in the order documents need them:
 
-1. `core`: the embedding model (LiteLLM and ONNX, ~5 s of CPU) and the plain-text parser
-   (unstructured's tokenizer, spaCy, `partition_text`): every document needs the first, a
-   plain-text file nothing else;
-2. `complete`: the other formats' parsers (the PDF stack alone imports for ~4 s).
+1. `text`: the plain-text parser (unstructured's tokenizer, spaCy, `partition_text`, ~3 s of CPU);
+2. `embedder`: the embedding model (LiteLLM and ONNX, ~7 s of CPU, most of it `import litellm`);
+3. `complete`: the other formats' parsers (the PDF stack alone imports for ~4 s).
 
-Tasks wait for `core`; the parse stage waits for `complete` unless the file is small plain text,
-which it parses in its own process. Anything else is parsed in a forked child, and a child forked
-while this thread is importing could inherit a held import lock and hang: it waits.
+So a small text file uploaded the moment the worker starts is parsed, chunked and searchable by its
+words (`kb.pipeline.publish.publish_words_first`, while `embedder_loading()`) seconds before the
+model could embed it; the embed stage waits for `embedder`. The parse stage waits for `text` when
+the file is small plain text, which it parses in its own process, and for `complete` otherwise:
+anything else is parsed in a forked child, and a child forked while this thread is importing
+could inherit a held import lock and hang.
 
 Outside a pool process (tests, eager calls, the web process) nothing loads in the background and
 nothing waits.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +30,28 @@ logger = logging.getLogger(__name__)
 class WarmUp:
     def __init__(self) -> None:
         self.started = False
-        self.core = threading.Event()
+        self.text = threading.Event()
+        self.embedder = threading.Event()
         self.complete = threading.Event()
 
-    def start(self, core: Callable[[], None], rest: Callable[[], None]) -> None:
-        """Run `core`, then `rest`, in a daemon thread; a failure is logged and the stages still end
-        (a broken install: the document fails with the real error when it needs the part)."""
-        self.started = True
-        self.core.clear()
-        self.complete.clear()
-        threading.Thread(target=self._run, args=(core, rest), name="groundwork-warm-up", daemon=True).start()
+    @property
+    def _events(self) -> tuple[threading.Event, ...]:
+        return (self.text, self.embedder, self.complete)
 
-    def _run(self, core: Callable[[], None], rest: Callable[[], None]) -> None:
+    def start(self, stages: Sequence[Callable[[], None]]) -> None:
+        """Run the three stages in order in a daemon thread, setting `text`, `embedder` and
+        `complete` as each ends. A failure is logged and every stage still ends (a broken install:
+        the document fails with the real error when it needs the part)."""
+        if len(stages) != len(self._events):
+            raise ValueError(f"expected {len(self._events)} warm-up stages, got {len(stages)}")
+        self.started = True
+        for event in self._events:
+            event.clear()
+        threading.Thread(target=self._run, args=(stages,), name="groundwork-warm-up", daemon=True).start()
+
+    def _run(self, stages: Sequence[Callable[[], None]]) -> None:
         try:
-            for stage, done in ((core, self.core), (rest, self.complete)):
+            for stage, done in zip(stages, self._events, strict=True):
                 try:
                     stage()
                 except Exception:
@@ -50,44 +60,58 @@ class WarmUp:
                 finally:
                     done.set()
         finally:
-            self.core.set()
-            self.complete.set()
+            for event in self._events:
+                event.set()
 
-    def wait_for_core(self) -> None:
+    def wait(self, event: threading.Event) -> None:
         if self.started:
-            self.core.wait()
+            event.wait()
 
-    def wait_for_everything(self) -> None:
-        if self.started:
-            self.complete.wait()
+    def loading(self, event: threading.Event) -> bool:
+        return self.started and not event.is_set()
 
 
 _warm_up = WarmUp()
 
 
-def _core() -> None:
-    from kb.pipeline import embed, parse
+def _text() -> None:
+    from kb.pipeline import parse
 
-    embed.warm_up()
     parse.warm_up_text()
 
 
-def _rest() -> None:
+def _embedder() -> None:
+    from kb.pipeline import embed
+
+    embed.warm_up()
+
+
+def _formats() -> None:
     from kb.pipeline import parse
 
     parse.warm_up_formats()
 
 
 def start_in_background() -> None:
-    """In a freshly forked pool process: load the embedder and the parsers, core first."""
-    _warm_up.start(_core, _rest)
+    """In a freshly forked pool process: load the text parser, the embedder, then the other parsers."""
+    _warm_up.start((_text, _embedder, _formats))
 
 
-def wait_for_core() -> None:
-    """Before embedding (every task that ingests or re-embeds)."""
-    _warm_up.wait_for_core()
+def wait_for_text_parser() -> None:
+    """Before parsing small plain text in this process."""
+    _warm_up.wait(_warm_up.text)
+
+
+def wait_for_embedder() -> None:
+    """Before embedding anything (the embed stage, re-embedding, ranking vectors)."""
+    _warm_up.wait(_warm_up.embedder)
+
+
+def embedder_loading() -> bool:
+    """True while this pool process is still loading its embedding model."""
+    return _warm_up.loading(_warm_up.embedder)
 
 
 def wait_for_everything() -> None:
     """Before parsing anything but small plain text, and before forking a parse child."""
-    _warm_up.wait_for_everything()
+    _warm_up.wait(_warm_up.complete)

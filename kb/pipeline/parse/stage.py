@@ -68,7 +68,9 @@ def _parse_file(path: Path, *, filename: str, processes: int) -> Parsed:
     in this process: it needs neither, and it need not wait for the PDF stack to load
     (`kb.pipeline.warm`)."""
     plain = _small_plain_text(path, filename=filename)
-    if not plain:
+    if plain:
+        warm.wait_for_text_parser()
+    else:
         warm.wait_for_everything()
     in_child = settings.GROUNDWORK_PARSE_IN_CHILD and child_parsing_available() and not plain
     parse_document = parse_document_in_child if in_child else parsers.parse_document
