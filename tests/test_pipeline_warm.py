@@ -1,5 +1,6 @@
-"""A worker that has just started: a plain-text document does not wait for the PDF reader to load
-(kb.pipeline.warm), and everything else still waits for all parsers before a child is forked."""
+"""A worker that has just started: a small plain-text or Markdown document does not wait for the PDF
+reader to load (kb.pipeline.warm), and everything else still waits for all parsers before a child
+is forked."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from tests.pdf_factory import simple_pdf
 HANG_GUARD_S = 120  # only ever reached when a parse waits for a stage that never ends
 
 
-def test_plain_text_is_read_without_importing_the_pdf_stack_and_pdfs_are_still_patched(tmp_path: Path) -> None:
+def test_plain_text_and_markdown_are_read_without_importing_the_pdf_stack_and_pdfs_are_still_patched(
+    tmp_path: Path,
+) -> None:
     text = tmp_path / "hours.txt"
     text.write_text("Opening hours\n\nThe shop opens at nine on weekdays.\n", encoding="utf-8")
+    markdown = tmp_path / "returns.md"
+    markdown.write_text("# Returns\n\nUnused items can be returned within **30 days**.\n", encoding="utf-8")
     pdf = tmp_path / "handbook.pdf"
     pdf.write_bytes(simple_pdf([["Returns", "Unused items can be returned within 30 days."]]))
     # A fresh interpreter: this test process may have imported the PDF stack already.
@@ -34,6 +39,9 @@ def test_plain_text_is_read_without_importing_the_pdf_stack_and_pdfs_are_still_p
         parse.warm_up_text()
         document = parse.parse_document(Path({str(text)!r}), filename="hours.txt")
         assert any("nine on weekdays" in e.text for e in document.elements), document
+        document = parse.parse_document(Path({str(markdown)!r}), filename="returns.md")
+        assert any("within 30 days" in e.text for e in document.elements), document
+        assert any(e.section_path == ["Returns"] and "30 days" in e.text for e in document.elements), document
         print("pdf stack loaded:", "unstructured.partition.pdf" in sys.modules)
 
         document = parse.parse_document(Path({str(pdf)!r}), filename="handbook.pdf")
@@ -75,28 +83,33 @@ def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, outcome
 
 
+@pytest.mark.parametrize(
+    ("filename", "kind"),
+    [("hours.txt", "txt"), ("hours.md", "md")],
+)
 def test_a_small_text_file_is_parsed_while_the_other_parsers_still_load(
-    half_warm: warm.WarmUp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    half_warm: warm.WarmUp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filename: str, kind: str
 ) -> None:
     def no_fork(*_: Any, **__: Any) -> ParsedDocument:
         raise AssertionError("forked a parse child while the warm-up thread was importing")
 
     monkeypatch.setattr(stage, "parse_document_in_child", no_fork)
-    path = tmp_path / "hours.txt"
-    path.write_text("Opening hours\n\nThe shop opens at nine on weekdays.\n", encoding="utf-8")
+    path = tmp_path / filename
+    path.write_text("# Opening hours\n\nThe shop opens at nine on weekdays.\n", encoding="utf-8")
 
-    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="hours.txt", processes=1))
+    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename=filename, processes=1))
     thread.join(HANG_GUARD_S)
 
     assert not half_warm.complete.is_set()
     assert "error" not in outcome, outcome
     parsed = outcome["value"]
-    assert parsed.file_type == "txt"
+    assert parsed.file_type == kind
     assert any("nine on weekdays" in element.text for element in parsed.document.elements)
 
 
-def test_a_pdf_waits_for_every_parser_before_its_child_is_forked(
-    half_warm: warm.WarmUp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("filename", ["handbook.pdf", "handbook.md"])
+def test_a_pdf_or_a_long_markdown_waits_for_every_parser_before_its_child_is_forked(
+    half_warm: warm.WarmUp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filename: str
 ) -> None:
     forked_when_complete: list[bool] = []
 
@@ -106,10 +119,14 @@ def test_a_pdf_waits_for_every_parser_before_its_child_is_forked(
 
     monkeypatch.setattr(stage, "parse_document_in_child", record)
     monkeypatch.setattr(stage, "child_parsing_available", lambda: True)
-    path = tmp_path / "handbook.pdf"
-    path.write_bytes(simple_pdf([["Returns", "Unused items can be returned within 30 days."]]))
+    path = tmp_path / filename
+    if filename.endswith(".pdf"):
+        path.write_bytes(simple_pdf([["Returns", "Unused items can be returned within 30 days."]]))
+    else:  # past the in-process cap: its HTML tree is parsed in a child
+        section = "## Returns\n\nUnused items can be returned within 30 days of delivery.\n\n"
+        path.write_text("# Handbook\n\n" + section * (stage.SMALL_TEXT_BYTES["md"] // len(section) + 1))
 
-    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename="handbook.pdf", processes=1))
+    thread, outcome = _in_thread(lambda: stage._parse_file(path, filename=filename, processes=1))
     half_warm.complete.set()  # the PDF stack has loaded
     thread.join(HANG_GUARD_S)
 

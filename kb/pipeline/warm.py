@@ -3,14 +3,15 @@
 A pool process loads its models in a background thread after forking (`start_in_background`,
 called by kb.tasks), in the order documents need them:
 
-1. `text`: the plain-text parser (unstructured's tokenizer, spaCy, `partition_text`, ~3 s of CPU);
+1. `text`: the plain-text and Markdown parsers (unstructured's tokenizer, spaCy, `partition_text`,
+   `partition_md`, ~3.5 s of CPU);
 2. `embedder`: the embedding model (LiteLLM and ONNX, ~7 s of CPU, most of it `import litellm`);
 3. `complete`: the other formats' parsers (the PDF stack alone imports for ~4 s).
 
-So a small text file uploaded the moment the worker starts is parsed, chunked and searchable by its
+So a small text or Markdown file uploaded the moment the worker starts is parsed, chunked and searchable by its
 words (`kb.pipeline.publish.publish_words_first`, while `embedder_loading()`) seconds before the
 model could embed it; the embed stage waits for `embedder`. The parse stage waits for `text` when
-the file is small plain text, which it parses in its own process, and for `complete` otherwise:
+the file is small plain text or Markdown, which it parses in its own process, and for `complete` otherwise:
 anything else is parsed in a forked child, and a child forked while this thread is importing
 could inherit a held import lock and hang.
 
@@ -98,7 +99,7 @@ def start_in_background() -> None:
 
 
 def wait_for_text_parser() -> None:
-    """Before parsing small plain text in this process."""
+    """Before parsing small plain text or Markdown in this process."""
     _warm_up.wait(_warm_up.text)
 
 
@@ -113,5 +114,5 @@ def embedder_loading() -> bool:
 
 
 def wait_for_everything() -> None:
-    """Before parsing anything but small plain text, and before forking a parse child."""
+    """Before parsing anything else, and before forking a parse child."""
     _warm_up.wait(_warm_up.complete)

@@ -125,8 +125,9 @@ def warm_up() -> None:
 
 
 def warm_up_text() -> None:
-    """What a plain-text file needs: the tokenizer, spaCy and `partition_text`, exercised once on a
-    file (reading one imports the encoding and file-type detection a string does not)."""
+    """What plain-text and Markdown files need: the tokenizer, spaCy, `partition_text` and
+    `partition_md`, each exercised once on a file (reading one imports the encoding and file-type
+    detection a string does not)."""
     with PARSER_LOCK:  # it runs spaCy: no fork meanwhile (kb.pipeline.parse.locks)
         _warm_up_text()
 
@@ -134,13 +135,15 @@ def warm_up_text() -> None:
 def _warm_up_text() -> None:
     _configure_unstructured()
     from unstructured.nlp import tokenize
+    from unstructured.partition.md import partition_md
     from unstructured.partition.text import partition_text
 
     tokenize._get_nlp()
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as sample:
-        sample.write("Warm-up heading\n\nThis sentence warms up the parser.\n")
-        sample.flush()
-        partition_text(filename=sample.name)
+    for suffix, partition in ((".txt", partition_text), (".md", partition_md)):
+        with tempfile.NamedTemporaryFile("w", suffix=suffix, encoding="utf-8") as sample:
+            sample.write("# Warm-up heading\n\nThis sentence warms up the parser.\n")
+            sample.flush()
+            partition(filename=sample.name)
 
 
 def warm_up_formats() -> None:

@@ -7,6 +7,7 @@ the stored file, applies the deploy's limits and records what was found on the v
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 from django.conf import settings
 
@@ -64,15 +65,15 @@ def _parse_file(path: Path, *, filename: str, processes: int) -> Parsed:
     """A ParseError becomes a ParseFailure (the version FAILS, with the parser's reason).
 
     In a forked child by default (`kb.pipeline.parse.isolated`): the pool process keeps none of
-    the parser's memory, and a parser crash fails this document only. Small plain text is read
-    in this process: it needs neither, and it need not wait for the PDF stack to load
-    (`kb.pipeline.warm`)."""
-    plain = _small_plain_text(path, filename=filename)
-    if plain:
+    the parser's memory, and a parser crash fails this document only. Small plain text and
+    Markdown are read in this process: they need neither, and need not wait for the PDF stack to
+    load (`kb.pipeline.warm`)."""
+    small_text = _small_text(path, filename=filename)
+    if small_text:
         warm.wait_for_text_parser()
     else:
         warm.wait_for_everything()
-    in_child = settings.GROUNDWORK_PARSE_IN_CHILD and child_parsing_available() and not plain
+    in_child = settings.GROUNDWORK_PARSE_IN_CHILD and child_parsing_available() and not small_text
     parse_document = parse_document_in_child if in_child else parsers.parse_document
     try:
         document = parse_document(
@@ -104,17 +105,21 @@ def _parse_file(path: Path, *, filename: str, processes: int) -> Parsed:
     )
 
 
-# Plain text up to this size is parsed in the worker's own process (no fork, no waiting for the
-# other formats' parsers): what it allocates is small and `partition_text` has no native code.
-SMALL_PLAIN_TEXT_BYTES = 1_000_000
+# Plain text and Markdown up to these sizes are parsed in the worker's own process (no fork, no
+# waiting for the other formats' parsers): `partition_text` allocates little and has no native
+# code; Markdown becomes an HTML tree (lxml) several times its size, so its cap is lower. The
+# demo's documents and most typed-up policies are such files.
+SMALL_TEXT_BYTES: Final = {"txt": 1_000_000, "md": 256_000}
 
 
-def _small_plain_text(path: Path, *, filename: str) -> bool:
+def _small_text(path: Path, *, filename: str) -> bool:
     try:
-        if path.stat().st_size > SMALL_PLAIN_TEXT_BYTES:
+        size = path.stat().st_size
+        if size > max(SMALL_TEXT_BYTES.values()):
             return False
         with path.open("rb") as handle:
             head = handle.read(parsers.HEAD_BYTES)
-        return parsers.detect_file_type(head, filename, path=path) == "txt"
+        kind = parsers.detect_file_type(head, filename, path=path)
+        return size <= SMALL_TEXT_BYTES.get(kind, -1)
     except (OSError, parsers.ParseError):
         return False  # the parser reports it, with its reason
