@@ -1,6 +1,6 @@
 """Worker start-up as a newcomer meets it: the worker `make run` starts, and a first small upload.
 
-    .venv/bin/python bench/worker_start.py [--runs 3] [--label default]
+    .venv/bin/python bench/worker_start.py [--runs 3] [--label default] [--demo]
 
 Each run starts the Celery worker with the exact command of `devtools.runner` (plus its own queue,
 via `GROUNDWORK_CELERY_QUEUE`) against the bench's own embedded PostgreSQL and Redis
@@ -13,6 +13,12 @@ via `GROUNDWORK_CELERY_QUEUE`) against the bench's own embedded PostgreSQL and R
 - `warm_s`: start → the whole process tree idle (the pool has loaded everything);
 - `warm_text_ready_s`: another small text uploaded once the pool is warm → READY (the newcomer of
   `make run`, who signs in and uploads after the worker has loaded everything).
+
+With `--demo`, the demo's three documents (kb/demo_documents, what `make run` seeds) are uploaded
+before the worker starts, as on a fresh `make run`, and the run also reports `demo_searchable_s`
+and `demo_ready_s`: worker start → all three found by search / all three READY, and
+`demo_first_searchable_s`: → the first found (the worker's two pool processes take two at once;
+the third, and then the first text, queue behind them).
 
 Figures are wall-clock on a shared machine; the load average before and after is saved. Results go
 to bench/results/worker_start.json under the label.
@@ -59,12 +65,16 @@ def worker_command(extra: list[str]) -> list[str]:
     return [*worker.argv, *extra]
 
 
-def one_run(command: list[str], number: int) -> dict[str, float | None]:
+def one_run(command: list[str], number: int, *, demo: bool = False) -> dict[str, float | None]:
+    from django.utils import timezone
+
     from accounts.services import organization_create
     from config.celery import app
     from kb.services import knowledge_base_create
 
     kb = knowledge_base_create(organization=organization_create(name=ORG_NAME), name=f"start {number}", created_by=None)
+    demo_versions = _upload_demo_documents(kb) if demo else []
+    started_at = timezone.now()
     started = time.monotonic()
     worker = subprocess.Popen(
         command, cwd=REPO, env=dict(os.environ), start_new_session=True,
@@ -88,12 +98,49 @@ def one_run(command: list[str], number: int) -> dict[str, float | None]:
         _, warm_ready_s = _text_ready_s(kb, f"Opening hours {number}, later")
     finally:
         stop_worker(worker)
+    demo_figures = _demo_figures(demo_versions, started_at) if demo else {}
     return {
+        **demo_figures,
         "ping_s": round(ping_s, 2),
         "first_text_searchable_s": _round(searchable_s),
         "first_text_ready_s": _round(ready_s),
         "warm_s": round(warm_s, 2),
         "warm_text_ready_s": _round(warm_ready_s),
+    }
+
+
+def _upload_demo_documents(kb: Any) -> list[int]:
+    """The demo's documents, uploaded and queued as `make run` seeds them (before the worker runs)."""
+    from kb.demo import DEMO_DOCUMENTS
+    from kb.services import document_upload
+
+    versions = []
+    for path in sorted(DEMO_DOCUMENTS.iterdir()):
+        with path.open("rb") as handle:
+            uploaded = document_upload(knowledge_base=kb, upload=handle, filename=path.name, uploaded_by=None)
+        versions.append(uploaded.version.pk)
+    return versions
+
+
+def _demo_figures(version_ids: list[int], started_at: Any) -> dict[str, float | None]:
+    """Worker start → the first and the last demo document found by search, and → the last one
+    READY (from the rows' own timestamps: the run polled the first text meanwhile). None: one
+    never got there."""
+    from kb.models import DocumentStatus, DocumentVersion
+
+    rows = [
+        dict(row)
+        for row in DocumentVersion.objects.filter(pk__in=version_ids).values("status", "searchable_at", "finished_at")
+    ]
+
+    if any(r["status"] != DocumentStatus.READY for r in rows):
+        return {"demo_first_searchable_s": None, "demo_searchable_s": None, "demo_ready_s": None}
+    searchable = [(r["searchable_at"] - started_at).total_seconds() for r in rows]
+    ready = [(r["finished_at"] - started_at).total_seconds() for r in rows]
+    return {
+        "demo_first_searchable_s": round(min(searchable), 2),
+        "demo_searchable_s": round(max(searchable), 2),
+        "demo_ready_s": round(max(ready), 2),
     }
 
 
@@ -127,6 +174,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--label", default="default")
     parser.add_argument("--extra", default="", help="extra worker arguments, e.g. '--without-mingle'")
+    parser.add_argument("--demo", action="store_true", help="queue the demo's documents before the worker starts")
     args = parser.parse_args()
 
     setup_django(DATA_DIR)
@@ -135,7 +183,7 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     runs = []
     for number in range(args.runs):
-        runs.append(one_run(command, number))
+        runs.append(one_run(command, number, demo=args.demo))
         print(f"run {number + 1}: {runs[-1]}", file=sys.stderr)
         time.sleep(2)
     clear_previous_runs()
@@ -148,6 +196,7 @@ def main() -> None:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(Path(part).name if part == sys.executable else part for part in command),
         "cpus": os.cpu_count(),
+        "demo_documents_queued_first": args.demo,
         "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
         "runs": runs,
         "median": {key: median(key) for key in runs[0]},
