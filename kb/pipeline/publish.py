@@ -14,8 +14,9 @@ could ask about it. Vector search skips its chunks until they have vectors (they
 releases only ever record fully embedded versions; a version that fails on the way is withdrawn
 (`version_fail`). Replacing a live version keeps the old one answering until the new one is whole.
 The same holds for a new document of any length while the worker is still loading its embedding
-model after a start (`kb.pipeline.warm`): the first upload of a fresh `make run` answers by its
-words about a second after the worker does, instead of after the ~7 s the model takes to load.
+model after a start (`kb.pipeline.warm`): a small text uploaded as the worker answers its first
+ping is found by its words ~0.3 s later, not after the ~7 s the model takes to load
+(bench/worker_start.py).
 """
 
 from __future__ import annotations

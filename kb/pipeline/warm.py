@@ -8,12 +8,12 @@ called by kb.tasks), in the order documents need them:
 2. `embedder`: the embedding model (LiteLLM and ONNX, ~7 s of CPU, most of it `import litellm`);
 3. `complete`: the other formats' parsers (the PDF stack alone imports for ~4 s).
 
-So a small text or Markdown file uploaded the moment the worker starts is parsed, chunked and searchable by its
-words (`kb.pipeline.publish.publish_words_first`, while `embedder_loading()`) seconds before the
-model could embed it; the embed stage waits for `embedder`. The parse stage waits for `text` when
-the file is small plain text or Markdown, which it parses in its own process, and for `complete` otherwise:
-anything else is parsed in a forked child, and a child forked while this thread is importing
-could inherit a held import lock and hang.
+So a small text or Markdown file that a free pool process takes just after the worker starts is
+parsed, chunked and searchable by its words (`kb.pipeline.publish.publish_words_first`, while
+`embedder_loading()`) seconds before the model could embed it; the embed stage waits for
+`embedder`. The parse stage waits for `text` when the file is small plain text or Markdown, which
+it parses in its own process, and for `complete` otherwise: anything else is parsed in a forked
+child, and a child forked while this thread is importing could inherit a held import lock and hang.
 
 Outside a pool process (tests, eager calls, the web process) nothing loads in the background and
 nothing waits.
