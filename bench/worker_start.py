@@ -87,7 +87,7 @@ def one_run(command: list[str], number: int, *, demo: bool = False) -> dict[str,
             if time.monotonic() - started > 180:
                 raise SystemExit("The worker did not answer a ping within 180 s")
         ping_s = time.monotonic() - started
-        searchable_s, ready_s = _text_ready_s(kb, f"Opening hours {number}")
+        searchable_s, ready_s = _text_found_and_ready_s(kb, f"Opening hours {number}")
         idle_rounds, cpu = 0, tree_cpu_s(worker.pid)
         while idle_rounds < 2 and time.monotonic() - started < 180:
             time.sleep(0.5)
@@ -95,7 +95,7 @@ def one_run(command: list[str], number: int, *, demo: bool = False) -> dict[str,
             idle_rounds = idle_rounds + 1 if now - cpu < 0.05 else 0
             cpu = now
         warm_s = time.monotonic() - started - 1.0  # minus the idle second that proved it
-        _, warm_ready_s = _text_ready_s(kb, f"Opening hours {number}, later")
+        _, warm_ready_s = _text_found_and_ready_s(kb, f"Opening hours {number}, later")
     finally:
         stop_worker(worker)
     demo_figures = _demo_figures(demo_versions, started_at) if demo else {}
@@ -144,7 +144,7 @@ def _demo_figures(version_ids: list[int], started_at: Any) -> dict[str, float | 
     }
 
 
-def _text_ready_s(kb: Any, title: str) -> tuple[float | None, float | None]:
+def _text_found_and_ready_s(kb: Any, title: str) -> tuple[float | None, float | None]:
     """Upload a small text now; seconds until search finds it and until it is READY (None: it
     failed or took over 180 s)."""
     from kb.models import DocumentStatus, DocumentVersion

@@ -58,15 +58,20 @@ def test_plain_text_and_markdown_are_read_without_importing_the_pdf_stack_and_pd
     assert "pdf patched: True" in result.stdout
 
 
+def pool_process_warming_up(monkeypatch: pytest.MonkeyPatch, *, loaded: tuple[str, ...]) -> warm.WarmUp:
+    """This process as a pool process whose warm-up has loaded the `loaded` stages so far."""
+    state = warm.WarmUp()
+    state.started = True
+    for stage_name in loaded:
+        getattr(state, stage_name).set()
+    monkeypatch.setattr(warm, "_warm_up", state)
+    return state
+
+
 @pytest.fixture
 def half_warm(monkeypatch: pytest.MonkeyPatch) -> warm.WarmUp:
     """A pool process whose text parser and embedder are loaded while the other parsers still load."""
-    state = warm.WarmUp()
-    state.started = True
-    state.text.set()
-    state.embedder.set()
-    monkeypatch.setattr(warm, "_warm_up", state)
-    return state
+    return pool_process_warming_up(monkeypatch, loaded=("text", "embedder"))
 
 
 def _in_thread(target: Any) -> tuple[threading.Thread, dict[str, Any]]:

@@ -7,7 +7,6 @@ too short to catch reliably). Statistics and postings must equal a rebuild at ev
 
 from __future__ import annotations
 
-import threading
 from io import BytesIO
 from unittest import mock
 
@@ -28,6 +27,7 @@ from kb.pipeline.publish import publish, publish_words_first
 from kb.pipeline.run import STAGES, version_ingest
 from kb.selectors import chunk_search
 from tests.test_pipeline_index import _assert_equal_to_a_rebuild
+from tests.test_pipeline_warm import HANG_GUARD_S, _in_thread, pool_process_warming_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,7 +46,6 @@ HANDBOOK = "\n\n".join(
 ).encode()
 REPLACEMENT = HANDBOOK.replace(b"harbour", b"quarry")
 WORDS_STAGES = STAGES[: STAGES.index(publish_words_first) + 1]
-HANG_GUARD_S = 120  # only ever reached when the embed stage waits for a model that never loads
 
 
 @pytest.fixture
@@ -192,11 +191,7 @@ def test_switching_off_or_deleting_a_document_while_it_embeds_takes_it_out_of_se
 @pytest.fixture
 def embedder_loading(monkeypatch: pytest.MonkeyPatch) -> warm.WarmUp:
     """A pool process just after a worker start: its text parser is loaded, its embedder is not."""
-    state = warm.WarmUp()
-    state.started = True
-    state.text.set()
-    monkeypatch.setattr(warm, "_warm_up", state)
-    return state
+    return pool_process_warming_up(monkeypatch, loaded=("text",))
 
 
 def test_a_short_document_answers_by_its_words_while_a_fresh_worker_loads_its_model(  # type: ignore[no-untyped-def]
@@ -215,23 +210,19 @@ def test_a_short_document_answers_by_its_words_while_a_fresh_worker_loads_its_mo
         loaded_when_embedding.append(embedder_loading.embedder.is_set())
         return real_embed_passages(*args, **kwargs)
 
-    finished = threading.Event()
-
     def finish() -> None:
         try:
             with mock.patch.object(embedding_api, "embed_passages", recording):
                 _finish(job)
-            finished.set()
         finally:
-            connection.close()
+            connection.close()  # this thread's own connection
 
-    thread = threading.Thread(target=finish, daemon=True)
-    thread.start()
+    thread, outcome = _in_thread(finish)
     thread.join(1.0)
     assert thread.is_alive() and not loaded_when_embedding  # waiting for the model, not embedding without it
     embedder_loading.embedder.set()  # the model has loaded
     thread.join(HANG_GUARD_S)
-    assert finished.is_set()
+    assert not thread.is_alive() and "error" not in outcome, outcome
     assert loaded_when_embedding and all(loaded_when_embedding)
     version.refresh_from_db()
     assert version.status == DocumentStatus.READY
