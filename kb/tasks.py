@@ -44,7 +44,35 @@ def document_ingest(self: Any, version_id: int) -> None:
     if self.request.retries:
         # A run that lost the database could not always hand its version back: do it now.
         run.version_release(version_id=version_id, worker=worker)
-    run.version_ingest(version_id=version_id, worker=worker)
+    if run.version_ingest(version_id=version_id, worker=worker):
+        # Found by its words while this process loads its model: the vectors follow in their own
+        # task, or here after all when it cannot be sent.
+        if enqueue_embed(version_id):
+            return
+        run.version_embed(version_id=version_id, worker=worker)
+    _fill_ranking_vectors(version_id)
+
+
+@shared_task(
+    bind=True,
+    name="kb.version_embed",
+    autoretry_for=(TransientEmbeddingError, DatabaseUnavailable),
+    retry_backoff=settings.GROUNDWORK_INGEST_RETRY_BACKOFF,
+    retry_backoff_max=300,
+    max_retries=settings.GROUNDWORK_INGEST_MAX_RETRIES,
+    soft_time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT,
+    time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
+)
+def version_embed(self: Any, version_id: int) -> None:
+    """The vectors of a version `document_ingest` left for later, then its publish."""
+    worker = self.request.hostname or ""
+    if self.request.retries:
+        run.version_release(version_id=version_id, worker=worker, embed_later=True)
+    run.version_embed(version_id=version_id, worker=worker)
+    _fill_ranking_vectors(version_id)
+
+
+def _fill_ranking_vectors(version_id: int) -> None:
     # Precise ranking: the document is live already; its e5 ranking vectors follow in their own task.
     needing_vectors = ranking.knowledge_base_needing_vectors(version_id=version_id)
     if needing_vectors is not None:
@@ -114,12 +142,27 @@ def enqueue_ingest(version_id: int) -> None:
 
 
 def documents_requeue() -> int:
-    """Re-send every QUEUED version: called when a worker's broker connection comes back, since a
-    Redis restarted without persistence lost the messages. Duplicates are harmless (the claim)."""
+    """Re-send every QUEUED version, and every version waiting for its embed task: called when a
+    worker's broker connection comes back, since a Redis restarted without persistence lost the
+    messages. Duplicates are harmless (the claims)."""
     queued = recover.queued_version_ids()
     for version_id in queued:
         enqueue_ingest(version_id)
-    return len(queued)
+    waiting = recover.embed_later_version_ids()
+    for version_id in waiting:
+        enqueue_embed(version_id)
+    return len(queued) + len(waiting)
+
+
+def enqueue_embed(version_id: int) -> bool:
+    """Send the embed task; False with the broker down (the version waits, searchable by its
+    words, until `documents_requeue` or the recovery beat task sends it)."""
+    try:
+        version_embed.delay(version_id)
+    except BROKER_ERRORS as exc:
+        logger.warning("Could not queue the vectors of version %s: %s", version_id, exc)
+        return False
+    return True
 
 
 def enqueue_reembed(knowledge_base_id: int) -> None:
@@ -159,6 +202,8 @@ def _recover_after_restart(sender: Any = None, **_: Any) -> None:
         recovered = recover.recover_after_worker_restart(worker=hostname)
         for version_id in recovered.enqueue:
             enqueue_ingest(version_id)
+        for version_id in recovered.embed:
+            enqueue_embed(version_id)
     except Exception:  # recovery must never stop a worker from starting
         logger.exception("Recovering documents after a worker restart failed")
         return

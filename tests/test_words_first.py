@@ -18,14 +18,15 @@ from accounts.models import Role
 from accounts.services import organization_create
 from kb import embedding as embedding_api
 from kb import services
-from kb.exceptions import EmbeddingError
+from kb.exceptions import EmbeddingError, TransientEmbeddingError
 from kb.models import Document, DocumentStatus, DocumentVersion, KnowledgeBase, Release
-from kb.pipeline import warm
-from kb.pipeline.claim import claim
+from kb.pipeline import recover, warm
+from kb.pipeline.claim import EMBED_LATER, claim
 from kb.pipeline.job import Job
 from kb.pipeline.publish import publish, publish_words_first
-from kb.pipeline.run import STAGES, version_ingest
+from kb.pipeline.run import STAGES, version_embed, version_ingest
 from kb.selectors import chunk_search
+from tests.conftest import wait_for
 from tests.test_pipeline_index import _assert_equal_to_a_rebuild
 from tests.test_pipeline_warm import HANG_GUARD_S, _in_thread, pool_process_warming_up
 
@@ -243,4 +244,130 @@ def test_short_documents_and_review_mode_wait_for_their_vectors(knowledge_base, 
     job = _until_words(staged)
     assert _found(knowledge_base, "quarry team ferry", "keyword") == []
     publish(job)
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+
+def _in_own_thread(target):  # type: ignore[no-untyped-def]
+    """`target` in a thread with its own database connection (closed when it ends)."""
+
+    def run():  # type: ignore[no-untyped-def]
+        try:
+            return target()
+        finally:
+            connection.close()
+
+    return _in_thread(run)
+
+
+def test_a_fresh_worker_leaves_the_vectors_of_a_document_found_by_its_words_to_the_embed_task(  # type: ignore[no-untyped-def]
+    knowledge_base, settings, embedder_loading
+) -> None:
+    settings.GROUNDWORK_WORDS_FIRST_CHUNKS = 50
+    version = _upload(knowledge_base, filename="handbook.txt")
+    # The run ends without waiting for the model: the pool process is free for the next upload.
+    thread, outcome = _in_own_thread(lambda: version_ingest(version_id=version.pk, worker="w1"))
+    thread.join(HANG_GUARD_S)
+    assert not thread.is_alive() and outcome.get("value") is True, outcome
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.EMBEDDING and version.claimed_by == EMBED_LATER
+    assert any("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "keyword"))
+    assert _found(knowledge_base, "glacier team skiing", "vector") == []
+    # Its message lost (a Redis restart): a worker start sends the embed task again.
+    assert recover.recover_after_worker_restart(worker="w2").embed == [version.pk]
+
+    # The embed task waits for the model, then embeds the stored chunks and publishes.
+    thread, outcome = _in_own_thread(lambda: version_embed(version_id=version.pk, worker="w2"))
+    thread.join(1.0)
+    assert thread.is_alive()
+    embedder_loading.embedder.set()
+    thread.join(HANG_GUARD_S)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.READY and version.chunks_embedded == version.chunks_total
+    assert Document.objects.get(pk=version.document_id).live_version_id == version.pk
+    vector_hits = _found(knowledge_base, "glacier team skiing", "vector")
+    assert sum("glacier" in t for t in vector_hits) == 1
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+    version_embed(version_id=version.pk, worker="w3")  # a duplicate message: nothing to do
+    assert recover.embed_later_version_ids() == []
+
+
+def test_a_replacement_is_embedded_in_its_own_run_even_while_the_model_loads(  # type: ignore[no-untyped-def]
+    knowledge_base, settings, embedder_loading
+) -> None:
+    embedder_loading.embedder.set()
+    first = _upload(knowledge_base, filename="handbook.txt")
+    assert version_ingest(version_id=first.pk, worker="w1") is False
+    embedder_loading.embedder.clear()  # a worker restarted
+    second = _upload(knowledge_base, REPLACEMENT, document=first.document, filename="handbook.txt")
+    thread, outcome = _in_own_thread(lambda: version_ingest(version_id=second.pk, worker="w1"))
+    thread.join(1.0)
+    assert thread.is_alive()  # waiting for the model: the live version answers meanwhile
+    embedder_loading.embedder.set()
+    thread.join(HANG_GUARD_S)
+    assert outcome.get("value") is False, outcome
+    second.refresh_from_db()
+    assert second.status == DocumentStatus.READY
+
+
+def test_embedding_later_hands_a_transient_failure_back_and_a_permanent_one_leaves_search(  # type: ignore[no-untyped-def]
+    knowledge_base, settings, embedder_loading
+) -> None:
+    settings.GROUNDWORK_WORDS_FIRST_CHUNKS = 50
+    version = _upload(knowledge_base, filename="handbook.txt")
+    assert version_ingest(version_id=version.pk, worker="w1") is True
+    embedder_loading.embedder.set()
+    with (
+        mock.patch.object(embedding_api, "embed_passages", side_effect=TransientEmbeddingError("rate limited")),
+        pytest.raises(TransientEmbeddingError),
+    ):
+        version_embed(version_id=version.pk, worker="w1")
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.EMBEDDING and version.claimed_by == EMBED_LATER  # for the retry
+    assert any("glacier" in t for t in _found(knowledge_base, "glacier team skiing", "keyword"))
+
+    with mock.patch.object(embedding_api, "embed_passages", side_effect=EmbeddingError("model refused the input")):
+        version_embed(version_id=version.pk, worker="w1")
+    version.refresh_from_db()
+    assert version.status == DocumentStatus.FAILED and "model refused" in version.error_message
+    assert _found(knowledge_base, "glacier team skiing", "keyword") == []
+    _assert_equal_to_a_rebuild(knowledge_base.pk)
+
+
+TEAMS = ("harbour", "orchard", "glacier")
+
+
+def test_through_the_worker_every_upload_is_found_by_its_words_before_the_model_has_loaded(  # type: ignore[no-untyped-def]
+    knowledge_base, settings, embedder_loading, celery_worker
+) -> None:
+    """Three uploads, two worker threads, the model still loading: none waits for another's vectors."""
+    settings.GROUNDWORK_WORDS_FIRST_CHUNKS = 50
+    versions = []
+    try:
+        for team in TEAMS:
+            content = f"The {team} team keeps its minutes in the {team} ledger.".encode()
+            versions.append(
+                services.document_upload(
+                    knowledge_base=knowledge_base,
+                    upload=BytesIO(content),
+                    filename=f"{team}.txt",
+                    uploaded_by=None,
+                ).version
+            )
+        # Before, two uploads held both threads waiting for the model and the third was not read.
+        wait_for(
+            lambda: all(any(team in t for t in _found(knowledge_base, f"{team} ledger", "keyword")) for team in TEAMS),
+            timeout=30,
+        )
+        assert not DocumentVersion.objects.filter(pk__in=[v.pk for v in versions], status=DocumentStatus.READY).exists()
+    finally:
+        embedder_loading.embedder.set()  # the model has loaded (and no worker thread stays blocked)
+    wait_for(
+        lambda: (
+            DocumentVersion.objects.filter(pk__in=[v.pk for v in versions], status=DocumentStatus.READY).count()
+            == len(TEAMS)
+        )
+    )
+    for team in TEAMS:
+        assert any(team in t for t in _found(knowledge_base, f"{team} ledger", "vector"))
     _assert_equal_to_a_rebuild(knowledge_base.pk)

@@ -14,6 +14,7 @@ from kb import embedding as embedding_api
 from kb.exceptions import EmbeddingError
 from kb.models import Chunk
 from kb.pipeline import warm
+from kb.pipeline.chunk import embedding_text
 from kb.pipeline.job import Job, progress
 
 
@@ -21,7 +22,10 @@ def embed(job: Job) -> None:
     """Embed the job's chunks; identical text already embedded with this model is copied, not re-embedded."""
     warm.wait_for_embedder()
     version, knowledge_base, chunks = job.version, job.knowledge_base, job.chunks
-    texts = {d.ordinal: d.embedding_text(job.title) for d in job.chunk_drafts}
+    if job.chunk_drafts:
+        texts = {d.ordinal: d.embedding_text(job.title) for d in job.chunk_drafts}
+    else:  # embedded later (kb.pipeline.run): from the stored chunks
+        texts = {c.ordinal: embedding_text(c.text, c.section_path, job.title) for c in chunks}
     model = knowledge_base.embedding_model
     reusable = dict(
         Chunk.objects.filter(

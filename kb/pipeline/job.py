@@ -43,6 +43,7 @@ class Job:
     chunk_drafts: list[ChunkDraft] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
     chunks: list[Chunk] = field(default_factory=list)
+    words_first: bool = False  # its chunks went live for keyword search before their vectors
 
     @property
     def title(self) -> str:

@@ -38,7 +38,7 @@ def publish_words_first(job: Job) -> None:
     threshold = settings.GROUNDWORK_WORDS_FIRST_CHUNKS
     worth_it = len(job.chunks) >= threshold or warm.embedder_loading()
     if threshold and worth_it and not job.knowledge_base.review_changes:
-        version_publish_words(version_id=job.version.pk)
+        job.words_first = version_publish_words(version_id=job.version.pk)
 
 
 def version_publish_words(*, version_id: int) -> bool:

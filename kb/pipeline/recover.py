@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from kb.models import DocumentStatus, DocumentVersion
+from kb.pipeline.claim import EMBED_LATER
 from kb.pipeline.job import requeue
 from kb.pipeline.publish import version_fail
 
@@ -24,6 +25,7 @@ class Recovered:
     """What a recovery pass did: `enqueue` are the version ids to send to the ingest task."""
 
     enqueue: list[int] = field(default_factory=list)
+    embed: list[int] = field(default_factory=list)  # version ids to send to the embed task
     requeued: int = 0  # put back to QUEUED
     failed: int = 0  # given up after too many attempts
 
@@ -75,10 +77,17 @@ def recover_after_worker_restart(*, worker: str) -> Recovered:
     with transaction.atomic():
         for version_id in orphaned:
             requeue(version_id)
-    return Recovered(enqueue=queued_version_ids(), requeued=len(orphaned))
+    return Recovered(enqueue=queued_version_ids(), embed=embed_later_version_ids(), requeued=len(orphaned))
 
 
 def queued_version_ids() -> list[int]:
     """Every version waiting in QUEUED, oldest first (to re-send after their messages were lost)."""
     queued = DocumentVersion.objects.filter(status=DocumentStatus.QUEUED).order_by("pk")
     return list(queued.values_list("pk", flat=True))
+
+
+def embed_later_version_ids() -> list[int]:
+    """Every version waiting for the embed task (`kb.pipeline.run`), oldest first: their messages
+    are lost with a Redis restarted without persistence, like queued versions'."""
+    waiting = DocumentVersion.objects.filter(status=DocumentStatus.EMBEDDING, claimed_by=EMBED_LATER).order_by("pk")
+    return list(waiting.values_list("pk", flat=True))

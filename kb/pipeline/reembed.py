@@ -13,13 +13,12 @@ from django.db.models import F
 from kb import embedding as embedding_api
 from kb.exceptions import EmbeddingError, TransientEmbeddingError
 from kb.models import Chunk, KnowledgeBase
-from kb.pipeline.chunk import PATH_SEPARATOR
+from kb.pipeline.chunk import embedding_text
 
 
 def chunk_embedding_text(chunk: Chunk) -> str:
     """What a stored chunk's vectors embed: "Document > Heading" on a line, then the text (as at ingestion)."""
-    path = [chunk.document.title, *chunk.section_path]
-    return PATH_SEPARATOR.join(path) + "\n\n" + chunk.text
+    return embedding_text(chunk.text, chunk.section_path, chunk.document.title)
 
 
 def knowledge_base_reembed(*, knowledge_base_id: int) -> None:

@@ -71,6 +71,15 @@ class SectionDraft:
         return self.section_path
 
 
+def embedding_text(text: str, section_path: Sequence[str], document_title: str | None = None) -> str:
+    """What a chunk's vector embeds: "Document > Heading > Subheading" on a line, then its text
+    (a draft's at ingestion, a stored chunk's when it is embedded later or re-embedded)."""
+    path = [document_title, *section_path] if document_title else list(section_path)
+    if not path:
+        return text
+    return PATH_SEPARATOR.join(path) + "\n\n" + text
+
+
 @dataclass(slots=True)
 class ChunkDraft:
     """One retrieval unit: document text (never prefixed), where it sits, and its hash."""
@@ -85,10 +94,7 @@ class ChunkDraft:
 
     def embedding_text(self, document_title: str | None = None) -> str:
         """The text to embed: "Document > Heading > Subheading" on a line, then the chunk."""
-        path = [document_title, *self.section_path] if document_title else list(self.section_path)
-        if not path:
-            return self.text
-        return PATH_SEPARATOR.join(path) + "\n\n" + self.text
+        return embedding_text(self.text, self.section_path, document_title)
 
     def embedding_hash(self, document_title: str | None = None) -> str:
         """Hash of `embedding_text()`: reuse a stored vector only when this matches, since a
