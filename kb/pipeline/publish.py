@@ -14,9 +14,10 @@ could ask about it. Vector search skips its chunks until they have vectors (they
 releases only ever record fully embedded versions; a version that fails on the way is withdrawn
 (`version_fail`). Replacing a live version keeps the old one answering until the new one is whole.
 The same holds for a new document of any length while the worker is still loading its embedding
-model after a start (`kb.pipeline.warm`): a small text uploaded as the worker answers its first
-ping is found by its words ~0.3 s later, not after the ~7 s the model takes to load
-(bench/worker_start.py).
+model after a start (`kb.pipeline.warm`), and its vectors then follow in a task of their own
+(`kb.pipeline.run`): a small text uploaded as the worker answers its first ping is found by its
+words ~0.3 s later when a pool process is free, and 2.3-3.2 s later behind a fresh `make run`'s
+three demo documents (9 s when each run waited for the model; bench/worker_start.py --demo).
 """
 
 from __future__ import annotations
