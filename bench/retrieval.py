@@ -37,6 +37,8 @@ Measured (each query interleaves the modes, so drifting load on a shared machine
   the same scan with iterative scans off, in strict order, and with HNSW forced where the planner
   would answer exactly (small tenants);
 - EXPLAIN ANALYZE of the vector and keyword SQL for one query per tenant;
+- a hybrid search by part: the keyword query, the vector query (beside it), both retrievers
+  done, match ranking, and what follows (rows loaded, duplicates dropped);
 - `chat.rag.answer.chat_answer_events` up to the moment it calls the model (everything but the
   model): the real local query embedding, hybrid retrieval, prompt building, database writes.
 
@@ -718,6 +720,61 @@ def bench_latency(kb: KnowledgeBase, queries: list[Query], warmup: int, modes: l
     }
 
 
+HYBRID_PARTS = ("total", "keyword", "vector", "retrievers", "match_ranking", "after")
+
+
+def bench_hybrid_parts(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict[str, Any]:
+    """Where a hybrid search's time goes, per search: the keyword query (on the request's
+    connection), the vector query (beside it, kb.search_beside, or after it), both done
+    (`retrievers`, from the start of chunk_search), match ranking (its statement and features),
+    and `after` (fusing, loading the returned rows, dropping duplicates, the commit)."""
+    import kb.selectors as selectors
+    from kb import match_ranking
+
+    marks: dict[str, float] = {}
+    real_keyword, real_vector, real_rerank = (
+        selectors.keyword_candidates,
+        selectors._vector_candidates,
+        match_ranking.rerank,
+    )
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                marks[name] = (time.perf_counter() - t0) * 1000
+                marks[name + "_done_at"] = time.perf_counter()
+
+        return wrapper
+
+    rows: list[dict[str, float]] = []
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.object(selectors, "keyword_candidates", timed("keyword", real_keyword)))
+        stack.enter_context(mock.patch.object(selectors, "_vector_candidates", timed("vector", real_vector)))
+        stack.enter_context(mock.patch.object(match_ranking, "rerank", timed("match_ranking", real_rerank)))
+        for i, q in enumerate(queries):
+            marks.clear()
+            t0 = time.perf_counter()
+            selectors.chunk_search(knowledge_bases=[kb], query=q.text, limit=LIMIT, mode="hybrid")
+            total = (time.perf_counter() - t0) * 1000
+            if i < warmup or "match_ranking" not in marks:
+                continue
+            retrievers = (max(marks["keyword_done_at"], marks["vector_done_at"]) - t0) * 1000
+            rows.append(
+                {
+                    "total": total,
+                    "keyword": marks["keyword"],
+                    "vector": marks["vector"],
+                    "retrievers": retrievers,
+                    "match_ranking": marks["match_ranking"],
+                    "after": total - retrievers - marks["match_ranking"],
+                }
+            )
+    return {"searches": len(rows), **{part: summary([r[part] for r in rows]) for part in HYBRID_PARTS}}
+
+
 def captured_vector_sql(kb: KnowledgeBase, q: Query) -> tuple[list[int], str]:
     """The selector's HNSW result ids, and the exact SELECT it ran (to re-run with other settings)."""
     from django.db import connection
@@ -1038,6 +1095,12 @@ def print_tables(results: dict[str, Any]) -> None:
                     f"{s['sql_ms']['p50']:>9.1f}{s['sql_ms']['p95']:>9.1f}"
                 )
     for role, r in results["tenants"].items():
+        h = r.get("hybrid_parts")
+        if h:
+            print(f"\nhybrid search, {role} tenant, by part ({h['searches']} searches)")
+            for part in HYBRID_PARTS:
+                print(f"  {part:<14}p50 {h[part]['p50']:>8.1f} ms   p95 {h[part]['p95']:>8.1f} ms")
+    for role, r in results["tenants"].items():
         o = r.get("overhead")
         if not o or not o.get("reached_model"):
             continue
@@ -1163,6 +1226,7 @@ def main() -> None:
             log(f"{role}: latency over {args.queries} queries ({entry['rows']:,} rows)")
             entry["load_average_before"] = load_average()
             entry["latency"] = bench_latency(kb, queries, args.warmup, modes)
+            entry["hybrid_parts"] = bench_hybrid_parts(kb, queries, args.warmup)
             log(f"{role}: keyword recall against exhaustive BM25 over {recall_n} queries")
             entry["keyword"] = bench_keyword(kb, queries[args.warmup : args.warmup + recall_n])
             log(f"{role}: vector recall over {recall_n} queries")
