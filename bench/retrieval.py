@@ -720,6 +720,20 @@ def bench_latency(kb: KnowledgeBase, queries: list[Query], warmup: int, modes: l
     }
 
 
+def _timed(marks: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, adding the milliseconds of each call to `marks[name]` and its end to `marks[name + "_done_at"]`."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            marks[name] = marks.get(name, 0.0) + (time.perf_counter() - t0) * 1000
+            marks[name + "_done_at"] = time.perf_counter()
+
+    return wrapper
+
+
 HYBRID_PARTS = ("total", "keyword", "vector", "retrievers", "match_ranking", "after")
 
 
@@ -738,22 +752,11 @@ def bench_hybrid_parts(kb: KnowledgeBase, queries: list[Query], warmup: int) -> 
         match_ranking.rerank,
     )
 
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                marks[name] = (time.perf_counter() - t0) * 1000
-                marks[name + "_done_at"] = time.perf_counter()
-
-        return wrapper
-
     rows: list[dict[str, float]] = []
     with ExitStack() as stack:
-        stack.enter_context(mock.patch.object(selectors, "keyword_candidates", timed("keyword", real_keyword)))
-        stack.enter_context(mock.patch.object(selectors, "_vector_candidates", timed("vector", real_vector)))
-        stack.enter_context(mock.patch.object(match_ranking, "rerank", timed("match_ranking", real_rerank)))
+        stack.enter_context(mock.patch.object(selectors, "keyword_candidates", _timed(marks, "keyword", real_keyword)))
+        stack.enter_context(mock.patch.object(selectors, "_vector_candidates", _timed(marks, "vector", real_vector)))
+        stack.enter_context(mock.patch.object(match_ranking, "rerank", _timed(marks, "match_ranking", real_rerank)))
         for i, q in enumerate(queries):
             marks.clear()
             t0 = time.perf_counter()
@@ -969,16 +972,6 @@ def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict
         rag_answer.build_messages,
     )
 
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                marks[name] = marks.get(name, 0.0) + (time.perf_counter() - t0) * 1000
-
-        return wrapper
-
     def fake_model(**kwargs: Any) -> CompletionStream:
         marks["model_called_at"] = time.perf_counter()
         return CompletionStream(pieces=iter(()))
@@ -986,13 +979,15 @@ def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict
     rows: list[dict[str, float]] = []
     reached_model = 0
     with ExitStack() as stack:
-        stack.enter_context(mock.patch("kb.embedding.embed_query", timed("embedding", real_embed)))
+        stack.enter_context(mock.patch("kb.embedding.embed_query", _timed(marks, "embedding", real_embed)))
         stack.enter_context(
-            mock.patch.object(kb_embedding.QueryVectors, "vector", timed("embedding_wait", real_vector))
+            mock.patch.object(kb_embedding.QueryVectors, "vector", _timed(marks, "embedding_wait", real_vector))
         )
-        stack.enter_context(mock.patch.object(rag_retrieve, "chunk_search", timed("retrieval", real_search)))
-        stack.enter_context(mock.patch.object(rag_retrieve, "hits_to_passages", timed("passages", real_passages)))
-        stack.enter_context(mock.patch.object(rag_answer, "build_messages", timed("prompt", real_build)))
+        stack.enter_context(mock.patch.object(rag_retrieve, "chunk_search", _timed(marks, "retrieval", real_search)))
+        stack.enter_context(
+            mock.patch.object(rag_retrieve, "hits_to_passages", _timed(marks, "passages", real_passages))
+        )
+        stack.enter_context(mock.patch.object(rag_answer, "build_messages", _timed(marks, "prompt", real_build)))
         stack.enter_context(mock.patch("chat.rag.generate.stream_completion", fake_model))
         for i, q in enumerate(queries):
             marks.clear()

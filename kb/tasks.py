@@ -27,17 +27,19 @@ logger = logging.getLogger(__name__)
 BROKER_ERRORS = (KombuOperationalError, redis.RedisError, ConnectionError, OSError)
 
 
-@shared_task(
-    bind=True,
-    name="kb.document_ingest",
-    # Transient only: a model rate limit or timeout, a database restarted or failed over mid-run.
-    autoretry_for=(TransientEmbeddingError, DatabaseUnavailable),
-    retry_backoff=settings.GROUNDWORK_INGEST_RETRY_BACKOFF,
-    retry_backoff_max=300,
-    max_retries=settings.GROUNDWORK_INGEST_MAX_RETRIES,
-    soft_time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT,
-    time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
-)
+# The ingest task's and the embed task's: retried on transient errors only (a model rate limit or
+# timeout, a database restarted or failed over mid-run), within the ingest time limit.
+_INGEST_TASK_OPTIONS: dict[str, Any] = {
+    "autoretry_for": (TransientEmbeddingError, DatabaseUnavailable),
+    "retry_backoff": settings.GROUNDWORK_INGEST_RETRY_BACKOFF,
+    "retry_backoff_max": 300,
+    "max_retries": settings.GROUNDWORK_INGEST_MAX_RETRIES,
+    "soft_time_limit": settings.GROUNDWORK_INGEST_TIME_LIMIT,
+    "time_limit": settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
+}
+
+
+@shared_task(bind=True, name="kb.document_ingest", **_INGEST_TASK_OPTIONS)
 def document_ingest(self: Any, version_id: int) -> None:
     # No waiting for the warm-up here: each stage waits for what it needs (kb.pipeline.warm).
     worker = self.request.hostname or ""
@@ -53,16 +55,7 @@ def document_ingest(self: Any, version_id: int) -> None:
     _fill_ranking_vectors(version_id)
 
 
-@shared_task(
-    bind=True,
-    name="kb.version_embed",
-    autoretry_for=(TransientEmbeddingError, DatabaseUnavailable),
-    retry_backoff=settings.GROUNDWORK_INGEST_RETRY_BACKOFF,
-    retry_backoff_max=300,
-    max_retries=settings.GROUNDWORK_INGEST_MAX_RETRIES,
-    soft_time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT,
-    time_limit=settings.GROUNDWORK_INGEST_TIME_LIMIT + 60,
-)
+@shared_task(bind=True, name="kb.version_embed", **_INGEST_TASK_OPTIONS)
 def version_embed(self: Any, version_id: int) -> None:
     """The vectors of a version `document_ingest` left for later, then its publish."""
     worker = self.request.hostname or ""
