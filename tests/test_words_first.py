@@ -356,8 +356,7 @@ def test_through_the_worker_every_upload_is_found_by_its_words_before_the_model_
             )
         # Before, two uploads held both threads waiting for the model and the third was not read.
         wait_for(
-            lambda: all(any(team in t for t in _found(knowledge_base, f"{team} ledger", "keyword")) for team in TEAMS),
-            timeout=30,
+            lambda: all(any(team in t for t in _found(knowledge_base, f"{team} ledger", "keyword")) for team in TEAMS)
         )
         assert not DocumentVersion.objects.filter(pk__in=[v.pk for v in versions], status=DocumentStatus.READY).exists()
     finally:
