@@ -14,7 +14,9 @@ A new document found by its words while this pool process is still loading its e
 version waits in EMBEDDING (`claim.EMBED_LATER`) and `version_ingest` says so, for the task to
 send `version_embed`, which runs embed and publish. The process takes the next upload meanwhile
 instead of waiting for the model: at a fresh `make run`, the demo's documents held both pool
-processes until it loaded, and a text uploaded then was found ~10 s later instead of ~0.3 s.
+processes until it loaded, and a text uploaded at the first ping was found 8.9-9.3 s later; now
+2.3-3.2 s, and all three demo documents are found ~6.5 s after the start instead of ~17 s
+(bench/worker_start.py --demo).
 
 `recover.py` finds versions a dead worker left behind (the task module re-sends them) and
 `reembed.py` moves a whole knowledge base to a new embedding model.
