@@ -85,6 +85,18 @@ def _finish(job: Job) -> None:
         stage(job)
 
 
+def _in_own_thread(target):  # type: ignore[no-untyped-def]
+    """`target` in a thread with its own database connection (closed when it ends)."""
+
+    def run():  # type: ignore[no-untyped-def]
+        try:
+            return target()
+        finally:
+            connection.close()
+
+    return _in_thread(run)
+
+
 def _found(kb: KnowledgeBase, query: str, mode: str) -> list[str]:
     hits = chunk_search(knowledge_bases=[kb], query=query, mode=mode, limit=10)
     return [h.chunk.text for h in hits if h.chunk is not None]
@@ -212,13 +224,10 @@ def test_a_short_document_answers_by_its_words_while_a_fresh_worker_loads_its_mo
         return real_embed_passages(*args, **kwargs)
 
     def finish() -> None:
-        try:
-            with mock.patch.object(embedding_api, "embed_passages", recording):
-                _finish(job)
-        finally:
-            connection.close()  # this thread's own connection
+        with mock.patch.object(embedding_api, "embed_passages", recording):
+            _finish(job)
 
-    thread, outcome = _in_thread(finish)
+    thread, outcome = _in_own_thread(finish)
     thread.join(1.0)
     assert thread.is_alive() and not loaded_when_embedding  # waiting for the model, not embedding without it
     embedder_loading.embedder.set()  # the model has loaded
@@ -245,18 +254,6 @@ def test_short_documents_and_review_mode_wait_for_their_vectors(knowledge_base, 
     assert _found(knowledge_base, "quarry team ferry", "keyword") == []
     publish(job)
     _assert_equal_to_a_rebuild(knowledge_base.pk)
-
-
-def _in_own_thread(target):  # type: ignore[no-untyped-def]
-    """`target` in a thread with its own database connection (closed when it ends)."""
-
-    def run():  # type: ignore[no-untyped-def]
-        try:
-            return target()
-        finally:
-            connection.close()
-
-    return _in_thread(run)
 
 
 def test_a_fresh_worker_leaves_the_vectors_of_a_document_found_by_its_words_to_the_embed_task(  # type: ignore[no-untyped-def]
