@@ -23,8 +23,9 @@ $(TOOLS_DIR)/bin/uv:
 	$(TOOLS_DIR)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 # --compile-bytecode: wheels ship no .pyc, and where PYTHONDONTWRITEBYTECODE is set (as on this
-# CI's machines) every process would compile every import again: `import litellm` 13 s instead of
-# 7, a worker's ping 7.2 s instead of 3.2 (bench/results/worker_start.json). ~3 s once compiled.
+# CI's machines) every process would compile every import again. Measured without / with it:
+# `import litellm` 13.3 / 7.5 s, a worker's ping 7.2 / 3.2 s (bench/results/worker_start.json),
+# the test suite 16:44 / 13:40. Compiling takes ~60 s on a fresh install, ~3 s after.
 install: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS_DIR)/bin/uv)
 	$(UV) sync --frozen --compile-bytecode
 
