@@ -2,6 +2,7 @@
 
     uv run python bench/eval_sets.py [--sets squad2,clapnq,covidqa,sec10q] [--limit N] [--no-answers] [--reuse]
     uv run python bench/eval_sets.py --reuse --precise   # retrieval before/after precise ranking
+    uv run python bench/eval_sets.py --chunk-size 1800 --no-answers   # every knowledge base at 1800 chars
 
 For each set: a fresh organisation and knowledge base in the configured database (the embedded
 one under .data/ by default), documents ingested in-process through the real pipeline, a chatbot,
@@ -9,6 +10,10 @@ the questions converted to the `chat_eval` format, and the report. Figures go to
 bench/results/eval_<set>.json and bench/results/eval_summary.json. `--reuse` evaluates the
 newest earlier ingestion of a set instead of ingesting it again (use a dedicated data directory,
 e.g. GROUNDWORK_DATA_DIR=.data/eval).
+
+`--chunk-size N` sets the knowledge bases' chunk size instead of the default; the figures go to
+bench/results/eval_<set>_chunk<N>.json and under `<set>@<N>` in the summary, and `--reuse` finds
+only an ingestion at that size.
 
 `--precise` measures precise ranking (kb.precise_ranking) through the product: hybrid retrieval in
 the order without it (match ranking), then the e5 ranking vectors filled (timed, in this process),
@@ -120,7 +125,14 @@ def _ingested_bot(name: str, documents: int) -> Any:
     return bot if finished == documents else None
 
 
-def run(name: str, limit: int | None, answers: bool, reuse: bool = False, ingest_only: bool = False) -> dict[str, Any]:
+def run(
+    name: str,
+    limit: int | None,
+    answers: bool,
+    reuse: bool = False,
+    ingest_only: bool = False,
+    chunk_size: int | None = None,
+) -> dict[str, Any]:
     import io
 
     from accounts.services import organization_create
@@ -130,12 +142,14 @@ def run(name: str, limit: int | None, answers: bool, reuse: bool = False, ingest
     from kb.services import document_upload, knowledge_base_create
 
     docs, questions = SETS[name]()
-    bot = _ingested_bot(name, len(docs)) if reuse else None
+    label = name if chunk_size is None else f"{name}@{chunk_size}"
+    bot = _ingested_bot(label, len(docs)) if reuse else None
     if bot is not None:
-        print(f"{name}: reusing {bot.organization.name}")
-        return _evaluate(name, bot, docs, questions, limit, answers, failed=None, ingest_s=None)
-    org = organization_create(name=f"eval-{name}-{int(time.time())}")
-    kb = knowledge_base_create(organization=org, name=name, created_by=None)
+        print(f"{label}: reusing {bot.organization.name}")
+        return _evaluate(label, bot, docs, questions, limit, answers, failed=None, ingest_s=None)
+    org = organization_create(name=f"eval-{label}-{int(time.time())}")
+    sizes = {} if chunk_size is None else {"chunk_size": chunk_size, "chunk_overlap": min(150, chunk_size // 4)}
+    kb = knowledge_base_create(organization=org, name=label, created_by=None, **sizes)
     started = time.perf_counter()
     failed = []
     for doc in docs:
@@ -154,11 +168,11 @@ def run(name: str, limit: int | None, answers: bool, reuse: bool = False, ingest
         if version.status != DocumentStatus.READY:
             failed.append((filename, version.error_message))
     ingest_s = time.perf_counter() - started
-    bot = chatbot_create(organization=org, name=f"{name} bot", knowledge_bases=[kb], created_by=None)
+    bot = chatbot_create(organization=org, name=f"{label} bot", knowledge_bases=[kb], created_by=None)
     if ingest_only:
-        print(f"{name}: ingested {len(docs)} documents in {ingest_s:.0f}s, {len(failed)} failed")
-        return {"set": name, "documents": len(docs), "documents_failed": failed, "ingest_seconds": round(ingest_s, 1)}
-    return _evaluate(name, bot, docs, questions, limit, answers, failed=failed, ingest_s=ingest_s)
+        print(f"{label}: ingested {len(docs)} documents in {ingest_s:.0f}s, {len(failed)} failed")
+        return {"set": label, "documents": len(docs), "documents_failed": failed, "ingest_seconds": round(ingest_s, 1)}
+    return _evaluate(label, bot, docs, questions, limit, answers, failed=failed, ingest_s=ingest_s)
 
 
 def _evaluate(
@@ -185,7 +199,7 @@ def _evaluate(
     print(f"\n=== {name} ({len(docs)} documents, ingest {ingest_s or 0:.0f}s) ===")
     print(format_report(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"eval_{name}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"eval_{name.replace('@', '_chunk')}.json").write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -241,6 +255,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="evaluate an earlier ingestion of each set")
     parser.add_argument("--ingest-only", action="store_true", help="ingest the sets, evaluate nothing")
     parser.add_argument("--precise", action="store_true", help="earlier ingestions: match vs precise ranking")
+    parser.add_argument("--chunk-size", type=int, default=None, help="the knowledge bases' chunk size (characters)")
     args = parser.parse_args()
     import django
 
@@ -263,9 +278,9 @@ def main() -> None:
     summary_path = RESULTS / "eval_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in args.sets.split(","):
-        report = run(name, args.limit, not args.no_answers, args.reuse, args.ingest_only)
+        report = run(name, args.limit, not args.no_answers, args.reuse, args.ingest_only, args.chunk_size)
         if not args.ingest_only:
-            summary[name] = report
+            summary[report["set"]] = report
             summary_path.write_text(json.dumps(summary, indent=2))
 
 
