@@ -148,8 +148,13 @@ def run(
         print(f"{label}: reusing {bot.organization.name}")
         return _evaluate(label, bot, docs, questions, limit, answers, failed=None, ingest_s=None)
     org = organization_create(name=f"eval-{label}-{int(time.time())}")
-    sizes = {} if chunk_size is None else {"chunk_size": chunk_size, "chunk_overlap": min(150, chunk_size // 4)}
-    kb = knowledge_base_create(organization=org, name=label, created_by=None, **sizes)
+    if chunk_size is None:
+        kb = knowledge_base_create(organization=org, name=label, created_by=None)
+    else:
+        overlap = min(150, chunk_size // 4)
+        kb = knowledge_base_create(
+            organization=org, name=label, created_by=None, chunk_size=chunk_size, chunk_overlap=overlap
+        )
     started = time.perf_counter()
     failed = []
     for doc in docs:
