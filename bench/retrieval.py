@@ -788,7 +788,8 @@ def captured_vector_sql(kb: KnowledgeBase, q: Query) -> tuple[list[int], str]:
     with CaptureQueriesContext(connection) as ctx:
         ids = [cid for cid, _ in _vector_candidates([kb], q.text, POOL)]
     (sql,) = [c["sql"] for c in ctx.captured_queries if "ORDER BY" in c["sql"] and "<=>" in c["sql"]]
-    return ids, sql
+    # The scan settings go in the same execute, before the SELECT: only the SELECT is re-run.
+    return ids, sql.rsplit(";", 1)[-1]
 
 
 def run_with(settings: list[str], sql: str) -> tuple[list[int], float]:

@@ -5,6 +5,9 @@ connection, so a hybrid search takes about as long as the slower of the two rath
 sum (bench/retrieval.py: hybrid / vector p95). The second connection imports the first one's
 exported snapshot (`pg_export_snapshot`), so both retrievers see the same release.
 
+The second connection's transaction begins in the same round trip as the query (`start` hands
+`run` the statements to send first), and it is rolled back after the result has been handed over.
+
 It never waits for a connection: with no pool, no idle slot or a full pool, `start` returns
 None and the caller runs the query itself. Waiting could deadlock a full pool whose every holder
 waits for a second connection.
@@ -12,6 +15,7 @@ waits for a second connection.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,13 +26,14 @@ from django.db import connection
 from psycopg import sql
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # At most this many queries run beside their requests at once per process; more run in turn.
 _slots = threading.BoundedSemaphore(settings.GROUNDWORK_SEARCH_BESIDE_THREADS or 1)
 _executor = ThreadPoolExecutor(
     max_workers=settings.GROUNDWORK_SEARCH_BESIDE_THREADS or 1, thread_name_prefix="search-beside"
 )
-_BEGIN_IN_SNAPSHOT = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}")
+_BEGIN_IN_SNAPSHOT = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {};")
 # How long to wait for the pool to open a new connection before running in turn instead.
 CONNECT_TIMEOUT_S = 0.05
 
@@ -57,8 +62,12 @@ def available() -> bool:
     return bool(stats.get("pool_available", 0) or stats.get("pool_size", 0) < pool.max_size)
 
 
-def start(snapshot: str, run: Callable[[Any], T]) -> Future[T] | None:
-    """Run `run(cursor)` on a second connection in `snapshot`; None: run it yourself."""
+def start(snapshot: str, run: Callable[[Any, str], T]) -> Future[T] | None:
+    """Run `run(cursor, begin)` on a second connection in `snapshot`; None: run it yourself.
+
+    `run` must send `begin` (the statements that open the transaction in the snapshot) ahead of
+    its first query, in the same execute: one round trip instead of two.
+    """
     pool = _pool()
     if pool is None or not available() or not _slots.acquire(blocking=False):
         return None
@@ -67,22 +76,30 @@ def start(snapshot: str, run: Callable[[Any], T]) -> Future[T] | None:
     except Exception:  # PoolTimeout, or the server refused a new connection: run in turn.
         _slots.release()
         return None
+    result: Future[T] = Future()
 
-    def beside() -> T:
+    def beside() -> None:
+        failure: BaseException | None = None
         try:
             with conn.cursor() as cursor:
-                try:
-                    # The pool's connections are in autocommit: the transaction, its isolation and
-                    # the snapshot in one round trip (three before), ended by a rollback: it only reads.
-                    cursor.execute(_BEGIN_IN_SNAPSHOT.format(sql.Literal(snapshot)))
-                    return run(cursor)
-                finally:
-                    conn.rollback()
+                value = run(cursor, _BEGIN_IN_SNAPSHOT.format(sql.Literal(snapshot)).as_string(conn))
+        except BaseException as exc:
+            failure = exc
+        else:
+            result.set_result(value)  # before the rollback, which the caller need not wait for
+        try:
+            # The pool's connections are in autocommit: `begin` opened a transaction; it only read.
+            conn.rollback()
+        except Exception:
+            logger.exception("Ending the transaction beside a search failed")
         finally:
             pool.putconn(conn)
             _slots.release()
+        if failure is not None:  # after the connection and the slot are free again
+            result.set_exception(failure)
 
-    return _executor.submit(beside)
+    _executor.submit(beside)
+    return result
 
 
 def _pool() -> Any:

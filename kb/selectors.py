@@ -75,8 +75,19 @@ EXACT_VECTOR_SEARCH_MAX_CHUNKS = 10_000
 EXACT_VECTOR_SEARCH_MAX_SHARE = 0.02
 
 
-def _prepare_vector_scan(cursor: Any, chunks: int, limit: int, exact: bool) -> None:
-    """Settings of the vector query's transaction, in one round trip.
+# The vector query's transaction settings, sent in the same round trip as the query itself.
+_VECTOR_SCAN_SETTINGS_SQL = """
+    SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+           set_config('hnsw.ef_search', %(ef_search)s, true),
+           set_config('enable_indexscan', CASE WHEN %(exact)s OR (
+               %(chunks)s <= %(max_chunks)s
+               AND %(chunks)s < %(max_share)s * (SELECT reltuples FROM pg_class WHERE oid = 'kb_chunk'::regclass)
+           ) THEN 'off' ELSE 'on' END, true)
+"""
+
+
+def _vector_scan_settings(chunks: int, limit: int, exact: bool) -> dict[str, Any]:
+    """Parameters of `_VECTOR_SCAN_SETTINGS_SQL`: the settings of the vector query's transaction.
 
     Iterative index scans (pgvector 0.8) keep scanning until `limit` rows pass the tenant filter;
     without them a selective filter silently returns fewer rows. Exact search (no HNSW) when
@@ -86,23 +97,18 @@ def _prepare_vector_scan(cursor: Any, chunks: int, limit: int, exact: bool) -> N
     larger share HNSW is both right and faster (5k among 100k: recall@10 0.99 at 15 ms, exact
     74 ms). bench/retrieval.py.
     """
-    cursor.execute(
-        """
-        SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
-               set_config('hnsw.ef_search', %(ef_search)s, true),
-               set_config('enable_indexscan', CASE WHEN %(exact)s OR (
-                   %(chunks)s <= %(max_chunks)s
-                   AND %(chunks)s < %(max_share)s * (SELECT reltuples FROM pg_class WHERE oid = 'kb_chunk'::regclass)
-               ) THEN 'off' ELSE 'on' END, true)
-        """,
-        {
-            "ef_search": str(max(40, min(1000, int(limit) * 2))),
-            "exact": exact,
-            "chunks": chunks,
-            "max_chunks": EXACT_VECTOR_SEARCH_MAX_CHUNKS,
-            "max_share": EXACT_VECTOR_SEARCH_MAX_SHARE,
-        },
-    )
+    return {
+        "ef_search": str(max(40, min(1000, int(limit) * 2))),
+        "exact": exact,
+        "chunks": chunks,
+        "max_chunks": EXACT_VECTOR_SEARCH_MAX_CHUNKS,
+        "max_share": EXACT_VECTOR_SEARCH_MAX_SHARE,
+    }
+
+
+def _prepare_vector_scan(cursor: Any, chunks: int, limit: int, exact: bool) -> None:
+    """Apply the vector query's settings (`_vector_scan_settings`) to the current transaction."""
+    cursor.execute(_VECTOR_SCAN_SETTINGS_SQL, _vector_scan_settings(chunks, limit, exact))
 
 
 def _vector_candidates(
@@ -112,12 +118,14 @@ def _vector_candidates(
     versions: list[int] | None = None,
     query_vectors: embedding_api.QueryVectors | None = None,
     cursor: Any = None,
+    begin: str = "",
 ) -> list[tuple[int, float]]:
     """Nearest chunks by cosine similarity, per embedding model, using the HNSW index
-    (`_prepare_vector_scan` says when not).
+    (`_vector_scan_settings` says when not).
 
     `cursor`: run on this cursor (a connection beside the request's, kb.search_beside) instead of
-    the request's connection.
+    the request's connection; `begin`: the statements that open its transaction, sent with the
+    first query.
     """
     groups: dict[tuple[str, int], list[KnowledgeBase]] = defaultdict(list)
     for kb in knowledge_bases:
@@ -126,7 +134,8 @@ def _vector_candidates(
     for (model, dims), kbs in groups.items():
         query_vector = query_vectors.vector(model) if query_vectors else embedding_api.embed_query(query, model=model)
         if cursor is not None:
-            results.extend(_vector_query(cursor, kbs, dims, query_vector, limit, versions))
+            results.extend(_vector_query(cursor, kbs, dims, query_vector, limit, versions, begin=begin))
+            begin = ""
             continue
         # Inside chunk_search's transaction already (no savepoint needed): SET LOCAL lasts until it ends.
         with transaction.atomic(savepoint=False), connection.cursor() as own_cursor:
@@ -143,21 +152,36 @@ def _vector_query(
     query_vector: list[float],
     limit: int,
     versions: list[int] | None,
+    begin: str = "",
 ) -> list[tuple[int, float]]:
+    """The transaction's scan settings and the query in one round trip (`begin` first, if any):
+    statements with parameters bound client-side (Django's cursors, and the pool's) can share one
+    execute; the last one's rows are the result."""
     cast = vector_cast(dims)
     literal = vector_literal(query_vector)
-    _prepare_vector_scan(cursor, sum(kb.live_chunks for kb in kbs), limit, exact=versions is not None)
-    # Only `cast` is interpolated: built from an integer dimension by vector_cast().
+    params = {
+        **_vector_scan_settings(sum(kb.live_chunks for kb in kbs), limit, exact=versions is not None),
+        "vector": literal,
+        "dims": dims,
+        "kbs": [kb.pk for kb in kbs],
+        "versions": versions,
+        "limit": limit,
+    }
+    # Only `cast` and `begin` are interpolated: built from an integer dimension by vector_cast(),
+    # and kb.search_beside's fixed statements with a quoted snapshot id. `%` in `begin` would
+    # read as a placeholder: it holds none.
     cursor.execute(
-        f"""
-        SELECT id, 1 - ((embedding::{cast}) <=> %s::{cast}) AS similarity
+        f"""{begin}{_VECTOR_SCAN_SETTINGS_SQL};
+        SELECT id, 1 - ((embedding::{cast}) <=> %(vector)s::{cast}) AS similarity
         FROM kb_chunk
-        WHERE embedding_dims = %s AND knowledge_base_id = ANY(%s) AND {_scope(versions)}
-        ORDER BY (embedding::{cast}) <=> %s::{cast}
-        LIMIT %s
+        WHERE embedding_dims = %(dims)s AND knowledge_base_id = ANY(%(kbs)s) AND {_scope(versions)}
+        ORDER BY (embedding::{cast}) <=> %(vector)s::{cast}
+        LIMIT %(limit)s
         """,  # noqa: S608
-        [literal, dims, [kb.pk for kb in kbs], *([] if versions is None else [versions]), literal, limit],
+        params,
     )
+    while cursor.nextset():  # to the last statement's rows
+        pass
     return [(row[0], float(row[1])) for row in cursor.fetchall()]
 
 
@@ -166,7 +190,7 @@ def _scope(versions: list[int] | None) -> str:
 
     Only one of these two fixed texts is interpolated; the version list is a parameter.
     """
-    return "is_live" if versions is None else "version_id = ANY(%s)"
+    return "is_live" if versions is None else "version_id = ANY(%(versions)s)"
 
 
 def chunk_search(
@@ -221,7 +245,10 @@ def _chunk_search(
     # being computed.
     vector_future = (
         search_beside.start(
-            snapshot, lambda cursor: _vector_candidates(kbs, query, pool, versions, query_vectors, cursor=cursor)
+            snapshot,
+            lambda cursor, begin: _vector_candidates(
+                kbs, query, pool, versions, query_vectors, cursor=cursor, begin=begin
+            ),
         )
         if snapshot is not None
         else None

@@ -52,10 +52,10 @@ def test_the_vector_query_runs_beside_the_keyword_query_and_finds_the_same(
     start = search_beside.start
 
     def recording(snapshot: str, run: Any) -> Any:
-        def on_cursor(cursor: Any) -> Any:
+        def on_cursor(cursor: Any, begin: str) -> Any:
             cursor.execute("SELECT pg_backend_pid()")
             backends.append(cursor.fetchone()[0])
-            return run(cursor)
+            return run(cursor, begin)
 
         return start(snapshot, on_cursor)
 
@@ -105,8 +105,35 @@ def test_with_no_slot_free_the_queries_run_in_turn(make_org, api_client_for, cel
         held += 1
     try:
         assert held == settings.GROUNDWORK_SEARCH_BESIDE_THREADS
-        assert search_beside.start("00000003-00000002-1", lambda cursor: None) is None
+        assert search_beside.start("00000003-00000002-1", lambda cursor, begin: None) is None
         assert _ranked(chunk_search(knowledge_bases=[kb], query=QUESTIONS[1], limit=3, mode="hybrid")) == expected
     finally:
         for _ in range(held):
             search_beside._slots.release()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_query_failing_beside_raises_to_the_caller_and_frees_its_connection(settings) -> None:  # type: ignore[no-untyped-def]
+    from django.db import transaction
+
+    def failing(cursor: Any, begin: str) -> Any:
+        cursor.execute(begin + "SELECT 1 / 0")
+        return cursor.fetchall()
+
+    def snapshot_level(cursor: Any, begin: str) -> Any:
+        cursor.execute(begin + "SELECT current_setting('transaction_isolation')")
+        while cursor.nextset():
+            pass
+        return cursor.fetchone()[0]
+
+    with transaction.atomic():
+        snapshot = search_beside.repeatable_read(export=True)
+        assert snapshot is not None
+        for _ in range(settings.GROUNDWORK_SEARCH_BESIDE_THREADS + 1):  # more failures than slots
+            future = search_beside.start(snapshot, failing)
+            assert future is not None, "a failed query kept its slot"
+            with pytest.raises(Exception, match="division by zero"):
+                future.result(timeout=10)
+        future = search_beside.start(snapshot, snapshot_level)
+        assert future is not None
+        assert future.result(timeout=10) == "repeatable read"
