@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from typing import Any
+
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from accounts.models import Role
 from kb import services
@@ -49,4 +54,35 @@ def test_plain_text_original_opens_inline_as_text(make_org, make_user) -> None: 
     response = _open_original(make_org, make_user, "notes.txt", b"<script>alert(1)</script>")
     assert response["Content-Disposition"].startswith("inline")
     assert response["Content-Type"].startswith("text/plain")
+    assert response["Content-Security-Policy"] == "sandbox"
+
+
+def test_an_original_is_sent_block_by_block_when_served_through_asgi(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
+    # make run and compose serve the app through uvicorn (ASGI). Given a plain file object,
+    # Django's ASGI handler reads it whole into memory before sending its first byte.
+    content = os.urandom(2 * 1024 * 1024 + 17)  # a little over two blocks
+    org = make_org()
+    viewer = make_user(org, role=Role.VIEWER)
+    kb = knowledge_base_create(organization=org, name="Support", created_by=None)
+    result = services.document_upload(
+        knowledge_base=kb,
+        upload=SimpleUploadedFile("scan.bin", content),
+        filename="scan.bin",
+        uploaded_by=None,
+        enqueue=False,
+    )
+
+    async def download() -> tuple[Any, list[bytes]]:
+        client = AsyncClient()
+        await client.aforce_login(viewer)
+        response: Any = await client.get(f"/documents/{result.document.pk}/file/")
+        return response, [block async for block in response.streaming_content]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "StreamingHttpResponse must consume synchronous iterators"
+        response, blocks = async_to_sync(download)()
+    assert response.status_code == 200 and response.is_async
+    assert len(blocks) == 3 and b"".join(blocks) == content
+    assert response["Content-Length"] == str(len(content))
+    assert response["Content-Disposition"] == 'attachment; filename="scan.bin"'
     assert response["Content-Security-Policy"] == "sandbox"
