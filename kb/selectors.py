@@ -172,17 +172,19 @@ def _vector_query(
     # read as a placeholder: it holds none.
     cursor.execute(
         f"""{begin}{_VECTOR_SCAN_SETTINGS_SQL};
-        SELECT id, 1 - ((embedding::{cast}) <=> %(vector)s::{cast}) AS similarity
+        SELECT id, (embedding::{cast}) <=> %(vector)s::{cast} AS distance
         FROM kb_chunk
         WHERE embedding_dims = %(dims)s AND knowledge_base_id = ANY(%(kbs)s) AND {_scope(versions)}
-        ORDER BY (embedding::{cast}) <=> %(vector)s::{cast}
+        ORDER BY distance
         LIMIT %(limit)s
         """,  # noqa: S608
         params,
     )
     while cursor.nextset():  # to the last statement's rows
         pass
-    return [(row[0], float(row[1])) for row in cursor.fetchall()]
+    # The distance once, ordered by its name: "1 - distance" in the select list read (detoasted)
+    # every row's stored vector a second time (exact scan of 468 chunks: 2.0 -> 1.4 ms).
+    return [(row[0], 1.0 - float(row[1])) for row in cursor.fetchall()]
 
 
 def _scope(versions: list[int] | None) -> str:
