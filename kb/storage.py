@@ -11,12 +11,11 @@ import hashlib
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import IO
 
-from asgiref.sync import sync_to_async
 from django.db.models.fields.files import FieldFile
 
 _BLOCK = 1024 * 1024
@@ -77,16 +76,3 @@ def open_original(file: FieldFile) -> tuple[IO[bytes], int | None]:
         return obj["Body"], int(obj["ContentLength"])
     handle = storage.open(str(file.name), "rb")
     return handle, file.size
-
-
-async def read_blocks(stream: IO[bytes], block_size: int = _BLOCK) -> AsyncIterator[bytes]:
-    """`stream` block by block, each read in a worker thread, then closed: a download served
-    through the ASGI server. Given the stream itself, Django's ASGI handler would read it whole
-    into memory ("StreamingHttpResponse must consume synchronous iterators") before sending a
-    byte: a 100 MB original would cost 100 MB of the web process per download."""
-    read = sync_to_async(stream.read, thread_sensitive=False)
-    try:
-        while block := await read(block_size):
-            yield block
-    finally:
-        stream.close()  # not awaited: it must also run when the download is cancelled mid-way

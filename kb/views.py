@@ -20,7 +20,7 @@ from kb.forms import KnowledgeBaseForm
 from kb.models import ACTIVE_STATUSES, DocumentStatus, DocumentVersion, KnowledgeBase, SourceType
 from kb.pipeline.ranking import ranking_progress
 from kb.precise_ranking import RANKING_MODEL
-from kb.storage import open_original, read_blocks
+from kb.storage import open_original
 from kb.websites.selectors import web_sources_for_knowledge_base
 
 
@@ -217,9 +217,7 @@ def document_file(request: HttpRequest, context: OrgContext, doc_id: int) -> Htt
     office files) is a download. Either way `CSP: sandbox` and `nosniff` keep a script in the file
     from running on our origin.
     """
-    from django.core.handlers.asgi import ASGIRequest
     from django.http import FileResponse
-    from django.utils.http import content_disposition_header
 
     document = _document_or_404(context, doc_id)
     version = document.live_version or document.latest_version
@@ -228,15 +226,9 @@ def document_file(request: HttpRequest, context: OrgContext, doc_id: int) -> Htt
     suffix = Path(version.original_filename).suffix.lower()
     inline_type = _INLINE_ORIGINAL_TYPES.get(suffix)
     stream, size = open_original(version.file)
-    # Served by the ASGI server (make run, compose), the file is read block by block as it is
-    # sent; under WSGI the server reads the file object itself.
-    content = read_blocks(stream) if isinstance(request, ASGIRequest) else stream
-    response = FileResponse(content, filename=version.original_filename, as_attachment=inline_type is None)
+    response = FileResponse(stream, filename=version.original_filename, as_attachment=inline_type is None)
     if size is not None and not response.has_header("Content-Length"):
         response["Content-Length"] = str(size)
-    disposition = content_disposition_header(inline_type is None, version.original_filename)
-    if disposition and not response.has_header("Content-Disposition"):  # FileResponse sets it for a file only
-        response["Content-Disposition"] = disposition
     response["Content-Type"] = inline_type or "application/octet-stream"
     response["Content-Security-Policy"] = "sandbox"
     response["X-Content-Type-Options"] = "nosniff"
