@@ -160,7 +160,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.busy.BusyMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "config.streaming.FileStreamingMiddleware",  # before WhiteNoise, whose responses return early
+    "config.streaming.file_streaming_middleware",  # before WhiteNoise, whose responses return early
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

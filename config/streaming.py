@@ -10,13 +10,12 @@ iterator over the same file instead; under WSGI the server reads the file object
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import IO
+from typing import IO, Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse, HttpRequest
 from django.http.response import HttpResponseBase
-from django.utils.deprecation import MiddlewareMixin
 
 BLOCK_SIZE = 1024 * 1024
 
@@ -31,16 +30,33 @@ async def read_blocks(stream: IO[bytes], block_size: int = BLOCK_SIZE) -> AsyncI
         stream.close()  # not awaited: it must also run when the download is cancelled mid-way
 
 
-class FileStreamingMiddleware(MiddlewareMixin):
+def file_streaming_middleware(get_response: Any) -> Any:
     """Under ASGI, a file response streams its file asynchronously (placed before WhiteNoise,
-    whose static file responses return early)."""
+    whose static file responses return early). It runs in whichever mode the middleware below it
+    runs (sync today: WhiteNoise is sync-only), so it never adds a switch between the two."""
+    if iscoroutinefunction(get_response):
 
-    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-        if (
-            isinstance(request, ASGIRequest)
-            and isinstance(response, FileResponse)
-            and not response.is_async
-            and response.file_to_stream is not None
-        ):
-            response.streaming_content = read_blocks(response.file_to_stream)
-        return response
+        async def middleware(request: HttpRequest) -> HttpResponseBase:
+            return _streamed(request, await get_response(request))
+
+        return markcoroutinefunction(middleware)
+
+    def sync_middleware(request: HttpRequest) -> HttpResponseBase:
+        return _streamed(request, get_response(request))
+
+    return sync_middleware
+
+
+file_streaming_middleware.sync_capable = True  # type: ignore[attr-defined]
+file_streaming_middleware.async_capable = True  # type: ignore[attr-defined]
+
+
+def _streamed(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    if (
+        isinstance(request, ASGIRequest)
+        and isinstance(response, FileResponse)
+        and not response.is_async
+        and response.file_to_stream is not None
+    ):
+        response.streaming_content = read_blocks(response.file_to_stream)
+    return response
