@@ -204,6 +204,27 @@ def read_streaming(response: Any) -> bytes:
         return pool.submit(asyncio.run, collect()).result()
 
 
+def run_async(body: Callable[[], Any]) -> Any:
+    """Run an async test body (e.g. AsyncClient requests, as an ASGI server serves them) to the end
+    on a thread of its own: a browser test earlier in the session keeps an event loop running in
+    the main thread, where async_to_sync refuses to start. The body's database work runs on that
+    thread's own connection (closed at the end), so what it reads must be committed:
+    `django_db(transaction=True)`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import async_to_sync
+    from django.db import connections
+
+    def run() -> Any:
+        try:
+            return async_to_sync(body)()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
 @dataclass
 class Reply:
     """What the stand-in provider of `json_server` sends for one request.

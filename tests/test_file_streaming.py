@@ -7,9 +7,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.test import AsyncClient, Client
+
+from tests.conftest import run_async
 
 
 def test_a_static_file_is_sent_asynchronously_through_asgi() -> None:
@@ -19,7 +20,7 @@ def test_a_static_file_is_sent_asynchronously_through_asgi() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "StreamingHttpResponse must consume synchronous iterators"
-        response, body = async_to_sync(fetch)()
+        response, body = run_async(fetch)
     assert response.status_code == 200 and response.is_async
     assert body == (Path(settings.BASE_DIR) / "static" / "widget" / "widget.js").read_bytes()
     assert "javascript" in response["Content-Type"]

@@ -7,13 +7,13 @@ import warnings
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient, Client
 
 from accounts.models import Role
 from kb import services
 from kb.services import knowledge_base_create
+from tests.conftest import run_async
 
 HTML = b"<html><body><script>fetch('/accounts/api-keys/')</script>Refunds take 5 days.</body></html>"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>'
@@ -57,6 +57,7 @@ def test_plain_text_original_opens_inline_as_text(make_org, make_user) -> None: 
     assert response["Content-Security-Policy"] == "sandbox"
 
 
+@pytest.mark.django_db(transaction=True)  # the request runs on a connection of its own
 def test_an_original_is_sent_block_by_block_when_served_through_asgi(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
     # make run and compose serve the app through uvicorn (ASGI). Given a plain file object,
     # Django's ASGI handler reads it whole into memory before sending its first byte.
@@ -80,7 +81,7 @@ def test_an_original_is_sent_block_by_block_when_served_through_asgi(make_org, m
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "StreamingHttpResponse must consume synchronous iterators"
-        response, blocks = async_to_sync(download)()
+        response, blocks = run_async(download)
     assert response.status_code == 200 and response.is_async
     assert len(blocks) == 3 and b"".join(blocks) == content
     assert response["Content-Length"] == str(len(content))
