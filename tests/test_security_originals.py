@@ -40,6 +40,7 @@ def test_active_originals_are_served_as_sandboxed_attachments(make_org, make_use
     assert response["X-Content-Type-Options"] == "nosniff"
     assert "html" not in response["Content-Type"] and "svg" not in response["Content-Type"]
     assert b"".join(response.streaming_content) == content
+    response.close()  # the stored file (the test client does not close responses)
 
 
 def test_pdf_original_opens_inline_but_sandboxed(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
@@ -48,6 +49,7 @@ def test_pdf_original_opens_inline_but_sandboxed(make_org, make_user) -> None:  
     assert response["Content-Type"] == "application/pdf"
     assert response["Content-Security-Policy"] == "sandbox"
     assert response["X-Content-Type-Options"] == "nosniff"
+    response.close()
 
 
 def test_plain_text_original_opens_inline_as_text(make_org, make_user) -> None:  # type: ignore[no-untyped-def]
@@ -55,6 +57,7 @@ def test_plain_text_original_opens_inline_as_text(make_org, make_user) -> None: 
     assert response["Content-Disposition"].startswith("inline")
     assert response["Content-Type"].startswith("text/plain")
     assert response["Content-Security-Policy"] == "sandbox"
+    response.close()
 
 
 @pytest.mark.django_db(transaction=True)  # the request runs on a connection of its own
