@@ -52,11 +52,7 @@ file_streaming_middleware.async_capable = True  # type: ignore[attr-defined]
 
 
 def _streamed(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-    if (
-        isinstance(request, ASGIRequest)
-        and isinstance(response, FileResponse)
-        and not response.is_async
-        and response.file_to_stream is not None
-    ):
+    # `file_to_stream` is set only while the response streams a file object (not an iterator).
+    if isinstance(request, ASGIRequest) and isinstance(response, FileResponse) and response.file_to_stream is not None:
         response.streaming_content = read_blocks(response.file_to_stream)
     return response

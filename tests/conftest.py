@@ -192,16 +192,12 @@ def login(page: Any, email: str, password: str = "pw-Secret-123") -> None:
 
 
 def read_streaming(response: Any) -> bytes:
-    """The whole body of a streamed (async) response, read in a thread of its own: a browser test
-    earlier in the session keeps an event loop running in the main thread."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
+    """The whole body of a streamed (async) response, read on a thread of its own (`run_async`)."""
 
     async def collect() -> bytes:
         return b"".join([chunk async for chunk in response.streaming_content])
 
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, collect()).result()
+    return run_async(collect)
 
 
 def run_async(body: Callable[[], Any]) -> Any:

@@ -12,6 +12,8 @@ from django.test import AsyncClient, Client
 
 from tests.conftest import run_async
 
+WIDGET_JS = Path(settings.BASE_DIR) / "static" / "widget" / "widget.js"
+
 
 def test_a_static_file_is_sent_asynchronously_through_asgi() -> None:
     async def fetch() -> tuple[Any, bytes]:
@@ -22,15 +24,12 @@ def test_a_static_file_is_sent_asynchronously_through_asgi() -> None:
         warnings.simplefilter("error")  # "StreamingHttpResponse must consume synchronous iterators"
         response, body = run_async(fetch)
     assert response.status_code == 200 and response.is_async
-    assert body == (Path(settings.BASE_DIR) / "static" / "widget" / "widget.js").read_bytes()
+    assert body == WIDGET_JS.read_bytes()
     assert "javascript" in response["Content-Type"]
 
 
 def test_under_wsgi_the_server_still_reads_the_file_itself() -> None:
     response: Any = Client().get("/static/widget/widget.js")
     assert response.status_code == 200 and not response.is_async
-    assert (
-        b"".join(response.streaming_content)
-        == (Path(settings.BASE_DIR) / "static" / "widget" / "widget.js").read_bytes()
-    )
+    assert b"".join(response.streaming_content) == WIDGET_JS.read_bytes()
     response.close()

@@ -19,16 +19,22 @@ HTML = b"<html><body><script>fetch('/accounts/api-keys/')</script>Refunds take 5
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>'
 
 
-def _open_original(make_org, make_user, name: str, content: bytes):  # type: ignore[no-untyped-def]
+def _stored_original(make_org, make_user, name: str, content: bytes):  # type: ignore[no-untyped-def]
+    """A viewer of an organisation and a document of theirs whose original is `content`."""
     org = make_org()
     viewer = make_user(org, role=Role.VIEWER)
     kb = knowledge_base_create(organization=org, name="Support", created_by=None)
     result = services.document_upload(
         knowledge_base=kb, upload=SimpleUploadedFile(name, content), filename=name, uploaded_by=None, enqueue=False
     )
+    return viewer, result.document
+
+
+def _open_original(make_org, make_user, name: str, content: bytes):  # type: ignore[no-untyped-def]
+    viewer, document = _stored_original(make_org, make_user, name, content)
     client = Client()
     client.force_login(viewer)
-    return client.get(f"/documents/{result.document.pk}/file/")
+    return client.get(f"/documents/{document.pk}/file/")
 
 
 @pytest.mark.parametrize(("name", "content"), [("page.html", HTML), ("logo.svg", SVG), ("page.htm", HTML)])
@@ -65,21 +71,12 @@ def test_an_original_is_sent_block_by_block_when_served_through_asgi(make_org, m
     # make run and compose serve the app through uvicorn (ASGI). Given a plain file object,
     # Django's ASGI handler reads it whole into memory before sending its first byte.
     content = os.urandom(2 * 1024 * 1024 + 17)  # a little over two blocks
-    org = make_org()
-    viewer = make_user(org, role=Role.VIEWER)
-    kb = knowledge_base_create(organization=org, name="Support", created_by=None)
-    result = services.document_upload(
-        knowledge_base=kb,
-        upload=SimpleUploadedFile("scan.bin", content),
-        filename="scan.bin",
-        uploaded_by=None,
-        enqueue=False,
-    )
+    viewer, document = _stored_original(make_org, make_user, "scan.bin", content)
 
     async def download() -> tuple[Any, list[bytes]]:
         client = AsyncClient()
         await client.aforce_login(viewer)
-        response: Any = await client.get(f"/documents/{result.document.pk}/file/")
+        response: Any = await client.get(f"/documents/{document.pk}/file/")
         return response, [block async for block in response.streaming_content]
 
     with warnings.catch_warnings():
