@@ -196,7 +196,8 @@ PRECISE_WEIGHTS: Final[dict[str, float]] = {
 # One round trip: first the query's lexemes (chunk id NULL) with their positions in the query,
 # their document frequency over the knowledge bases searched and the size of that collection
 # (kb.keyword_search's idf); then, per candidate, its length in distinct lexemes and where the
-# query's lexemes occur in it.
+# query's lexemes occur in it. `|| ''` makes each stored (TOASTed) vector a value in memory once:
+# length() and unnest() each read it from TOAST again otherwise (430 buffers -> 190 for 30).
 _TERMS_SQL = """
     WITH q AS MATERIALIZED (
         SELECT u.lexeme, u.positions
@@ -209,10 +210,10 @@ _TERMS_SQL = """
     FROM q
     UNION ALL
     SELECT c.id, length(c.search_vector), u.lexeme, u.positions, u.weights, NULL, NULL
-    FROM kb_chunk c
+    FROM (SELECT id, search_vector || ''::tsvector AS search_vector
+          FROM kb_chunk WHERE id = ANY(%(ids)s) OFFSET 0) c
     LEFT JOIN LATERAL unnest(c.search_vector) AS u(lexeme, positions, weights)
         ON u.lexeme = ANY(ARRAY(SELECT lexeme FROM q))
-    WHERE c.id = ANY(%(ids)s)
 """
 
 
