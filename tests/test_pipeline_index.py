@@ -282,6 +282,41 @@ def test_keyword_scores_are_exact_okapi_bm25(make_org, api_client_for, celery_wo
 
 
 @pytest.mark.worker
+def test_a_draft_scores_its_staged_chunks_as_they_score_live(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    # A draft's versions that are not live have no postings: their chunks are scored from their
+    # tsvectors, those holding a query term found first through a tsquery of the query's lexemes
+    # (a URL's keep its quote). A draft that hides a live document and stages the same version
+    # instead must rank and score exactly as the live release does.
+    from kb import keyword_search
+    from kb.models import Chunk
+
+    client = api_client_for(make_org())
+    kb_id = _returns_knowledge_base(client)
+    links = _upload(
+        client, kb_id, "links.md", b"# Links\n\nRefunds are explained at http://shop.example/o'brien/faq for parcels.\n"
+    )
+    _ready(client, links["id"], 1)
+    version = Document.objects.get(pk=links["id"]).live_version_id
+    assert version is not None
+    hidden = list(Chunk.objects.filter(version_id=version).values_list("pk", flat=True))
+    for query in ("refunds receipt", "http://shop.example/o'brien/faq", "lost parcels refunded", "zzzz qqqq"):
+        live = dict(keyword_search.keyword_scores(config="english", knowledge_base_ids=[kb_id], query=query, limit=10))
+        draft = dict(
+            keyword_search.keyword_scores(
+                config="english",
+                knowledge_base_ids=[kb_id],
+                query=query,
+                limit=10,
+                hidden=hidden,
+                staged=[version],
+            )
+        )
+        assert draft.keys() == live.keys(), query
+        assert all(draft[chunk] == pytest.approx(score, rel=1e-9) for chunk, score in live.items()), query
+        assert bool(set(hidden) & live.keys()) == (query != "zzzz qqqq"), query  # the staged chunk is found
+
+
+@pytest.mark.worker
 def test_keyword_candidates_grow_with_the_knowledge_base(make_org, api_client_for, celery_worker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # At scale the query's rarest word alone can fill a fixed match budget, and chunks matching
     # several of its other words were never scored (keyword recall@10 0.63 in a 350k-chunk
