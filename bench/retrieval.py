@@ -36,6 +36,8 @@ Measured (each query interleaves the modes, so drifting load on a shared machine
 - recall@10 and @50 of the selector's HNSW scan against an exact scan under the same filter, and
   the same scan with iterative scans off, in strict order, and with HNSW forced where the planner
   would answer exactly (small tenants);
+- a draft identical to the live release searched as a draft (vector and hybrid): latency, and
+  results the same as live;
 - EXPLAIN ANALYZE of the vector and keyword SQL for one query per tenant;
 - a hybrid search by part: the keyword query, the vector query (beside it), both retrievers
   done, match ranking, and what follows (rows loaded, duplicates dropped);
@@ -681,6 +683,30 @@ def bench_keyword(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
     }
 
 
+def bench_draft_search(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
+    """A draft identical to the live release (every live version), searched as the draft through
+    `chunk_search` (vector and hybrid), against the live search of the same query: latency, and
+    how many results are the same chunks in the same order."""
+    from kb.models import Document
+    from kb.selectors import chunk_search
+
+    versions = sorted(
+        Document.objects.filter(knowledge_base=kb, live_version__isnull=False).values_list("live_version_id", flat=True)
+    )
+    out: dict[str, Any] = {"versions": len(versions), "queries": len(queries)}
+    for mode in ("vector", "hybrid"):
+        times: list[float] = []
+        same = 0
+        for q in queries:
+            live = chunk_search(knowledge_bases=[kb], query=q.text, limit=LIMIT, mode=mode)
+            t0 = time.perf_counter()
+            draft = chunk_search(knowledge_bases=[kb], query=q.text, limit=LIMIT, mode=mode, versions=versions)
+            times.append((time.perf_counter() - t0) * 1000)
+            same += [h.chunk_id for h in draft] == [h.chunk_id for h in live]
+        out[mode] = {**summary(times), "same_as_live": same}
+    return out
+
+
 @contextmanager
 def statement_timeout(seconds: float) -> Iterator[None]:
     from django.db import connection
@@ -850,7 +876,7 @@ def bench_recall(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
 
     # What kb.selectors._vector_candidates sets for this tenant: exact search when it is a sliver.
     with transaction.atomic(), connection.cursor() as cursor:
-        _prepare_vector_scan(cursor, KnowledgeBase.objects.get(pk=kb.pk).live_chunks, POOL, exact=False)
+        _prepare_vector_scan(cursor, KnowledgeBase.objects.get(pk=kb.pk).live_chunks, POOL)
         cursor.execute("SELECT current_setting('enable_indexscan')")
         small = cursor.fetchone()[0] == "off"
     selector_settings = [*EXACT, *SELECTOR_SETTINGS] if small else SELECTOR_SETTINGS
@@ -1077,6 +1103,16 @@ def print_tables(results: dict[str, Any]) -> None:
                 f"{k['ms']['draft']['p50']:.1f}/{k['ms']['draft']['p95']:.1f} ms "
                 f"({k['draft_same_as_live']}/{k['queries']} draft results identical to live)"
             )
+        d = r.get("draft_search")
+        if d:
+            print(
+                f"draft search, {role} (a draft identical to live, {d['versions']} versions): "
+                + ", ".join(
+                    f"{mode} p50/p95 {d[mode]['p50']:.1f}/{d[mode]['p95']:.1f} ms "
+                    f"({d[mode]['same_as_live']}/{d['queries']} same as live)"
+                    for mode in ("vector", "hybrid")
+                )
+            )
     print(f"\nsummary: {json.dumps(results.get('summary', {}), indent=1)}")
     print(
         f"\n{'tenant':<12}{'vector search variant':<36}{'hnsw':>5}{'rows avg':>9}{'min':>5}{'R@10':>7}{'R@50':>7}"
@@ -1225,6 +1261,8 @@ def main() -> None:
             entry["hybrid_parts"] = bench_hybrid_parts(kb, queries, args.warmup)
             log(f"{role}: keyword recall against exhaustive BM25 over {recall_n} queries")
             entry["keyword"] = bench_keyword(kb, queries[args.warmup : args.warmup + recall_n])
+            log(f"{role}: draft search over {recall_n} queries")
+            entry["draft_search"] = bench_draft_search(kb, queries[args.warmup : args.warmup + recall_n])
             log(f"{role}: vector recall over {recall_n} queries")
             entry["recall"] = bench_recall(kb, queries[args.warmup : args.warmup + recall_n])
             entry["explain"] = explain(kb, queries[args.warmup], args.statement_timeout)
