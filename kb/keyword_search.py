@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from django.db import connection
 
+from kb.draft_scope import DraftScope
 from kb.languages import text_search_config
-from kb.models import Chunk, Document, KnowledgeBase
+from kb.models import Chunk, KnowledgeBase
 
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -128,31 +129,17 @@ staged AS MATERIALIZED (
 _STAGED_UNION = "UNION ALL SELECT chunk_id, score FROM staged\n"
 
 
-def _draft_difference(knowledge_bases: Sequence[KnowledgeBase], versions: list[int]) -> tuple[list[int], list[int]]:
-    """How a draft differs from what is live: (live chunks it hides, versions it adds).
-
-    Postings cover live chunks only; a draft search reads them without the chunks of the live
-    versions the draft replaces, removes or disables, and reads the draft's other versions (new
-    or re-enabled: a few documents) from their tsvectors. Both are scored with the live release's
-    collection statistics, as a draft has none of its own.
-    """
-    live = set(
-        Document.objects.filter(
-            knowledge_base__in=knowledge_bases, enabled=True, live_version__isnull=False
-        ).values_list("live_version_id", flat=True)
-    )
-    wanted = set(versions)
-    hidden_versions = sorted(live - wanted)
-    hidden = (
-        list(Chunk.objects.filter(version_id__in=hidden_versions, is_live=True).values_list("pk", flat=True))
-        if hidden_versions
-        else []
-    )
-    return hidden, sorted(wanted - live)
+def _hidden_chunks(draft: DraftScope) -> list[int]:
+    """The live chunks a draft leaves out. Postings cover live chunks only: a draft search reads
+    them without these, and reads the draft's staged versions (a few documents) from their
+    tsvectors, scored with the live release's collection statistics (a draft has none of its own)."""
+    if not draft.hidden:
+        return []
+    return list(Chunk.objects.filter(version_id__in=draft.hidden, is_live=True).values_list("pk", flat=True))
 
 
 def keyword_candidates(
-    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, versions: list[int] | None = None
+    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, draft: DraftScope | None = None
 ) -> list[tuple[int, float]]:
     """Chunks ranked by Okapi BM25 over the postings (kb.models.Posting), in one round trip.
 
@@ -162,12 +149,12 @@ def keyword_candidates(
     mean length and each term's document frequency are read from the statistics
     kb.pipeline.index.term_stats keeps exact. The returned scores are exact Okapi BM25; which
     chunks are returned is exact unless the best chunks match none of the rarest terms (recall@10
-    against an exhaustive BM25: bench/retrieval.py).
+    against an exhaustive BM25: bench/retrieval.py). `draft`: search a draft (kb.draft_scope).
     """
     by_config: dict[str, list[int]] = defaultdict(list)
     for kb in knowledge_bases:
         by_config[text_search_config(kb)].append(kb.pk)
-    hidden, staged = _draft_difference(knowledge_bases, versions) if versions is not None else ([], [])
+    hidden, staged = (_hidden_chunks(draft), draft.staged) if draft is not None else ([], [])
     results: list[tuple[int, float]] = []
     for config, kb_ids in by_config.items():
         results.extend(
