@@ -911,11 +911,12 @@ def bench_recall(kb: KnowledgeBase, queries: list[Query]) -> dict[str, Any]:
     from django.db import connection, transaction
 
     from kb.models import KnowledgeBase
-    from kb.selectors import _prepare_vector_scan
+    from kb.selectors import _VECTOR_SCAN_SETTINGS_SQL, _vector_scan_settings
 
     # What kb.selectors._vector_candidates sets for this tenant: exact search when it is a sliver.
     with transaction.atomic(), connection.cursor() as cursor:
-        _prepare_vector_scan(cursor, KnowledgeBase.objects.get(pk=kb.pk).live_chunks, POOL)
+        live_chunks = KnowledgeBase.objects.get(pk=kb.pk).live_chunks
+        cursor.execute(_VECTOR_SCAN_SETTINGS_SQL, _vector_scan_settings(live_chunks, POOL))
         cursor.execute("SELECT current_setting('enable_indexscan')")
         small = cursor.fetchone()[0] == "off"
     selector_settings = [*EXACT, *SELECTOR_SETTINGS] if small else SELECTOR_SETTINGS

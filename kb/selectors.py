@@ -106,11 +106,6 @@ def _vector_scan_settings(chunks: int, limit: int) -> dict[str, Any]:
     }
 
 
-def _prepare_vector_scan(cursor: Any, chunks: int, limit: int) -> None:
-    """Apply the vector query's settings (`_vector_scan_settings`) to the current transaction."""
-    cursor.execute(_VECTOR_SCAN_SETTINGS_SQL, _vector_scan_settings(chunks, limit))
-
-
 def _vector_candidates(
     knowledge_bases: Sequence[KnowledgeBase],
     query: str,
