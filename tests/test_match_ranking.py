@@ -6,13 +6,15 @@ fitted by bench/match_ranking.py. Its effect on real questions is pinned in test
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from accounts.models import Role
 from chat.models import Channel, Message
 from chat.rag.answer import chat_answer
 from chat.rag.retrieve import retrieve
 from chat.services import chatbot_create
-from kb.match_ranking import QueryTerms, pool_terms, term_features
+from kb.match_ranking import QueryTerms, pool_terms, read_terms, term_features
+from kb.models import Chunk
 from kb.pipeline.run import version_ingest
 from kb.selectors import chunk_search
 from kb.services import document_create_text, knowledge_base_create, knowledge_base_update
@@ -102,3 +104,43 @@ def test_knowledge_bases_in_two_languages_keep_the_fused_order(make_org) -> None
 
     hits = chunk_search(knowledge_bases=[english, german], query="returns within 30 days", limit=5)
     assert hits and all(h.match_score is None for h in hits)
+
+
+@pytest.mark.django_db
+def test_the_word_matches_read_are_exactly_the_stored_ones(make_org) -> None:  # type: ignore[no-untyped-def]
+    """Where the query's words occur in each candidate (positions and weights: text, section path,
+    title), as read for ranking, equal the chunk's whole stored search vector restricted to them."""
+    kb = knowledge_base_create(organization=make_org(), name="Outbreaks", created_by=None)
+    _ingest(
+        kb,
+        "Coronavirus incubation",
+        "# Incubation period\n\nThe incubation period of the coronavirus is five days. "
+        "After the incubation period, symptoms of the coronavirus start.",
+    )
+    _ingest(kb, "Masks", "Masks reduce the spread of respiratory viruses in crowded rooms.")
+    ids = list(Chunk.objects.filter(knowledge_base=kb).values_list("pk", flat=True))
+    query = "What is the incubation period of the coronavirus?"
+
+    read = read_terms(query, [kb.pk], "english", ids)
+
+    assert read is not None
+    terms, lengths, occurrences = read
+    assert terms.lexemes == ["incub", "period", "coronavirus"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.id, length(c.search_vector), u.lexeme, u.positions, u.weights"
+            " FROM kb_chunk c, unnest(c.search_vector) u WHERE c.id = ANY(%s)",
+            [ids],
+        )
+        stored = cursor.fetchall()
+    expected: dict[int, dict[str, list[tuple[int, str]]]] = {}
+    for chunk_id, length, lexeme, positions, weights in stored:
+        assert lengths[chunk_id] == length
+        if lexeme in terms.lexemes:
+            expected.setdefault(chunk_id, {})[lexeme] = list(zip(positions, weights, strict=True))
+    assert occurrences == expected
+    # The question's words in the text, in the section path and in the title alike.
+    found = next(iter(expected.values()))
+    assert {w for positions in found.values() for _, w in positions} >= {"A", "B", "C"}
+    assert len(expected) == 1 and len(lengths) == len(ids)  # the masks chunk: a length, no match
+    assert read_terms("what is the ?!", [kb.pk], "english", ids) is None
