@@ -385,3 +385,50 @@ def test_the_match_budget_bounds_every_posting_read(make_org, api_client_for, ce
 
     monkeypatch.setattr(keyword_search, "KEYWORD_MATCH_BUDGET", 0)
     assert _postings_scanned(kb_id, query) == 1  # the rarest term is read whatever the budget
+
+
+def _prose(seed: int, words: int) -> str:
+    """Text that compresses like prose does, not like a repeated sentence (pglz would shrink that
+    below the size at which PostgreSQL moves values out of the row at all)."""
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 10))) for _ in range(3000)
+    ]
+    sentences: list[str] = []
+    while sum(len(s.split()) for s in sentences) < words:
+        sentences.append(" ".join(rng.choice(vocabulary) for _ in range(rng.randint(8, 20))).capitalize() + ".")
+    return " ".join(sentences)
+
+
+@pytest.mark.worker
+def test_vector_search_reads_each_chunks_vector_from_its_row(make_org, api_client_for, celery_worker) -> None:  # type: ignore[no-untyped-def]
+    # A full-size chunk (text, search vector, 384-d vector) is over the size at which PostgreSQL
+    # moves values out of the row; the vector stays in it (kb migration 0013), so comparing a
+    # chunk's vector reads its row, not also the TOAST index and table (~5 pages a chunk).
+    from django.db import connection
+
+    client = api_client_for(make_org())
+    kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Handbook"}, format="json").json()["id"]
+    body = "# Handbook\n\n" + "\n\n".join(_prose(i, 60) for i in range(40))
+    doc = _upload(client, kb_id, "handbook.md", body.encode())
+    _ready(client, doc["id"], 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE length(text) > 900) FROM kb_chunk"
+            " WHERE knowledge_base_id = %s AND embedding IS NOT NULL",
+            [kb_id],
+        )
+        chunks, full_size = cursor.fetchone()
+        cursor.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id, embedding <=> (SELECT embedding FROM kb_chunk"
+            " WHERE knowledge_base_id = %s LIMIT 1) AS distance FROM kb_chunk"
+            " WHERE knowledge_base_id = %s AND is_live ORDER BY distance",
+            [kb_id, kb_id],
+        )
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    assert chunks >= 10 and full_size >= chunks // 2  # mostly full-size chunks, all compared below
+    buffers = plan[0]["Plan"]["Shared Hit Blocks"] + plan[0]["Plan"]["Shared Read Blocks"]
+    assert buffers <= 2 * chunks + 10, (buffers, chunks)
