@@ -432,3 +432,60 @@ def test_vector_search_reads_each_chunks_vector_from_its_row(make_org, api_clien
     assert chunks >= 10 and full_size >= chunks // 2  # mostly full-size chunks, all compared below
     buffers = plan[0]["Plan"]["Shared Hit Blocks"] + plan[0]["Plan"]["Shared Read Blocks"]
     assert buffers <= 2 * chunks + 10, (buffers, chunks)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vectors_stored_out_of_line_before_move_into_their_rows(make_org) -> None:  # type: ignore[no-untyped-def]
+    # Rows written before kb migration 0013 keep their vectors in TOAST until rewritten; the
+    # operator's command moves them, leaving every vector and search result as it was.
+    import io
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    from kb.pipeline.run import version_ingest
+    from kb.selectors import chunk_search
+
+    kb = services.knowledge_base_create(organization=make_org(), name="Handbook", created_by=None)
+    text = "\n\n".join(_prose(i, 60) for i in range(12))
+    version = services.document_create_text(
+        knowledge_base=kb, title="Handbook", text=text, created_by=None, enqueue=False
+    )
+    version_ingest(version_id=version.version.pk)
+
+    def out_of_line() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM kb_chunk WHERE knowledge_base_id = %s"
+                " AND pg_column_toast_chunk_id(embedding) IS NOT NULL",
+                [kb.pk],
+            )
+            return int(cursor.fetchone()[0])
+
+    def vectors() -> dict[int, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id, embedding::text FROM kb_chunk WHERE knowledge_base_id = %s", [kb.pk])
+            return dict(cursor.fetchall())
+
+    with connection.cursor() as cursor:  # the layout of an older install, each statement committed
+        cursor.execute("ALTER TABLE kb_chunk ALTER COLUMN embedding SET STORAGE EXTERNAL")
+        try:  # rows written whole, text and vector at once, as when the embedder was warm
+            cursor.execute(
+                "UPDATE kb_chunk SET embedding = (embedding::text)::vector, text = text || ''"
+                " WHERE knowledge_base_id = %s",
+                [kb.pk],
+            )
+        finally:
+            cursor.execute("ALTER TABLE kb_chunk ALTER COLUMN embedding SET STORAGE MAIN")
+    stored, query = vectors(), _prose(3, 8)
+    found = [h.chunk_id for h in chunk_search(knowledge_bases=[kb], query=query, mode="vector", limit=5)]
+    moved = out_of_line()
+    assert moved >= len(stored) // 2 >= 3
+
+    output = io.StringIO()
+    call_command("kb_store_vectors_in_rows", "--kb", str(kb.pk), "--batch", "2", stdout=output)
+
+    assert out_of_line() == 0
+    assert vectors() == stored
+    assert [h.chunk_id for h in chunk_search(knowledge_bases=[kb], query=query, mode="vector", limit=5)] == found
+    assert output.getvalue().startswith(f"{moved} chunk vectors rewritten")

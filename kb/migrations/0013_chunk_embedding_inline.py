@@ -8,7 +8,7 @@ an exact search of a 468-chunk knowledge base read 701 buffers instead of 2,329,
 of 2.2 (bench/retrieval.py corpus). Wider vectors (remote models) still move out when they must.
 
 Applies to rows written from now on (new chunks, re-embedded ones); rows already stored keep their
-layout until rewritten.
+layout until rewritten: `manage.py kb_store_vectors_in_rows` moves them (batched, while serving).
 """
 
 from django.db import migrations

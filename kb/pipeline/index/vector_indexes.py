@@ -47,3 +47,42 @@ def ensure_vector_index(dims: int) -> None:
     """Create the HNSW index for `dims` if this is the first knowledge base with that dimension."""
     with connection.cursor() as cursor:
         cursor.execute(index_sql(dims))
+
+
+# Chunks whose vector lies in the TOAST table, one batch after `after` in id order (PostgreSQL 17+:
+# pg_column_toast_chunk_id). Rewriting the vector from its text form makes a new value, which is
+# stored as the column now says (MAIN, kb migration 0013: in the row when it fits).
+_OUT_OF_LINE_SQL = """
+    WITH batch AS (
+        SELECT id FROM kb_chunk
+        WHERE id > %(after)s AND pg_column_toast_chunk_id(embedding) IS NOT NULL
+          AND (%(kbs)s::bigint[] IS NULL OR knowledge_base_id = ANY(%(kbs)s::bigint[]))
+        ORDER BY id LIMIT %(batch)s
+    )
+    UPDATE kb_chunk c SET embedding = (c.embedding::text)::vector
+    FROM batch WHERE c.id = batch.id
+    RETURNING c.id
+"""
+
+
+def store_vectors_in_rows(*, knowledge_base_ids: Sequence[int] | None = None, batch: int = 1000) -> int:
+    """Move the stored vectors that lie in the TOAST table into their rows, where they fit (rows
+    written before kb migration 0013); returns how many chunks were rewritten.
+
+    One pass in id order, a transaction per batch: safe to stop and run again, and a vector too
+    wide for its row (a remote model's) is rewritten once, not forever.
+    """
+    from django.db import transaction
+
+    rewritten, after = 0, 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _OUT_OF_LINE_SQL,
+                {"after": after, "batch": batch, "kbs": list(knowledge_base_ids) if knowledge_base_ids else None},
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return rewritten
+        rewritten += len(ids)
+        after = max(ids)
