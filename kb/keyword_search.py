@@ -13,6 +13,7 @@ from django.db import connection
 
 from kb.draft_scope import DraftScope
 from kb.languages import text_search_config
+from kb.match_ranking import lexemes_kept_sql
 from kb.models import Chunk, KnowledgeBase
 
 BM25_K1 = 1.2
@@ -122,10 +123,9 @@ staged AS MATERIALIZED (
     SELECT c.id AS chunk_id, sum(w.idf * (%(k1)s::float8 + 1) * tf.tf
            / (tf.tf + collection.len_base + collection.len_slope * c.dl)) AS score
     FROM (
-        -- Each vector cut down to the query's lexemes before unnest() (kb.match_ranking's
-        -- _TERMS_SQL: ts_delete of the vector less them), read from TOAST once (`|| ''`).
-        SELECT id, length(v) AS dl,
-               ts_delete(v, tsvector_to_array(ts_delete(v, (SELECT lexemes FROM staged_lexemes)))) AS matched
+        -- Each vector cut down to the query's lexemes before unnest()
+        -- (kb.match_ranking.lexemes_kept_sql), read from TOAST once (`|| ''`).
+        SELECT id, length(v) AS dl, {lexemes_kept} AS matched
         FROM (
             SELECT id, search_vector || ''::tsvector AS v FROM kb_chunk
             WHERE version_id = ANY(%(staged)s) AND knowledge_base_id = ANY(%(kbs)s)
@@ -138,7 +138,7 @@ staged AS MATERIALIZED (
     JOIN weights w ON w.lexeme = u.lexeme
     CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float AS tf) tf
     GROUP BY c.id
-)"""
+)""".replace("{lexemes_kept}", lexemes_kept_sql("v", "(SELECT lexemes FROM staged_lexemes)"))
 _STAGED_UNION = "UNION ALL SELECT chunk_id, score FROM staged\n"
 
 

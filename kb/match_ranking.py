@@ -193,16 +193,22 @@ PRECISE_WEIGHTS: Final[dict[str, float]] = {
 }
 
 
+def lexemes_kept_sql(vector: str, lexemes: str) -> str:
+    """SQL for the tsvector `vector` with only the lexemes of the text[] `lexemes` (positions and
+    weights kept): all others are deleted, the vector less `lexemes` naming them. Two C functions
+    over a sorted vector, where unnest() of the whole vector built every lexeme's arrays to keep a
+    few (match ranking's statement: execution 1.07 -> 0.58 ms p50 for 30 candidates, same rows).
+    Both arguments are SQL expressions written in this package, never user input."""
+    return f"ts_delete({vector}, tsvector_to_array(ts_delete({vector}, {lexemes})))"
+
+
 # One round trip: first the query's lexemes (chunk id NULL) with their positions in the query,
 # their document frequency over the knowledge bases searched and the size of that collection
 # (kb.keyword_search's idf); then, per candidate, its length in distinct lexemes and where the
 # query's lexemes occur in it. `|| ''` makes each stored (TOASTed) vector a value in memory once:
 # length() and ts_delete() each read it from TOAST again otherwise (430 buffers -> 190 for 30).
-# The vector is cut down to the query's lexemes before unnest(): all but them are deleted (the
-# vector less the query's lexemes names the rest), two C functions over a sorted vector, where
-# unnest() built every lexeme's arrays to drop all but a few (execution 1.07 -> 0.58 ms p50 for
-# 30 candidates of a 35k-chunk knowledge base, identical rows; bench/retrieval.py hybrid_parts).
-_TERMS_SQL = """
+# The vector is cut down to the query's lexemes before unnest() (`lexemes_kept_sql`).
+_TERMS_SQL = f"""
     WITH q AS MATERIALIZED (
         SELECT u.lexeme, u.positions
         FROM unnest(to_tsvector(%(config)s::regconfig, %(query)s)) AS u(lexeme, positions, weights)
@@ -217,11 +223,9 @@ _TERMS_SQL = """
     SELECT c.id, length(c.search_vector), u.lexeme, u.positions, u.weights, NULL, NULL
     FROM (SELECT id, search_vector || ''::tsvector AS search_vector
           FROM kb_chunk WHERE id = ANY(%(ids)s) OFFSET 0) c
-    LEFT JOIN LATERAL unnest(ts_delete(
-        c.search_vector,
-        tsvector_to_array(ts_delete(c.search_vector, (SELECT lexemes FROM query_lexemes)))
-    )) AS u(lexeme, positions, weights) ON true
-"""
+    LEFT JOIN LATERAL unnest({lexemes_kept_sql("c.search_vector", "(SELECT lexemes FROM query_lexemes)")})
+        AS u(lexeme, positions, weights) ON true
+"""  # noqa: S608 - only lexemes_kept_sql's fixed expressions are interpolated
 
 
 def read_terms(

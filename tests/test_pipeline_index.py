@@ -440,7 +440,7 @@ def test_vectors_stored_out_of_line_before_move_into_their_rows(make_org) -> Non
     # operator's command moves them, leaving every vector and search result as it was.
     import io
 
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
     from django.db import connection
 
     from kb.pipeline.run import version_ingest
@@ -489,3 +489,5 @@ def test_vectors_stored_out_of_line_before_move_into_their_rows(make_org) -> Non
     assert vectors() == stored
     assert [h.chunk_id for h in chunk_search(knowledge_bases=[kb], query=query, mode="vector", limit=5)] == found
     assert output.getvalue().startswith(f"{moved} chunk vectors rewritten")
+    with pytest.raises(CommandError, match=f"No knowledge base with id {kb.pk + 1000}"):
+        call_command("kb_store_vectors_in_rows", "--kb", str(kb.pk + 1000), stdout=io.StringIO())

@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from kb.models import KnowledgeBase
 from kb.pipeline.index.vector_indexes import store_vectors_in_rows
 
 
@@ -25,6 +26,12 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=1000, help="Chunks per transaction.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["kb"]:
+            missing = set(options["kb"]) - set(
+                KnowledgeBase.objects.filter(pk__in=options["kb"]).values_list("pk", flat=True)
+            )
+            if missing:
+                raise CommandError(f"No knowledge base with id {', '.join(map(str, sorted(missing)))}.")
         started = time.perf_counter()
         rewritten = store_vectors_in_rows(knowledge_base_ids=options["kb"] or None, batch=max(1, options["batch"]))
         self.stdout.write(f"{rewritten} chunk vectors rewritten ({time.perf_counter() - started:.1f} s)")

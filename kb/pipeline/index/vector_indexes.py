@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import connection
+from django.db import connection, transaction
 
 HNSW_MAX_VECTOR_DIMS = 2000
 HNSW_MAX_HALFVEC_DIMS = 4000
@@ -72,8 +72,6 @@ def store_vectors_in_rows(*, knowledge_base_ids: Sequence[int] | None = None, ba
     One pass in id order, a transaction per batch: safe to stop and run again, and a vector too
     wide for its row (a remote model's) is rewritten once, not forever.
     """
-    from django.db import transaction
-
     rewritten, after = 0, 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
