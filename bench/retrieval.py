@@ -804,16 +804,18 @@ HYBRID_PARTS = ("total", "keyword", "vector", "retrievers", "match_ranking", "af
 
 def bench_hybrid_parts(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict[str, Any]:
     """Where a hybrid search's time goes, per search: the keyword query (on the request's
-    connection), the vector query (beside it, kb.search_beside, or after it), both done
-    (`retrievers`, from the start of chunk_search), match ranking (its statement and features),
-    and `after` (fusing, loading the returned rows, dropping duplicates, the commit)."""
+    connection), the vector query (`vector`: sent beside it, kb.search_beside, the wait for its
+    rows after the keyword query; or run after it, its whole time), both done (`retrievers`, from
+    the start of chunk_search), match ranking (its statement and features), and `after` (fusing,
+    loading the returned rows, dropping duplicates, the commit)."""
     import kb.selectors as selectors
     from kb import match_ranking
 
     marks: dict[str, float] = {}
-    real_keyword, real_vector, real_rerank = (
+    real_keyword, real_vector, real_beside, real_rerank = (
         selectors.keyword_candidates,
         selectors._vector_candidates,
+        selectors._VectorSearchBeside.result,
         match_ranking.rerank,
     )
 
@@ -821,6 +823,9 @@ def bench_hybrid_parts(kb: KnowledgeBase, queries: list[Query], warmup: int) -> 
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(selectors, "keyword_candidates", _timed(marks, "keyword", real_keyword)))
         stack.enter_context(mock.patch.object(selectors, "_vector_candidates", _timed(marks, "vector", real_vector)))
+        stack.enter_context(
+            mock.patch.object(selectors._VectorSearchBeside, "result", _timed(marks, "vector", real_beside))
+        )
         stack.enter_context(mock.patch.object(match_ranking, "rerank", _timed(marks, "match_ranking", real_rerank)))
         for i, q in enumerate(queries):
             marks.clear()

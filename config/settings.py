@@ -107,8 +107,8 @@ GROUNDWORK_ANSWER_QUEUE = env_int("GROUNDWORK_ANSWER_QUEUE", 1000, minimum=0)
 GROUNDWORK_ANSWER_WAIT_SECONDS = env_float("GROUNDWORK_ANSWER_WAIT_SECONDS", 60.0, minimum=0.1)
 env_int("GROUNDWORK_EMBED_THREADS", 1, minimum=1)
 # Hybrid searches whose vector query may run on a second pooled connection beside the keyword
-# query at once, per process (kb.search_beside); only when the pool has a connection to spare.
-# 0: the two queries always run in turn.
+# query at once, per process (kb.search_beside; no thread: the connection is in pipeline mode);
+# only when the pool has a connection to spare. 0: the two queries always run in turn.
 GROUNDWORK_SEARCH_BESIDE_THREADS = env_int("GROUNDWORK_SEARCH_BESIDE_THREADS", 4, minimum=0)
 GROUNDWORK_BUSY_RETRY_AFTER = env_int("GROUNDWORK_BUSY_RETRY_AFTER", 5, minimum=1)  # seconds, told to clients
 

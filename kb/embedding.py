@@ -20,7 +20,8 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
@@ -107,6 +108,28 @@ class QueryVectors:
         if future is None:
             return embed_query(self.query, model=model)
         return future.result()
+
+    def when_ready(self, models: Iterable[str], callback: Callable[[], None]) -> None:
+        """Call `callback()` once, when the vectors of `models` are computed or failed: now, on this
+        thread, if they are (or one was never started: `vector` computes it); else on the thread
+        that computes the last of them, the moment it does."""
+        futures = [self._futures.get(model) for model in dict.fromkeys(models)]
+        if not futures or any(future is None for future in futures):
+            callback()
+            return
+        remaining = [len(futures)]
+        lock = threading.Lock()
+
+        def one_done(_: Future[list[float]]) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                callback()
+
+        for future in futures:
+            assert future is not None
+            future.add_done_callback(one_done)  # at once, on this thread, when already done
 
 
 def _prefixes(model: str) -> tuple[str, str]:

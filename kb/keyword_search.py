@@ -7,7 +7,8 @@ postings it reads are kept exact by kb.pipeline.index.term_stats.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 from django.db import connection
 
@@ -152,7 +153,11 @@ def _hidden_chunks(draft: DraftScope) -> list[int]:
 
 
 def keyword_candidates(
-    knowledge_bases: Sequence[KnowledgeBase], query: str, limit: int, draft: DraftScope | None = None
+    knowledge_bases: Sequence[KnowledgeBase],
+    query: str,
+    limit: int,
+    draft: DraftScope | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[tuple[int, float]]:
     """Chunks ranked by Okapi BM25 over the postings (kb.models.Posting), in one round trip.
 
@@ -163,6 +168,8 @@ def keyword_candidates(
     kb.pipeline.index.term_stats keeps exact. The returned scores are exact Okapi BM25; which
     chunks are returned is exact unless the best chunks match none of the rarest terms (recall@10
     against an exhaustive BM25: bench/retrieval.py). `draft`: search a draft (kb.draft_scope).
+    `meanwhile`: called once the first statement is on its way, while the database runs it
+    (hybrid search sends its vector query then).
     """
     by_config: dict[str, list[int]] = defaultdict(list)
     for kb in knowledge_bases:
@@ -172,9 +179,16 @@ def keyword_candidates(
     for config, kb_ids in by_config.items():
         results.extend(
             keyword_scores(
-                config=config, knowledge_base_ids=kb_ids, query=query, limit=limit, hidden=hidden, staged=staged
+                config=config,
+                knowledge_base_ids=kb_ids,
+                query=query,
+                limit=limit,
+                hidden=hidden,
+                staged=staged,
+                meanwhile=meanwhile,
             )
         )
+        meanwhile = None
     results.sort(key=lambda r: r[1], reverse=True)
     return results[:limit]
 
@@ -187,13 +201,19 @@ def keyword_scores(
     limit: int,
     hidden: Sequence[int] = (),
     staged: Sequence[int] = (),
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[tuple[int, float]]:
     """The best `limit` chunks by BM25 in knowledge bases sharing one text search configuration.
 
     `hidden`: live chunks left out; `staged`: versions whose chunks (not live) are scored too.
+    `meanwhile`: called after the statement is sent, before its rows are awaited.
     """
     sql = _KEYWORD_SQL.format(staged_cte=_STAGED_CTE if staged else "", staged_union=_STAGED_UNION if staged else "")
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, ExitStack() as pipeline:
+        if meanwhile is not None:
+            # Pipeline mode (psycopg's, on the connection under Django's): execute() sends the
+            # statement and returns; fetchall() waits for its rows.
+            pipeline.enter_context(connection.connection.pipeline())
         cursor.execute(
             sql,
             {
@@ -210,4 +230,6 @@ def keyword_scores(
                 "staged": list(staged),
             },
         )
+        if meanwhile is not None:
+            meanwhile()
         return [(row[0], float(row[1])) for row in cursor.fetchall()]

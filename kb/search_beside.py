@@ -1,15 +1,17 @@
-"""A query run on a second pooled connection, beside the current one, in the same snapshot.
+"""Statements run on a second pooled connection, beside the current one, in the same snapshot.
 
-Hybrid search runs its vector query here while the keyword query runs on the request's own
-connection, so a hybrid search takes about as long as the slower of the two rather than their
-sum (bench/retrieval.py: hybrid / vector p95). The second connection imports the first one's
-exported snapshot (`pg_export_snapshot`), so both retrievers see the same release.
+Hybrid search sends its vector query here and runs the keyword query on the request's own
+connection meanwhile, so a hybrid search takes about as long as the slower of the two rather than
+their sum (bench/retrieval.py: hybrid / vector p95). The second connection imports the first
+one's exported snapshot (`pg_export_snapshot`), so both retrievers see the same release.
 
-The second connection's transaction begins in the same round trip as the query (`start` hands
-`run` the statements to send first), and it is rolled back after the result has been handed over.
+The connection is in pipeline mode: `Beside.send` puts a statement on the wire and returns at
+once, and the statement's rows are read later, when its cursor is fetched. No thread waits on
+it: a thread handed the query began it up to ~4 ms (p95) after the request asked, on a busy
+2-core machine, more than the vector query of a small knowledge base takes.
 
-It never waits for a connection: with no pool, no idle slot or a full pool, `start` returns
-None and the caller runs the query itself. Waiting could deadlock a full pool whose every holder
+It never waits for a connection: with no pool, no idle slot or a full pool, `connect` returns None
+and the caller runs its statements itself. Waiting could deadlock a full pool whose every holder
 waits for a second connection.
 """
 
@@ -17,30 +19,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from contextlib import ExitStack
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from psycopg import sql
 
-T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-# At most this many queries run beside their requests at once per process; more run in turn.
+# At most this many searches hold a second connection at once per process; more run in turn.
 _slots = threading.BoundedSemaphore(settings.GROUNDWORK_SEARCH_BESIDE_THREADS or 1)
-_executor = ThreadPoolExecutor(
-    max_workers=settings.GROUNDWORK_SEARCH_BESIDE_THREADS or 1, thread_name_prefix="search-beside"
-)
-_BEGIN_IN_SNAPSHOT = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {};")
+_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # How long to wait for the pool to open a new connection before running in turn instead.
 CONNECT_TIMEOUT_S = 0.05
 
 
 def repeatable_read(*, export: bool) -> str | None:
     """Make the current transaction (just begun, nothing read yet) REPEATABLE READ; with `export`,
-    also return its snapshot id for `start`, in the same round trip."""
+    also return its snapshot id for `connect`, in the same round trip."""
     with connection.cursor() as cursor:
         if not export:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -52,7 +49,7 @@ def repeatable_read(*, export: bool) -> str | None:
 
 
 def available() -> bool:
-    """Whether a query could run beside this connection now (a pool, a slot and a connection free)."""
+    """Whether statements could run beside this connection now (a pool, a slot and a connection free)."""
     pool = _pool()
     if pool is None or not settings.GROUNDWORK_SEARCH_BESIDE_THREADS:
         return False
@@ -62,12 +59,66 @@ def available() -> bool:
     return bool(stats.get("pool_available", 0) or stats.get("pool_size", 0) < pool.max_size)
 
 
-def start(snapshot: str, run: Callable[[Any, str], T]) -> Future[T] | None:
-    """Run `run(cursor, begin)` on a second connection in `snapshot`; None: run it yourself.
+class Beside:
+    """A pooled connection reading `snapshot`, its statements sent without waiting for results.
 
-    `run` must send `begin` (the statements that open the transaction in the snapshot) ahead of
-    its first query, in the same execute: one round trip instead of two.
+    `send` may be called from another thread than the one reading the rows (hybrid search sends
+    its vector query from the thread that embedded the question, the moment the vector exists),
+    as long as each cursor is read after its `send` returned. `close` ends the transaction and
+    gives the connection back; a connection that failed is discarded, not reused.
     """
+
+    def __init__(self, pool: Any, conn: Any, snapshot: str) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._stack = ExitStack()
+        self._failed = False
+        self._stack.enter_context(conn.pipeline())
+        # Sent now, run while the caller prepares its own query: the caller's transaction holds the
+        # snapshot open until it ends, after `close`.
+        self._conn.cursor().execute(_BEGIN)
+        self._conn.cursor().execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+
+    @property
+    def backend_pid(self) -> int:
+        return int(self._conn.info.backend_pid)
+
+    def send(self, query: str, params: Any = None) -> Any:
+        """Send one statement (no `;`-separated lists in pipeline mode); its rows: the returned
+        cursor's fetch methods, which wait for them."""
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(query, params)
+        except BaseException:
+            self._failed = True
+            raise
+        return cursor
+
+    def end(self) -> None:
+        """Send the end of the transaction after the statements sent so far: its result arrives
+        with theirs, so `close` then has nothing left to wait for."""
+        self.send("ROLLBACK")
+
+    def failed(self) -> None:
+        """Mark the connection as not to be reused (a statement's rows could not be read)."""
+        self._failed = True
+
+    def close(self) -> None:
+        try:
+            self._stack.close()  # leaving pipeline mode reads every result still due
+            self._conn.rollback()  # the transaction only read (nothing to send after `end`)
+        except Exception:
+            self._failed = True
+            logger.exception("Ending the transaction beside a search failed")
+        finally:
+            if self._failed and not self._conn.closed:
+                self._conn.close()  # the pool replaces a closed connection
+            self._pool.putconn(self._conn)
+            _slots.release()
+
+
+def connect(snapshot: str) -> Beside | None:
+    """A second connection reading `snapshot`, or None: run the statements yourself."""
     pool = _pool()
     if pool is None or not available() or not _slots.acquire(blocking=False):
         return None
@@ -76,30 +127,14 @@ def start(snapshot: str, run: Callable[[Any, str], T]) -> Future[T] | None:
     except Exception:  # PoolTimeout, or the server refused a new connection: run in turn.
         _slots.release()
         return None
-    result: Future[T] = Future()
-
-    def beside() -> None:
-        failure: BaseException | None = None
-        try:
-            with conn.cursor() as cursor:
-                value = run(cursor, _BEGIN_IN_SNAPSHOT.format(sql.Literal(snapshot)).as_string(conn))
-        except BaseException as exc:
-            failure = exc
-        else:
-            result.set_result(value)  # before the rollback, which the caller need not wait for
-        try:
-            # The pool's connections are in autocommit: `begin` opened a transaction; it only read.
-            conn.rollback()
-        except Exception:
-            logger.exception("Ending the transaction beside a search failed")
-        finally:
-            pool.putconn(conn)
-            _slots.release()
-        if failure is not None:  # after the connection and the slot are free again
-            result.set_exception(failure)
-
-    _executor.submit(beside)
-    return result
+    try:
+        return Beside(pool, conn, snapshot)
+    except Exception:
+        logger.exception("Opening a connection beside a search failed")
+        conn.close()
+        pool.putconn(conn)
+        _slots.release()
+        return None
 
 
 def _pool() -> Any:

@@ -7,6 +7,7 @@ rows of another organisation, and a search over no knowledge base returns nothin
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -112,76 +113,134 @@ def _vector_candidates(
     limit: int,
     draft: DraftScope | None = None,
     query_vectors: embedding_api.QueryVectors | None = None,
-    cursor: Any = None,
-    begin: str = "",
 ) -> list[tuple[int, float]]:
     """Nearest chunks by cosine similarity, per embedding model, using the HNSW index
-    (`_vector_scan_settings` says when not).
+    (`_vector_scan_settings` says when not), on the request's connection."""
+    results: list[tuple[int, float]] = []
+    for (model, dims), kbs in _model_groups(knowledge_bases).items():
+        query_vector = query_vectors.vector(model) if query_vectors else embedding_api.embed_query(query, model=model)
+        settings_sql, query_sql, params = _vector_statements(kbs, dims, query_vector, limit, draft)
+        # Inside chunk_search's transaction already (no savepoint needed): SET LOCAL lasts until it ends.
+        # Parameters are bound client-side: both statements go in one execute, one round trip.
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            cursor.execute(f"{settings_sql};\n{query_sql}", params)
+            while cursor.nextset():  # to the last statement's rows
+                pass
+            results.extend(_similarities(cursor.fetchall()))
+    return _best_first(results, limit)
 
-    `cursor`: run on this cursor (a connection beside the request's, kb.search_beside) instead of
-    the request's connection; `begin`: the statements that open its transaction, sent with the
-    first query.
-    """
+
+def _model_groups(knowledge_bases: Iterable[KnowledgeBase]) -> dict[tuple[str, int], list[KnowledgeBase]]:
+    """The knowledge bases by (embedding model, vector width): one vector query per group."""
     groups: dict[tuple[str, int], list[KnowledgeBase]] = defaultdict(list)
     for kb in knowledge_bases:
         groups[(kb.embedding_model, kb.embedding_dims)].append(kb)
-    results: list[tuple[int, float]] = []
-    for (model, dims), kbs in groups.items():
-        query_vector = query_vectors.vector(model) if query_vectors else embedding_api.embed_query(query, model=model)
-        if cursor is not None:
-            results.extend(_vector_query(cursor, kbs, dims, query_vector, limit, draft, begin=begin))
-            begin = ""
-            continue
-        # Inside chunk_search's transaction already (no savepoint needed): SET LOCAL lasts until it ends.
-        with transaction.atomic(savepoint=False), connection.cursor() as own_cursor:
-            results.extend(_vector_query(own_cursor, kbs, dims, query_vector, limit, draft))
+    return groups
+
+
+def _best_first(results: list[tuple[int, float]], limit: int) -> list[tuple[int, float]]:
     # relaxed_order may return rows slightly out of order: sort them exactly.
     results.sort(key=lambda r: r[1], reverse=True)
     return results[:limit]
 
 
-def _vector_query(
-    cursor: Any,
+def _similarities(rows: Iterable[tuple[int, Any]]) -> list[tuple[int, float]]:
+    # The distance once, ordered by its name: "1 - distance" in the select list read (detoasted)
+    # every row's stored vector a second time (exact scan of 468 chunks: 2.0 -> 1.4 ms).
+    return [(row[0], 1.0 - float(row[1])) for row in rows]
+
+
+def _vector_statements(
     kbs: list[KnowledgeBase],
     dims: int,
     query_vector: list[float],
     limit: int,
     draft: DraftScope | None,
-    begin: str = "",
-) -> list[tuple[int, float]]:
-    """The transaction's scan settings and the query in one round trip (`begin` first, if any):
-    statements with parameters bound client-side (Django's cursors, and the pool's) can share one
-    execute; the last one's rows are the result."""
+) -> tuple[str, str, dict[str, Any]]:
+    """The transaction's scan settings, the vector query, and their parameters."""
     cast = vector_cast(dims)
-    literal = vector_literal(query_vector)
     params = {
         # A draft too: it reads the live chunks give or take a few documents (kb.draft_scope).
         **_vector_scan_settings(sum(kb.live_chunks for kb in kbs), limit),
-        "vector": literal,
+        "vector": vector_literal(query_vector),
         "dims": dims,
         "kbs": [kb.pk for kb in kbs],
         "hidden": draft.hidden if draft else [],
         "staged": draft.staged if draft else [],
         "limit": limit,
     }
-    # Only `cast` and `begin` are interpolated: built from an integer dimension by vector_cast(),
-    # and kb.search_beside's fixed statements with a quoted snapshot id. `%` in `begin` would
-    # read as a placeholder: it holds none.
-    cursor.execute(
-        f"""{begin}{_VECTOR_SCAN_SETTINGS_SQL};
+    # Only `cast` and the scope are interpolated: built from an integer dimension by
+    # vector_cast(), and one of `_scope`'s two fixed texts.
+    query_sql = f"""
         SELECT id, (embedding::{cast}) <=> %(vector)s::{cast} AS distance
         FROM kb_chunk
         WHERE embedding_dims = %(dims)s AND knowledge_base_id = ANY(%(kbs)s) AND {_scope(draft)}
         ORDER BY distance
         LIMIT %(limit)s
-        """,  # noqa: S608
-        params,
-    )
-    while cursor.nextset():  # to the last statement's rows
-        pass
-    # The distance once, ordered by its name: "1 - distance" in the select list read (detoasted)
-    # every row's stored vector a second time (exact scan of 468 chunks: 2.0 -> 1.4 ms).
-    return [(row[0], 1.0 - float(row[1])) for row in cursor.fetchall()]
+    """  # noqa: S608
+    return _VECTOR_SCAN_SETTINGS_SQL, query_sql, params
+
+
+class _VectorSearchBeside:
+    """The vector queries on a second connection (kb.search_beside), sent once `start` is called
+    and the query's vectors exist: at once when they do, else from the thread that embeds the
+    question, the moment it has. The request's thread reads the rows after the keyword query's."""
+
+    def __init__(
+        self,
+        beside: search_beside.Beside,
+        knowledge_bases: Sequence[KnowledgeBase],
+        limit: int,
+        draft: DraftScope | None,
+        query_vectors: embedding_api.QueryVectors,
+    ) -> None:
+        self._beside = beside
+        self._groups = _model_groups(knowledge_bases)
+        self._limit = limit
+        self._draft = draft
+        self._query_vectors = query_vectors
+        self._cursors: list[Any] = []
+        self._failure: BaseException | None = None
+        self._started = False
+        self._sent = threading.Event()
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._query_vectors.when_ready([model for model, _ in self._groups], self._send)
+
+    def _send(self) -> None:
+        try:
+            for (model, dims), kbs in self._groups.items():
+                vector = self._query_vectors.vector(model)
+                settings_sql, query_sql, params = _vector_statements(kbs, dims, vector, self._limit, self._draft)
+                self._beside.send(settings_sql, params)
+                self._cursors.append(self._beside.send(query_sql, params))
+            self._beside.end()
+        except BaseException as exc:  # an embedding error, or the connection failed: raised by result()
+            self._failure = exc
+        finally:
+            self._sent.set()
+
+    def result(self) -> list[tuple[int, float]]:
+        self.start()
+        self._sent.wait()
+        if self._failure is not None:
+            raise self._failure
+        results: list[tuple[int, float]] = []
+        try:
+            for cursor in self._cursors:
+                results.extend(_similarities(cursor.fetchall()))
+        except BaseException:
+            self._beside.failed()
+            raise
+        return _best_first(results, self._limit)
+
+    def close(self) -> None:
+        """Give the connection back (after `result`, or without it when the search failed)."""
+        self.start()
+        self._sent.wait()
+        self._beside.close()
 
 
 def _scope(draft: DraftScope | None) -> str:
@@ -242,34 +301,21 @@ def _chunk_search(
     snapshot: str | None = None,
 ) -> list[SearchHit]:
     pool = max(limit, candidates)
-    hits: dict[int, SearchHit] = {}
     draft = draft_scope(kbs, versions) if versions is not None else None
-    # The vector query on a second connection in this `snapshot` (exported when one is free) while
-    # the keyword query runs here, else after it: keyword first, as it needs no query vector, still
-    # being computed.
-    vector_future = (
-        search_beside.start(
-            snapshot,
-            lambda cursor, begin: _vector_candidates(
-                kbs, query, pool, draft, query_vectors, cursor=cursor, begin=begin
-            ),
-        )
-        if snapshot is not None
+    # The vector query on a second connection in this `snapshot` (exported when one is free), sent
+    # as soon as the query vector exists, while the keyword query runs here; else after it:
+    # keyword first, as it needs no query vector, still being computed.
+    beside = search_beside.connect(snapshot) if snapshot is not None and query_vectors is not None else None
+    vector_beside = (
+        _VectorSearchBeside(beside, kbs, pool, draft, query_vectors)
+        if beside is not None and query_vectors is not None
         else None
     )
-    if mode in ("hybrid", "keyword"):
-        for rank, (chunk_id, rank_score) in enumerate(keyword_candidates(kbs, query, pool, draft), start=1):
-            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
-            hit.keyword_score, hit.keyword_rank = rank_score, rank
-    if mode in ("hybrid", "vector"):
-        vector_hits = (
-            vector_future.result()
-            if vector_future is not None
-            else _vector_candidates(kbs, query, pool, draft, query_vectors)
-        )
-        for rank, (chunk_id, similarity) in enumerate(vector_hits, start=1):
-            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
-            hit.vector_score, hit.vector_rank = similarity, rank
+    try:
+        hits = _retrieve(kbs, query, mode, pool, draft, query_vectors, vector_beside)
+    finally:
+        if vector_beside is not None:
+            vector_beside.close()
     if mode == "hybrid":
         _fuse(hits.values())
     else:
@@ -308,6 +354,37 @@ def _chunk_search(
                 hit.rerank_score = score
             ranked.sort(key=lambda h: h.rerank_score or 0.0, reverse=True)
     return ranked[:limit]
+
+
+def _retrieve(
+    kbs: list[KnowledgeBase],
+    query: str,
+    mode: str,
+    pool: int,
+    draft: DraftScope | None,
+    query_vectors: embedding_api.QueryVectors | None,
+    vector_beside: _VectorSearchBeside | None,
+) -> dict[int, SearchHit]:
+    """Each retriever's best `pool` candidates, by chunk id, with their scores and ranks."""
+    hits: dict[int, SearchHit] = {}
+    if mode in ("hybrid", "keyword"):
+        # The vector query leaves while the keyword statement runs: its rows are read after these.
+        meanwhile = vector_beside.start if vector_beside is not None else None
+        for rank, (chunk_id, rank_score) in enumerate(
+            keyword_candidates(kbs, query, pool, draft, meanwhile=meanwhile), start=1
+        ):
+            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
+            hit.keyword_score, hit.keyword_rank = rank_score, rank
+    if mode in ("hybrid", "vector"):
+        vector_hits = (
+            vector_beside.result()
+            if vector_beside is not None
+            else _vector_candidates(kbs, query, pool, draft, query_vectors)
+        )
+        for rank, (chunk_id, similarity) in enumerate(vector_hits, start=1):
+            hit = hits.setdefault(chunk_id, SearchHit(chunk_id=chunk_id))
+            hit.vector_score, hit.vector_rank = similarity, rank
+    return hits
 
 
 def _precise_similarities(hits: list[SearchHit], query_vectors: embedding_api.QueryVectors) -> list[float] | None:

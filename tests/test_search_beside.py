@@ -1,16 +1,19 @@
-"""Hybrid search runs its vector query on a second connection beside the keyword query
-(kb.search_beside): same answers as in turn, the same snapshot, and in turn when no connection
-or slot is free."""
+"""Hybrid search sends its vector query on a second connection beside the keyword query
+(kb.search_beside): same answers as in turn, the same snapshot, sent the moment the query vector
+exists, and in turn when no connection or slot is free."""
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from django.db import connection
 
 from kb import search_beside
+from kb.embedding import QueryVectors, embed_query
+from kb.exceptions import EmbeddingError
 from kb.models import Chunk, KnowledgeBase
 from kb.selectors import SearchHit, chunk_search
 from tests.test_document_lifecycle import _ready, _upload
@@ -43,31 +46,77 @@ def _in_turn(kb: KnowledgeBase, question: str, settings: Any) -> list[SearchHit]
         settings.GROUNDWORK_SEARCH_BESIDE_THREADS = 4
 
 
+def _recording_sends(monkeypatch: Any) -> list[tuple[int, str, str]]:
+    """(backend pid, statement, thread name) of every statement sent beside a search."""
+    sent: list[tuple[int, str, str]] = []
+    send = search_beside.Beside.send
+
+    def recording(self: search_beside.Beside, query: str, params: Any = None) -> Any:
+        sent.append((self.backend_pid, " ".join(str(query).split()), threading.current_thread().name))
+        return send(self, query, params)
+
+    monkeypatch.setattr(search_beside.Beside, "send", recording)
+    return sent
+
+
+def _own_backend() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
 @pytest.mark.worker
 def test_the_vector_query_runs_beside_the_keyword_query_and_finds_the_same(
     make_org, api_client_for, celery_worker, monkeypatch, settings
 ) -> None:  # type: ignore[no-untyped-def]
     kb = _knowledge_base(make_org, api_client_for)
-    backends: list[int] = []
-    start = search_beside.start
-
-    def recording(snapshot: str, run: Any) -> Any:
-        def on_cursor(cursor: Any, begin: str) -> Any:
-            cursor.execute("SELECT pg_backend_pid()")
-            backends.append(cursor.fetchone()[0])
-            return run(cursor, begin)
-
-        return start(snapshot, on_cursor)
-
-    monkeypatch.setattr(search_beside, "start", recording)
+    sent = _recording_sends(monkeypatch)
     for question in QUESTIONS:
         beside = chunk_search(knowledge_bases=[kb], query=question, limit=3, mode="hybrid")
         assert beside, question
         assert _ranked(beside) == _ranked(_in_turn(kb, question, settings)), question
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        own = cursor.fetchone()[0]
-    assert len(backends) == len(QUESTIONS) and own not in backends
+    vector_queries = [(pid, query) for pid, query, _ in sent if "<=>" in query]
+    assert len(vector_queries) == len(QUESTIONS)
+    assert _own_backend() not in {pid for pid, _ in vector_queries}
+
+
+@pytest.mark.worker
+def test_the_vector_query_is_sent_the_moment_the_query_vector_exists(
+    make_org, api_client_for, celery_worker, monkeypatch, settings
+) -> None:  # type: ignore[no-untyped-def]
+    # The question is still being embedded when the search starts: the vector query leaves from
+    # the thread that finishes the embedding, not after the keyword query.
+    kb = _knowledge_base(make_org, api_client_for)
+    question = QUESTIONS[2]
+    expected = _ranked(_in_turn(kb, question, settings))
+    vector = embed_query(question, model=kb.embedding_model)
+    pending: Future[list[float]] = Future()
+    query_vectors = QueryVectors(question, [])
+    query_vectors._futures[kb.embedding_model] = pending
+    finisher = threading.Timer(0.3, lambda: pending.set_result(vector))
+    finisher.name = "embedding-finisher"
+    sent = _recording_sends(monkeypatch)
+    finisher.start()
+    found = chunk_search(knowledge_bases=[kb], query=question, limit=3, mode="hybrid", query_vectors=query_vectors)
+    assert _ranked(found) == expected
+    assert [thread for _, query, thread in sent if "<=>" in query] == ["embedding-finisher"]
+
+
+@pytest.mark.worker
+def test_an_embedding_failure_reaches_the_caller_and_frees_the_connection(
+    make_org, api_client_for, celery_worker, settings
+) -> None:  # type: ignore[no-untyped-def]
+    kb = _knowledge_base(make_org, api_client_for)
+    failed: Future[list[float]] = Future()
+    failed.set_exception(EmbeddingError("The embedding service is down."))
+    for _ in range(settings.GROUNDWORK_SEARCH_BESIDE_THREADS + 1):  # more failures than slots
+        query_vectors = QueryVectors(QUESTIONS[0], [])
+        query_vectors._futures[kb.embedding_model] = failed
+        with pytest.raises(EmbeddingError, match="service is down"):
+            chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid", query_vectors=query_vectors)
+    assert _ranked(chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")) == _ranked(
+        _in_turn(kb, QUESTIONS[0], settings)
+    )
 
 
 @pytest.mark.worker
@@ -78,9 +127,9 @@ def test_the_second_connection_reads_the_same_snapshot_as_the_first(
     # seen by either: here every chunk stops being live in between.
     kb = _knowledge_base(make_org, api_client_for)
     before = _ranked(_in_turn(kb, QUESTIONS[0], settings))
-    start = search_beside.start
+    real_connect = search_beside.connect
 
-    def change_then_start(snapshot: str, run: Any) -> Any:
+    def change_then_connect(snapshot: str) -> Any:
         def retire() -> None:
             Chunk.objects.filter(knowledge_base=kb).update(is_live=False)
             connection.close()
@@ -88,16 +137,20 @@ def test_the_second_connection_reads_the_same_snapshot_as_the_first(
         other = threading.Thread(target=retire)  # its own connection, committed at once
         other.start()
         other.join()
-        return start(snapshot, run)
+        return real_connect(snapshot)
 
-    monkeypatch.setattr(search_beside, "start", change_then_start)
+    monkeypatch.setattr(search_beside, "connect", change_then_connect)
+    sent = _recording_sends(monkeypatch)
     during = chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")
     assert _ranked(during) == before
+    assert any("<=>" in query for _, query, _ in sent)
     assert not Chunk.objects.filter(knowledge_base=kb, is_live=True).exists()
 
 
 @pytest.mark.worker
-def test_with_no_slot_free_the_queries_run_in_turn(make_org, api_client_for, celery_worker, settings) -> None:  # type: ignore[no-untyped-def]
+def test_with_no_slot_free_the_queries_run_in_turn(
+    make_org, api_client_for, celery_worker, monkeypatch, settings
+) -> None:  # type: ignore[no-untyped-def]
     kb = _knowledge_base(make_org, api_client_for)
     expected = _ranked(_in_turn(kb, QUESTIONS[1], settings))
     held = 0
@@ -105,35 +158,32 @@ def test_with_no_slot_free_the_queries_run_in_turn(make_org, api_client_for, cel
         held += 1
     try:
         assert held == settings.GROUNDWORK_SEARCH_BESIDE_THREADS
-        assert search_beside.start("00000003-00000002-1", lambda cursor, begin: None) is None
+        assert search_beside.connect("00000003-00000002-1") is None
+        sent = _recording_sends(monkeypatch)
         assert _ranked(chunk_search(knowledge_bases=[kb], query=QUESTIONS[1], limit=3, mode="hybrid")) == expected
+        assert sent == []
     finally:
         for _ in range(held):
             search_beside._slots.release()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_query_failing_beside_raises_to_the_caller_and_frees_its_connection(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_statement_failing_beside_raises_to_the_caller_and_frees_its_connection(settings) -> None:  # type: ignore[no-untyped-def]
     from django.db import transaction
-
-    def failing(cursor: Any, begin: str) -> Any:
-        cursor.execute(begin + "SELECT 1 / 0")
-        return cursor.fetchall()
-
-    def snapshot_level(cursor: Any, begin: str) -> Any:
-        cursor.execute(begin + "SELECT current_setting('transaction_isolation')")
-        while cursor.nextset():
-            pass
-        return cursor.fetchone()[0]
 
     with transaction.atomic():
         snapshot = search_beside.repeatable_read(export=True)
         assert snapshot is not None
         for _ in range(settings.GROUNDWORK_SEARCH_BESIDE_THREADS + 1):  # more failures than slots
-            future = search_beside.start(snapshot, failing)
-            assert future is not None, "a failed query kept its slot"
+            beside = search_beside.connect(snapshot)
+            assert beside is not None, "a failed statement kept its slot"
+            cursor = beside.send("SELECT 1 / 0")
             with pytest.raises(Exception, match="division by zero"):
-                future.result(timeout=10)
-        future = search_beside.start(snapshot, snapshot_level)
-        assert future is not None
-        assert future.result(timeout=10) == "repeatable read"
+                cursor.fetchall()
+            beside.failed()
+            beside.close()
+        beside = search_beside.connect(snapshot)
+        assert beside is not None
+        level = beside.send("SELECT current_setting('transaction_isolation')")
+        assert level.fetchone()[0] == "repeatable read"
+        beside.close()
