@@ -107,9 +107,10 @@ class Beside:
         try:
             self._stack.close()  # leaving pipeline mode reads every result still due
             self._conn.rollback()  # the transaction only read (nothing to send after `end`)
-        except Exception:
+        except Exception as exc:
+            # E.g. the search failed first and its snapshot ended before this connection read it.
             self._failed = True
-            logger.exception("Ending the transaction beside a search failed")
+            logger.warning("Ending the transaction beside a search failed: %s", exc)
         finally:
             if self._failed and not self._conn.closed:
                 self._conn.close()  # the pool replaces a closed connection

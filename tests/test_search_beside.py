@@ -187,3 +187,27 @@ def test_a_statement_failing_beside_raises_to_the_caller_and_frees_its_connectio
         level = beside.send("SELECT current_setting('transaction_isolation')")
         assert level.fetchone()[0] == "repeatable read"
         beside.close()
+
+
+@pytest.mark.worker
+def test_a_keyword_statement_failing_while_the_vector_query_runs_beside_frees_both(
+    make_org, api_client_for, celery_worker, monkeypatch, settings
+) -> None:  # type: ignore[no-untyped-def]
+    from kb import keyword_search
+
+    kb = _knowledge_base(make_org, api_client_for)
+    expected = _ranked(_in_turn(kb, QUESTIONS[0], settings))
+    sent = _recording_sends(monkeypatch)
+    with monkeypatch.context() as broken:
+        broken.setattr(keyword_search, "_KEYWORD_SQL", "SELECT 1 / (%(limit)s - %(limit)s), 1.0")
+        for _ in range(settings.GROUNDWORK_SEARCH_BESIDE_THREADS + 1):  # more failures than slots
+            with pytest.raises(Exception, match="division by zero"):
+                chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")
+    assert any("<=>" in query for _, query, _ in sent), "the failing searches never sent a vector query beside"
+    free = 0
+    while search_beside._slots.acquire(blocking=False):
+        free += 1
+    for _ in range(free):
+        search_beside._slots.release()
+    assert free == settings.GROUNDWORK_SEARCH_BESIDE_THREADS, "a failed search kept its slot"
+    assert _ranked(chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")) == expected
