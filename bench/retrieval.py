@@ -1028,6 +1028,7 @@ def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict
     from chat.models import Chatbot
     from chat.rag.generate import CompletionStream
     from kb import embedding
+    from kb.selectors import _VectorSearchBeside
 
     organization = Organization.objects.get(pk=kb.organization_id)
     chatbot: Chatbot = Chatbot.objects.filter(
@@ -1036,6 +1037,7 @@ def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict
         organization=organization, name="Bench bot", knowledge_bases=[kb], created_by=None
     )
     marks: dict[str, float] = {}
+    real_wait_until_sent = _VectorSearchBeside.wait_until_sent
     real_embed, real_vector, real_search, real_passages, real_build = (
         embedding.embed_query,
         kb_embedding.QueryVectors.vector,
@@ -1052,8 +1054,15 @@ def bench_overhead(kb: KnowledgeBase, queries: list[Query], warmup: int) -> dict
     reached_model = 0
     with ExitStack() as stack:
         stack.enter_context(mock.patch("kb.embedding.embed_query", _timed(marks, "embedding", real_embed)))
+        # The request waits for the question's vector in QueryVectors.vector when it runs the
+        # vector query itself, or until the vector query is on its way when it runs beside.
         stack.enter_context(
             mock.patch.object(kb_embedding.QueryVectors, "vector", _timed(marks, "embedding_wait", real_vector))
+        )
+        stack.enter_context(
+            mock.patch.object(
+                _VectorSearchBeside, "wait_until_sent", _timed(marks, "embedding_wait", real_wait_until_sent)
+            )
         )
         stack.enter_context(mock.patch.object(rag_retrieve, "chunk_search", _timed(marks, "retrieval", real_search)))
         stack.enter_context(

@@ -222,9 +222,13 @@ class _VectorSearchBeside:
         finally:
             self._sent.set()
 
-    def result(self) -> list[tuple[int, float]]:
+    def wait_until_sent(self) -> None:
+        """Until the queries are on their way, i.e. the query vectors exist (or failed)."""
         self.start()
         self._sent.wait()
+
+    def result(self) -> list[tuple[int, float]]:
+        self.wait_until_sent()
         if self._failure is not None:
             raise self._failure
         results: list[tuple[int, float]] = []
@@ -238,8 +242,7 @@ class _VectorSearchBeside:
 
     def close(self) -> None:
         """Give the connection back (after `result`, or without it when the search failed)."""
-        self.start()
-        self._sent.wait()
+        self.wait_until_sent()
         self._beside.close()
 
 
