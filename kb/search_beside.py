@@ -74,8 +74,8 @@ class Beside:
         self._stack = ExitStack()
         self._failed = False
         self._stack.enter_context(conn.pipeline())
-        # Sent now, run while the caller prepares its own query: the caller's transaction holds the
-        # snapshot open until it ends, after `close`.
+        # Sent now, run while the caller prepares its own query. The caller's transaction keeps the
+        # snapshot until it ends, after `close`, or until a statement of its own fails first.
         self._conn.cursor().execute(_BEGIN)
         self._conn.cursor().execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
 
