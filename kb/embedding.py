@@ -113,8 +113,9 @@ class QueryVectors:
         """Call `callback()` once, when the vectors of `models` are computed or failed: now, on this
         thread, if they are (or one was never started: `vector` computes it); else on the thread
         that computes the last of them, the moment it does."""
-        futures = [self._futures.get(model) for model in dict.fromkeys(models)]
-        if not futures or any(future is None for future in futures):
+        wanted = list(dict.fromkeys(models))
+        futures = [self._futures[model] for model in wanted if model in self._futures]
+        if not futures or len(futures) < len(wanted):
             callback()
             return
         remaining = [len(futures)]
@@ -128,7 +129,6 @@ class QueryVectors:
                 callback()
 
         for future in futures:
-            assert future is not None
             future.add_done_callback(one_done)  # at once, on this thread, when already done
 
 

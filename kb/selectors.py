@@ -119,11 +119,11 @@ def _vector_candidates(
     results: list[tuple[int, float]] = []
     for (model, dims), kbs in _model_groups(knowledge_bases).items():
         query_vector = query_vectors.vector(model) if query_vectors else embedding_api.embed_query(query, model=model)
-        settings_sql, query_sql, params = _vector_statements(kbs, dims, query_vector, limit, draft)
+        query_sql, params = _vector_statement(kbs, dims, query_vector, limit, draft)
         # Inside chunk_search's transaction already (no savepoint needed): SET LOCAL lasts until it ends.
         # Parameters are bound client-side: both statements go in one execute, one round trip.
         with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-            cursor.execute(f"{settings_sql};\n{query_sql}", params)
+            cursor.execute(f"{_VECTOR_SCAN_SETTINGS_SQL};\n{query_sql}", params)
             while cursor.nextset():  # to the last statement's rows
                 pass
             results.extend(_similarities(cursor.fetchall()))
@@ -150,14 +150,14 @@ def _similarities(rows: Iterable[tuple[int, Any]]) -> list[tuple[int, float]]:
     return [(row[0], 1.0 - float(row[1])) for row in rows]
 
 
-def _vector_statements(
+def _vector_statement(
     kbs: list[KnowledgeBase],
     dims: int,
     query_vector: list[float],
     limit: int,
     draft: DraftScope | None,
-) -> tuple[str, str, dict[str, Any]]:
-    """The transaction's scan settings, the vector query, and their parameters."""
+) -> tuple[str, dict[str, Any]]:
+    """The vector query, and its parameters and those of `_VECTOR_SCAN_SETTINGS_SQL`."""
     cast = vector_cast(dims)
     params = {
         # A draft too: it reads the live chunks give or take a few documents (kb.draft_scope).
@@ -178,7 +178,7 @@ def _vector_statements(
         ORDER BY distance
         LIMIT %(limit)s
     """  # noqa: S608
-    return _VECTOR_SCAN_SETTINGS_SQL, query_sql, params
+    return query_sql, params
 
 
 class _VectorSearchBeside:
@@ -213,8 +213,8 @@ class _VectorSearchBeside:
         try:
             for (model, dims), kbs in self._groups.items():
                 vector = self._query_vectors.vector(model)
-                settings_sql, query_sql, params = _vector_statements(kbs, dims, vector, self._limit, self._draft)
-                self._beside.send(settings_sql, params)
+                query_sql, params = _vector_statement(kbs, dims, vector, self._limit, self._draft)
+                self._beside.send(_VECTOR_SCAN_SETTINGS_SQL, params)
                 self._cursors.append(self._beside.send(query_sql, params))
             self._beside.end()
         except BaseException as exc:  # an embedding error, or the connection failed: raised by result()
@@ -308,12 +308,11 @@ def _chunk_search(
     # The vector query on a second connection in this `snapshot` (exported when one is free), sent
     # as soon as the query vector exists, while the keyword query runs here; else after it:
     # keyword first, as it needs no query vector, still being computed.
-    beside = search_beside.connect(snapshot) if snapshot is not None and query_vectors is not None else None
-    vector_beside = (
-        _VectorSearchBeside(beside, kbs, pool, draft, query_vectors)
-        if beside is not None and query_vectors is not None
-        else None
-    )
+    vector_beside = None
+    if snapshot is not None and query_vectors is not None:
+        beside = search_beside.connect(snapshot)
+        if beside is not None:
+            vector_beside = _VectorSearchBeside(beside, kbs, pool, draft, query_vectors)
     try:
         hits = _retrieve(kbs, query, mode, pool, draft, query_vectors, vector_beside)
     finally:
