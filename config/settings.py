@@ -64,7 +64,11 @@ def _database_from_url(url: str) -> dict[str, object]:
         "PASSWORD": unquote(parts.password or ""),
         "HOST": host,
         "PORT": str(parts.port or ""),
-        "OPTIONS": {**query, **({"pool": _database_pool()} if DB_POOL_MAX else {})},
+        "OPTIONS": {
+            **({"prepare_threshold": PREPARE_ONLY_WHEN_ASKED} if DB_PREPARED_STATEMENTS else {}),
+            **query,
+            **({"pool": _database_pool()} if DB_POOL_MAX else {}),
+        },
         # A pooled connection goes back to the pool at the end of each request; persistent
         # connections (CONN_MAX_AGE > 0) only apply without the pool.
         "CONN_MAX_AGE": 0 if DB_POOL_MAX else env_int("GROUNDWORK_DB_CONN_MAX_AGE", 0, minimum=0),
@@ -85,6 +89,13 @@ DB_POOL_MAX = env_int("GROUNDWORK_DB_POOL_MAX", GROUNDWORK_STREAM_THREADS + 8, m
 # A request that waits longer than this for a connection is answered "busy, retry" (HTTP 503 with
 # Retry-After, or a `busy` event in a stream), never a 500 or a hang.
 DB_POOL_TIMEOUT = env_float("GROUNDWORK_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
+# Statements that ask for it are prepared once per connection (psycopg's prepare=True; Django
+# prepares none): match ranking's, sent on every hybrid search (kb.match_ranking). The threshold
+# only enables that: no other statement runs it many times over. Off behind a pooler that cannot
+# keep prepared statements (PgBouncer in transaction mode before 1.21, or without
+# max_prepared_statements).
+DB_PREPARED_STATEMENTS = env_bool("GROUNDWORK_DB_PREPARED_STATEMENTS", True)
+PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
 # Read by the model package (inference) at first use; checked here too, so that a typo stops
 # start-up instead of failing the first answer or the first document.
 env_int("GROUNDWORK_LOCAL_ANSWER_SLOTS", 1, minimum=1)

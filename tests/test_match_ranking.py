@@ -144,3 +144,37 @@ def test_the_word_matches_read_are_exactly_the_stored_ones(make_org) -> None:  #
     assert {w for positions in found.values() for _, w in positions} >= {"A", "B", "C"}
     assert len(expected) == 1 and len(lengths) == len(ids)  # the masks chunk: a length, no match
     assert read_terms("what is the ?!", [kb.pk], "english", ids) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_match_ranking_statement_is_prepared_once_and_planned_once(make_org) -> None:  # type: ignore[no-untyped-def]
+    """Sent on every hybrid search, so it is prepared once per connection and keeps its generic
+    plan in a search's transaction (planning was a third of its time); the ranking is the one the
+    statement gives when sent plain (GROUNDWORK_DB_PREPARED_STATEMENTS=false)."""
+    kb = knowledge_base_create(organization=make_org(), name="Outbreaks", created_by=None)
+    _ingest(kb, "Incubation", "The incubation period of the coronavirus is five days on average.")
+    _ingest(kb, "Periods", "A period of rest helps. Coronavirus cases rose. Incubation units were bought.")
+    _ingest(kb, "Masks", "Masks reduce the spread of respiratory viruses in crowded rooms.")
+    query = "What is the incubation period of the coronavirus?"
+
+    def ranking() -> list[tuple[int, float | None]]:
+        return [(h.chunk_id, h.match_score) for h in chunk_search(knowledge_bases=[kb], query=query, limit=5)]
+
+    connection.ensure_connection()
+    threshold = connection.connection.prepare_threshold
+    assert threshold is not None  # prepared statements are on by default
+    connection.connection.prepare_threshold = None  # as Django leaves it: nothing is prepared
+    try:
+        sent_plain = ranking()
+    finally:
+        connection.connection.prepare_threshold = threshold
+    prepared = [ranking() for _ in range(7)]
+
+    assert sent_plain and all(r == sent_plain for r in prepared)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%query_lexemes%"],
+        )
+        (plans,) = cursor.fetchall()
+    assert plans == (7, 0)

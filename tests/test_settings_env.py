@@ -49,7 +49,11 @@ def test_database_url_parsing_handles_tcp_and_socket_urls() -> None:
         "app",
         "s@cret",
     )
-    assert tcp["OPTIONS"] == {"sslmode": "require", "pool": {"min_size": 2, "max_size": 40, "timeout": 10.0}}
+    assert tcp["OPTIONS"] == {
+        "sslmode": "require",
+        "pool": {"min_size": 2, "max_size": 40, "timeout": 10.0},
+        "prepare_threshold": 2**31 - 1,  # statements that ask are prepared (kb.match_ranking), no other
+    }
     assert tcp["CONN_MAX_AGE"] == 0  # Django's pool refuses persistent connections
     socket = _database_from_url("postgresql://postgres:@/groundwork?host=/tmp/pg")
     assert socket["HOST"] == "/tmp/pg" and socket["NAME"] == "groundwork"
@@ -70,8 +74,10 @@ def test_pool_is_sized_from_the_environment_and_can_be_turned_off(monkeypatch: p
         assert pooled["OPTIONS"]["pool"] == {"min_size": 6, "max_size": 6, "timeout": 2.5}
         monkeypatch.setenv("GROUNDWORK_DB_POOL_MAX", "0")
         monkeypatch.setenv("GROUNDWORK_DB_CONN_MAX_AGE", "60")
+        monkeypatch.setenv("GROUNDWORK_DB_PREPARED_STATEMENTS", "false")  # behind PgBouncer < 1.21
         plain = importlib.reload(config.settings).DATABASES["default"]
         assert "pool" not in plain["OPTIONS"] and plain["CONN_MAX_AGE"] == 60
+        assert "prepare_threshold" not in plain["OPTIONS"]  # Django's default: nothing prepared
     finally:
         monkeypatch.undo()
         importlib.reload(config.settings)
