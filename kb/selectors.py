@@ -288,9 +288,18 @@ def chunk_search(
     if connection.in_atomic_block:
         # The caller's transaction may hold writes a second connection cannot see: in turn.
         return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors)
+    beside = mode == "hybrid" and _worth_a_second_connection(kbs) and search_beside.available()
     with transaction.atomic():
-        snapshot = search_beside.repeatable_read(export=mode == "hybrid" and search_beside.available())
+        snapshot = search_beside.repeatable_read(export=beside)
         return _chunk_search(kbs, query, limit, mode, candidates, versions, query_vectors, snapshot=snapshot)
+
+
+def _worth_a_second_connection(kbs: list[KnowledgeBase]) -> bool:
+    """Whether the vector query may run beside the keyword statement: for large knowledge bases.
+    A small one's vector query is short, and a second connection costs more than it overlaps."""
+    from django.conf import settings
+
+    return sum(kb.live_chunks for kb in kbs) > settings.GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS
 
 
 def _chunk_search(

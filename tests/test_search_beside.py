@@ -26,6 +26,12 @@ HANDBOOK = {
 QUESTIONS = ("can I return boots", "my tent seam is torn", "when does my parcel ship")
 
 
+@pytest.fixture(autouse=True)
+def _beside_for_any_size(settings: Any) -> None:
+    # These knowledge bases are small: searched in turn by default (see the last test).
+    settings.GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS = 0
+
+
 def _knowledge_base(make_org: Any, api_client_for: Any) -> KnowledgeBase:
     client = api_client_for(make_org())
     kb_id = client.post("/api/v1/knowledge-bases/", {"name": "Handbook"}, format="json").json()["id"]
@@ -211,3 +217,26 @@ def test_a_keyword_statement_failing_while_the_vector_query_runs_beside_frees_bo
         search_beside._slots.release()
     assert free == settings.GROUNDWORK_SEARCH_BESIDE_THREADS, "a failed search kept its slot"
     assert _ranked(chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")) == expected
+
+
+@pytest.mark.worker
+def test_a_small_knowledge_base_searches_in_turn_and_finds_the_same(
+    make_org, api_client_for, celery_worker, monkeypatch, settings
+) -> None:  # type: ignore[no-untyped-def]
+    # Its vector query is short: a second connection would cost more than it overlaps.
+    kb = _knowledge_base(make_org, api_client_for)
+    sent = _recording_sends(monkeypatch)
+    beside = chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")
+    assert any("<=>" in query for _, query, _ in sent)
+    sent.clear()
+    settings.GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS = kb.live_chunks
+    exported = []
+    real_repeatable_read = search_beside.repeatable_read
+    monkeypatch.setattr(
+        search_beside,
+        "repeatable_read",
+        lambda *, export: exported.append(export) or real_repeatable_read(export=export),
+    )
+    in_turn = chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")
+    assert sent == [] and exported == [False]  # not even a snapshot to share
+    assert _ranked(in_turn) == _ranked(beside)
