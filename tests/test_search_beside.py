@@ -230,13 +230,14 @@ def test_a_small_knowledge_base_searches_in_turn_and_finds_the_same(
     assert any("<=>" in query for _, query, _ in sent)
     sent.clear()
     settings.GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS = kb.live_chunks
-    exported = []
+    exported: list[bool] = []
     real_repeatable_read = search_beside.repeatable_read
-    monkeypatch.setattr(
-        search_beside,
-        "repeatable_read",
-        lambda *, export: exported.append(export) or real_repeatable_read(export=export),
-    )
+
+    def recording_repeatable_read(*, export: bool) -> str | None:
+        exported.append(export)
+        return real_repeatable_read(export=export)
+
+    monkeypatch.setattr(search_beside, "repeatable_read", recording_repeatable_read)
     in_turn = chunk_search(knowledge_bases=[kb], query=QUESTIONS[0], limit=3, mode="hybrid")
     assert sent == [] and exported == [False]  # not even a snapshot to share
     assert _ranked(in_turn) == _ranked(beside)
