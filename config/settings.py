@@ -122,9 +122,10 @@ env_int("GROUNDWORK_EMBED_THREADS", 1, minimum=1)
 # only when the pool has a connection to spare. 0: the two queries always run in turn.
 GROUNDWORK_SEARCH_BESIDE_THREADS = env_int("GROUNDWORK_SEARCH_BESIDE_THREADS", 4, minimum=0)
 # ... for knowledge bases holding more live chunks than this together. Smaller ones search in
-# turn: their vector query is short, and the second connection (snapshot export, pool, a third
-# busy process on the CPU) cost more than it overlapped (bench: 5,060 and 468 chunks).
-GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS = env_int("GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS", 10_000, minimum=0)
+# turn: their vector query is short (an exact scan: 468 chunks, 0.35 ms), so the second connection
+# (snapshot export, pool, a third busy process on the CPU) gains nothing on a quiet machine and
+# costs ~1 ms on a busy one; from ~3,500 chunks (HNSW) it gains 0.6-2.5 ms p50 (bench/retrieval.py).
+GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS = env_int("GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS", 2_000, minimum=0)
 GROUNDWORK_BUSY_RETRY_AFTER = env_int("GROUNDWORK_BUSY_RETRY_AFTER", 5, minimum=1)  # seconds, told to clients
 
 
