@@ -10,8 +10,8 @@ The weights were fitted by bench/match_ranking.py on the four public evaluation 
 Fitted on the other three sets and measured on the one left out, recall@5 went COVID-QA 0.781 →
 0.822 (recall@1 0.536 → 0.597), SQuAD-2 MRR 0.879 → 0.893, ClapNQ unchanged (1.000), 10-Q 0.831
 → 0.831 (recall@1 0.578 → 0.542: the one set it does not help); through the product's search
-with these weights, 10-Q recall@5 0.843 → 0.868. It costs ~2 ms per search (p50; one statement
-and the features of 30 candidates).
+with these weights, 10-Q recall@5 0.843 → 0.868. It costs ~1.5-2 ms per search on 2 cores (p50;
+one prepared statement, ~0.7 ms of it on the server, and the features of 30 candidates, ~0.35 ms).
 """
 
 from __future__ import annotations
