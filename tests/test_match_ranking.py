@@ -160,21 +160,30 @@ def test_the_match_ranking_statement_is_prepared_once_and_planned_once(make_org)
     def ranking() -> list[tuple[int, float | None]]:
         return [(h.chunk_id, h.match_score) for h in chunk_search(knowledge_bases=[kb], query=query, limit=5)]
 
+    def plans() -> tuple[int, int]:
+        """Generic and custom plans of match ranking's prepared statement on this connection so far
+        (earlier tests on this pooled connection may have run it too)."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["%query_lexemes%"],
+            )
+            rows = cursor.fetchall()
+        assert len(rows) <= 1, "prepared more than once"
+        return rows[0] if rows else (0, 0)
+
     connection.ensure_connection()
     threshold = connection.connection.prepare_threshold
     assert threshold is not None  # prepared statements are on by default
     connection.connection.prepare_threshold = None  # as Django leaves it: nothing is prepared
     try:
+        before = plans()
         sent_plain = ranking()
+        assert plans() == before
     finally:
         connection.connection.prepare_threshold = threshold
     prepared = [ranking() for _ in range(7)]
 
     assert sent_plain and all(r == sent_plain for r in prepared)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
-            ["%query_lexemes%"],
-        )
-        (plans,) = cursor.fetchall()
-    assert plans == (7, 0)
+    generic, custom = plans()
+    assert (generic - before[0], custom - before[1]) == (7, 0)
