@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
@@ -297,8 +298,6 @@ def chunk_search(
 def _worth_a_second_connection(kbs: list[KnowledgeBase]) -> bool:
     """Whether the vector query may run beside the keyword statement: for large knowledge bases.
     A small one's vector query is short, and a second connection costs more than it overlaps."""
-    from django.conf import settings
-
     return sum(kb.live_chunks for kb in kbs) > settings.GROUNDWORK_SEARCH_BESIDE_MIN_CHUNKS
 
 
